@@ -1,0 +1,232 @@
+"""The local stack: SeaweedFS S3, a Prefect server and an MLflow server on 127.0.0.1.
+
+State lives under `<home>/stack/`: `state.json` (PIDs, ports, URLs; no secrets),
+`credentials.json` (generated once, mode 0600), one folder of data and a log per service.
+Processes are detached (they outlive the CLI) and stopped by PID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from infra.processes import alive, free_ports, http_ok, spawn, stop, wait_until
+from primia.errors import StackError
+
+SERVICES = ("s3", "prefect", "mlflow")
+CHECKPOINT_BUCKET = "primia-checkpoints"
+MLFLOW_BUCKET = "primia-mlflow"
+WEED_PORTS = ("s3", "s3_grpc", "master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc",
+              "admin", "admin_grpc")
+
+
+@dataclass
+class StackState:
+    home: str
+    pids: dict[str, int] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+    urls: dict[str, str] = field(default_factory=dict)
+    buckets: dict[str, str] = field(default_factory=dict)
+
+
+def stack_dir(home: Path) -> Path:
+    return Path(home).resolve() / "stack"
+
+
+def bin_path(name: str) -> str:
+    """A console script of this environment (weed, prefect, mlflow), next to the interpreter."""
+    candidate = Path(sys.executable).parent / name
+    found = str(candidate) if candidate.exists() else shutil.which(name)
+    if not found:
+        raise StackError(f"cannot find the '{name}' program: run `make venv` first")
+    return found
+
+
+def credentials(home: Path) -> dict[str, str]:
+    """The S3 admin credentials, generated on first use and kept (mode 0600)."""
+    path = stack_dir(home) / "credentials.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    creds = {"access_key": "primia" + secrets.token_hex(6), "secret_key": secrets.token_urlsafe(30)}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(creds, fh)
+    return creds
+
+
+def load_state(home: Path) -> StackState | None:
+    path = stack_dir(home) / "state.json"
+    return StackState(**json.loads(path.read_text())) if path.exists() else None
+
+
+def _save_state(state: StackState) -> None:
+    path = stack_dir(Path(state.home)) / "state.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(state), indent=2))
+    tmp.replace(path)
+
+
+def _s3_identities(creds: dict[str, str], path: Path) -> None:
+    ident = {"identities": [{"name": "primia-admin",
+                             "credentials": [{"accessKey": creds["access_key"], "secretKey": creds["secret_key"]}],
+                             "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(ident, fh)
+
+
+def _start_s3(root: Path, ports: dict[str, int], creds: dict[str, str]) -> int:
+    data = root / "seaweedfs"
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "mini.options").unlink(missing_ok=True)  # weed re-reads old flags (ports) from here
+    _s3_identities(creds, root / "s3-identities.json")
+    p = ports
+    cmd = [
+        bin_path("weed"), f"-logdir={data}", "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3_grpc']}", f"-master.port={p['master']}",
+        f"-master.port.grpc={p['master_grpc']}", f"-volume.port={p['volume']}",
+        f"-volume.port.grpc={p['volume_grpc']}", f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer_grpc']}",
+        f"-admin.port={p['admin']}", f"-admin.port.grpc={p['admin_grpc']}", "-admin.ui=false", "-webdav=false",
+        "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
+        f"-filer.localSocket={data}/filer.sock", f"-s3.localSocket={data}/s3.sock",
+        f"-s3.config={root / 's3-identities.json'}",
+    ]
+    env = {"GOMEMLIMIT": "300MiB", "AWS_ACCESS_KEY_ID": creds["access_key"],
+           "AWS_SECRET_ACCESS_KEY": creds["secret_key"]}
+    return spawn(cmd, env, root / "logs" / "s3.log", data)
+
+
+def _start_prefect(root: Path, port: int) -> int:
+    home = root / "prefect"
+    home.mkdir(parents=True, exist_ok=True)
+    env = {
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }
+    cmd = [bin_path("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    return spawn(cmd, env, root / "logs" / "prefect.log", home)
+
+
+def _start_mlflow(root: Path, port: int, s3_port: int, creds: dict[str, str]) -> int:
+    home = root / "mlflow"
+    home.mkdir(parents=True, exist_ok=True)
+    env = {
+        "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_port}",
+        "AWS_ACCESS_KEY_ID": creds["access_key"],
+        "AWS_SECRET_ACCESS_KEY": creds["secret_key"],
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "TMPDIR": str(home / "tmp"),
+    }
+    (home / "tmp").mkdir(exist_ok=True)
+    cmd = [bin_path("mlflow"), "server", "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
+           "--artifacts-destination", f"s3://{MLFLOW_BUCKET}", "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "1"]
+    return spawn(cmd, env, root / "logs" / "mlflow.log", home)
+
+
+def _ensure_buckets(s3_port: int, creds: dict[str, str]) -> None:
+    from primia.config import S3Settings
+    from primia.store.s3 import ObjectStore
+
+    settings = S3Settings(endpoint=f"127.0.0.1:{s3_port}", access_key=creds["access_key"],  # type: ignore[arg-type]
+                          secret_key=creds["secret_key"])
+    for bucket in (CHECKPOINT_BUCKET, MLFLOW_BUCKET):
+        ObjectStore(settings, bucket).ensure_bucket()
+
+
+def _healthy(state: StackState, name: str) -> bool:
+    if name == "s3":
+        return http_ok(state.urls["s3"])
+    if name == "prefect":
+        return http_ok(state.urls["prefect_api"] + "/health")
+    return http_ok(state.urls["mlflow"] + "/health")
+
+
+def _wait_healthy(state: StackState, name: str, timeout: float) -> None:
+    root = stack_dir(Path(state.home))
+    pid = state.pids[name]
+    ok = wait_until(lambda: _healthy(state, name) or not alive(pid), timeout, 0.2) and alive(pid)
+    if not ok:
+        tail = (root / "logs" / f"{name}.log").read_text(errors="replace").splitlines()[-5:]
+        raise StackError(f"{name} did not become healthy within {timeout:.0f} s; log {root}/logs/{name}.log ends: "
+                         + " | ".join(tail))
+
+
+def up(home: Path, timeout: float = 90.0) -> StackState:
+    """Start whatever is not already running; idempotent."""
+    current = load_state(home)
+    if current and all(alive(current.pids.get(s, -1)) and _healthy(current, s) for s in SERVICES):
+        return current
+    if current:
+        down(home)
+    root = stack_dir(home)
+    root.mkdir(parents=True, exist_ok=True)
+    creds = credentials(home)
+    ports = dict(zip((*WEED_PORTS, "prefect", "mlflow"), free_ports(len(WEED_PORTS) + 2), strict=True))
+    state = StackState(
+        home=str(Path(home).resolve()), ports=ports,
+        urls={"s3": f"http://127.0.0.1:{ports['s3']}", "prefect_api": f"http://127.0.0.1:{ports['prefect']}/api",
+              "prefect_ui": f"http://127.0.0.1:{ports['prefect']}", "mlflow": f"http://127.0.0.1:{ports['mlflow']}"},
+        buckets={"checkpoints": CHECKPOINT_BUCKET, "mlflow_artifacts": MLFLOW_BUCKET},
+    )
+    try:
+        state.pids["s3"] = _start_s3(root, ports, creds)
+        state.pids["prefect"] = _start_prefect(root, ports["prefect"])  # starts while S3 warms up
+        _save_state(state)
+        _wait_healthy(state, "s3", timeout)
+        wait_until(lambda: _try_buckets(ports["s3"], creds), 30, 0.5)
+        _ensure_buckets(ports["s3"], creds)
+        state.pids["mlflow"] = _start_mlflow(root, ports["mlflow"], ports["s3"], creds)
+        _save_state(state)
+        _wait_healthy(state, "prefect", timeout)
+        _wait_healthy(state, "mlflow", timeout)
+    except Exception:
+        down(home)
+        raise
+    return state
+
+
+def _try_buckets(s3_port: int, creds: dict[str, str]) -> bool:
+    try:
+        _ensure_buckets(s3_port, creds)
+        return True
+    except Exception:  # the S3 gateway answers HTTP a moment before its filer is ready
+        return False
+
+
+def down(home: Path) -> list[str]:
+    """Stop the stack's processes (MLflow, Prefect, then S3); returns what was stopped."""
+    state = load_state(home)
+    if state is None:
+        return []
+    stopped = []
+    for name in ("mlflow", "prefect", "s3"):
+        pid = state.pids.get(name)
+        if pid and alive(pid):
+            stop(pid)
+            stopped.append(name)
+    (stack_dir(home) / "state.json").unlink(missing_ok=True)
+    return stopped
+
+
+def status(home: Path) -> dict[str, dict[str, object]]:
+    state = load_state(home)
+    if state is None:
+        return {}
+    out: dict[str, dict[str, object]] = {}
+    for name in SERVICES:
+        pid = state.pids.get(name, -1)
+        url = {"s3": state.urls["s3"], "prefect": state.urls["prefect_ui"], "mlflow": state.urls["mlflow"]}[name]
+        running = alive(pid)
+        out[name] = {"pid": pid, "running": running, "healthy": running and _healthy(state, name), "url": url}
+    return out

@@ -1,0 +1,234 @@
+"""Configuration: runtime settings (environment, secrets) and the federation config file (YAML).
+
+`Settings` says *where* things run (object store, Prefect, MLflow) and carries the secrets;
+`FederationConfig` says *what* to train. Both fail at load with a message naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from primia.errors import ConfigError
+
+SLUG = r"^[a-z0-9][a-z0-9-]{0,62}$"
+MODEL_NAMES = ("small_cnn", "resnet18", "densenet121")
+DATA_FORMATS = ("folder", "kermany", "npz", "dicom", "nifti")
+
+
+# --------------------------------------------------------------------------- runtime settings
+class S3Settings(BaseModel):
+    endpoint: str = "127.0.0.1:9000"
+    access_key: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    secure: bool = False
+    region: str = "us-east-1"
+    bucket: str = Field(default="primia-checkpoints", pattern=r"^[a-z0-9][a-z0-9.-]{2,62}$")
+
+
+class PrefectSettings(BaseModel):
+    api_url: str | None = None
+    ui_url: str | None = None
+
+
+class MlflowSettings(BaseModel):
+    tracking_uri: str | None = None
+    experiment: str = "primia"
+
+
+class _LocalStackSource(PydanticBaseSettingsSource):
+    """Fills endpoints and credentials from a running local stack (`primia stack up`).
+
+    It ranks below the environment, so `PRIMIA_S3__ENDPOINT=...` still points elsewhere.
+    """
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        home = Path(os.environ.get("PRIMIA_HOME", ".primia"))
+        state_file, cred_file = home / "stack" / "state.json", home / "stack" / "credentials.json"
+        if not state_file.exists():
+            return {}
+        state = json.loads(state_file.read_text())
+        out: dict[str, Any] = {
+            "s3": {"endpoint": f"127.0.0.1:{state['ports']['s3']}"},
+            "prefect": {"api_url": state["urls"]["prefect_api"], "ui_url": state["urls"]["prefect_ui"]},
+            "mlflow": {"tracking_uri": state["urls"]["mlflow"]},
+        }
+        if cred_file.exists():
+            creds = json.loads(cred_file.read_text())
+            out["s3"].update(access_key=creds["access_key"], secret_key=creds["secret_key"])
+        return out
+
+
+class Settings(BaseSettings):
+    """Where primia's services are; env prefix PRIMIA_, nested with `__` (PRIMIA_S3__ENDPOINT)."""
+
+    model_config = SettingsConfigDict(env_prefix="PRIMIA_", env_nested_delimiter="__", extra="ignore")
+
+    home: Path = Path(".primia")
+    s3: S3Settings = S3Settings()
+    prefect: PrefectSettings = PrefectSettings()
+    mlflow: MlflowSettings = MlflowSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, file_secret_settings, _LocalStackSource(settings_cls)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(f"settings: {_first_error(exc, prefix='PRIMIA_')}") from None
+
+
+# --------------------------------------------------------------------------- federation config
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Strict):
+    name: Literal["small_cnn", "resnet18", "densenet121"] = "small_cnn"
+    num_classes: int = Field(default=2, ge=2, le=1000)
+    in_channels: int = Field(default=1, ge=1, le=4)
+
+
+class AugmentConfig(_Strict):
+    enabled: bool = True
+    flip_prob: float = Field(default=0.5, ge=0, le=1)
+    affine_prob: float = Field(default=0.5, ge=0, le=1)
+    rotate_deg: float = Field(default=10.0, ge=0, le=180)
+    scale: float = Field(default=0.1, ge=0, le=0.5)
+    noise_std: float = Field(default=0.02, ge=0, le=1)
+    contrast_gamma: tuple[float, float] = (0.8, 1.25)
+
+
+class DataConfig(_Strict):
+    image_size: int = Field(default=64, ge=8, le=512)
+    val_fraction: float = Field(default=0.1, gt=0, lt=0.5)
+    augment: AugmentConfig = AugmentConfig()
+
+
+class TrainingConfig(_Strict):
+    local_epochs: int = Field(default=1, ge=1, le=1000)
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    lr: float = Field(default=1e-3, gt=0, le=10)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    weight_decay: float = Field(default=0.0, ge=0, le=1)
+    class_weighting: bool = False
+
+
+class DataSource(_Strict):
+    """A data set on disk. `split` picks train/val/test inside an npz file or a Kermany folder."""
+
+    path: Path
+    format: Literal["folder", "kermany", "npz", "dicom", "nifti"] = "folder"
+    split: Literal["train", "val", "test"] | None = None
+
+
+class HospitalConfig(_Strict):
+    name: str = Field(pattern=SLUG)
+    data: DataSource
+
+
+class FederationConfig(_Strict):
+    """One federation: who takes part, on what data, training what, for how many rounds."""
+
+    federation_id: str = Field(pattern=SLUG)
+    rounds: int = Field(default=5, ge=1, le=10_000)
+    seed: int = Field(default=42, ge=0)
+    class_names: tuple[str, ...] | None = None
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    training: TrainingConfig = TrainingConfig()
+    hospitals: tuple[HospitalConfig, ...] = Field(min_length=1)
+    test_data: DataSource
+
+    @field_validator("hospitals")
+    @classmethod
+    def _unique_names(cls, v: tuple[HospitalConfig, ...]) -> tuple[HospitalConfig, ...]:
+        names = [h.name for h in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"hospital names must be unique, repeated: {', '.join(dupes)}")
+        return v
+
+    @model_validator(mode="after")
+    def _classes_match(self) -> FederationConfig:
+        if self.class_names is not None and len(self.class_names) != self.model.num_classes:
+            raise ValueError(
+                f"class_names has {len(self.class_names)} entries but model.num_classes is "
+                f"{self.model.num_classes}"
+            )
+        return self
+
+
+def _first_error(exc: ValidationError, prefix: str = "") -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+    got = err.get("input")
+    shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+    return f"field {prefix}{loc}: {err['msg']}{shown}"
+
+
+def parse_federation_config(raw: dict[str, Any], source: str = "config") -> FederationConfig:
+    try:
+        return FederationConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_first_error(exc)}") from None
+
+
+def load_federation_config(path: str | Path) -> FederationConfig:
+    """Read a YAML federation config; relative data paths are taken from the file's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path}: expected a mapping at the top level")
+    _resolve_paths(raw, path.parent.resolve())
+    return parse_federation_config(raw, source=f"config file {path}")
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    sources = [raw.get("test_data")] + [h.get("data") for h in raw.get("hospitals") or [] if isinstance(h, dict)]
+    for src in sources:
+        if isinstance(src, dict) and isinstance(src.get("path"), str):
+            p = Path(src["path"]).expanduser()
+            src["path"] = str(p if p.is_absolute() else base / p)
+
+
+def config_to_params(cfg: FederationConfig) -> dict[str, str]:
+    """Flatten the config for MLflow params. Paths are left out: they are hospital-local."""
+    flat: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif not isinstance(value, SecretStr):
+            flat[prefix] = str(value)
+
+    data = cfg.model_dump(mode="json", exclude={"hospitals", "test_data"})
+    walk("", data)
+    flat["hospitals"] = ",".join(h.name for h in cfg.hospitals)
+    flat["num_hospitals"] = str(len(cfg.hospitals))
+    return flat

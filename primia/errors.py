@@ -1,0 +1,24 @@
+"""User-facing errors: one line, naming the input and what was expected.
+
+The CLI prints these without a traceback; anything else is a bug and keeps its traceback.
+"""
+
+
+class PrimiaError(Exception):
+    """Base for errors caused by input or environment, not by a bug."""
+
+
+class ConfigError(PrimiaError):
+    """A configuration value is missing or invalid."""
+
+
+class DataError(PrimiaError):
+    """A data source is missing, unreadable or inconsistent."""
+
+
+class StoreError(PrimiaError):
+    """The object store refused or lost an operation."""
+
+
+class StackError(PrimiaError):
+    """The local stack could not be started, reached or stopped."""

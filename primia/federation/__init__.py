@@ -1,0 +1,1 @@
+"""Federated learning core: aggregation strategies and the hospital/coordinator round logic."""
