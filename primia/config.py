@@ -212,8 +212,14 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
     sources = [raw.get("test_data")] + [h.get("data") for h in raw.get("hospitals") or [] if isinstance(h, dict)]
     for src in sources:
         if isinstance(src, dict) and isinstance(src.get("path"), str):
-            p = Path(src["path"]).expanduser()
+            p = Path(expand_path(src["path"]))
             src["path"] = str(p if p.is_absolute() else base / p)
+
+
+def expand_path(raw: str) -> str:
+    """`${PRIMIA_HOME}` (default .primia, from the working folder), other $VARS and ~ in a data path."""
+    home = str(Path(os.environ.get("PRIMIA_HOME", ".primia")).resolve())
+    return os.path.expanduser(os.path.expandvars(raw.replace("${PRIMIA_HOME}", home)))
 
 
 def config_to_params(cfg: FederationConfig) -> dict[str, str]:

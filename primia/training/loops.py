@@ -64,7 +64,7 @@ def train_epochs(
             loss = loss_fn(model(x), y)
             loss.backward()
             opt.step()
-            total += float(loss) * len(y)
+            total += float(loss.detach()) * len(y)
             count += len(y)
         mean = total / max(count, 1)
     return mean

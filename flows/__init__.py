@@ -1,0 +1,1 @@
+"""Prefect flows: the table of contents of each job. No maths here."""

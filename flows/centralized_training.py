@@ -1,0 +1,45 @@
+"""centralized-training: the comparison baseline, one model on the union of the hospitals' data.
+
+Same model, seed, split and budget as federated-training: rounds x local_epochs passes over
+every training sample; selection by validation MCC on the pooled validation data.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import flow
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from primia import progress
+from primia.config import FederationConfig
+from primia.federation.coordinator import Selection, pooled_validation
+from tasks.centralized import centralized_epoch, prepare_centralized
+from tasks.coordinator import evaluate_global
+from tasks.reporting import record_round
+from tasks.tracking import finish_tracking, start_tracking
+
+
+@flow(name="centralized-training", flow_run_name="{config.federation_id}-centralized", persist_result=False,
+      task_runner=ThreadPoolTaskRunner(max_workers=4))
+def centralized_training(config: FederationConfig) -> dict[str, Any]:
+    cfg = config
+    run_id = start_tracking(cfg, mode="centralized")
+    trainer = prepare_centralized(cfg)
+    selection, evaluations, records, timings = Selection(), {}, [], []
+    progress.report("start", total=trainer.epochs, mode="centralized")
+    for epoch in range(1, trainer.epochs + 1):
+        started = time.perf_counter()
+        result, ref = centralized_epoch(trainer, epoch)
+        validation = pooled_validation([result])
+        selection.offer(epoch, validation["val_mcc"], ref)
+        evaluations[epoch] = evaluate_global.submit(cfg, ref)
+        timing = {"round_s": time.perf_counter() - started, "local_s_max": result.local_s}
+        timings.append(timing)
+        records.append(record_round.submit(run_id, f"{cfg.federation_id}-centralized", epoch, [result], validation,
+                                           evaluations[epoch], timing, epoch))
+    for f in records:
+        f.result()
+    return finish_tracking(cfg, run_id, selection, {e: f.result() for e, f in evaluations.items()}, timings,
+                           mode="centralized")

@@ -1,0 +1,55 @@
+"""federated-training: rounds of local training at every hospital, FedAvg, evaluation, tracking.
+
+Round r: hospitals validate global model r-1 and train on it (concurrent tasks) -> FedAvg into
+global model r (checkpointed) -> test evaluation and reporting run in the background while the
+next round trains. Model selection by pooled validation MCC, as PriMIA.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import flow
+from prefect.futures import PrefectFuture
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from primia import progress
+from primia.config import FederationConfig
+from primia.federation.coordinator import Selection, pooled_validation
+from tasks.coordinator import aggregate_updates, evaluate_global, initialize_global_model
+from tasks.hospital import local_training
+from tasks.reporting import record_round
+from tasks.tracking import finish_tracking, start_tracking
+
+
+@flow(name="federated-training", flow_run_name="{config.federation_id}", persist_result=False,
+      task_runner=ThreadPoolTaskRunner(max_workers=16))
+def federated_training(config: FederationConfig) -> dict[str, Any]:
+    cfg = config
+    run_id = start_tracking(cfg, mode="federated")
+    global_ref = initialize_global_model(cfg)
+    selection, evaluations, records, timings = Selection(), {}, [], []
+    progress.report("start", total=cfg.rounds, mode="federated")
+    for server_round in range(1, cfg.rounds + 1):
+        started = time.perf_counter()
+        results = [f.result() for f in
+                   [local_training.submit(h, server_round, global_ref, cfg) for h in cfg.hospitals]]
+        validation = pooled_validation(results)
+        selection.offer(server_round - 1, validation["val_mcc"], global_ref)
+        global_ref = aggregate_updates(cfg, server_round, global_ref, results)
+        evaluations[server_round] = evaluate_global.submit(cfg, global_ref)
+        timing = {"round_s": time.perf_counter() - started, "local_s_max": max(r.local_s for r in results)}
+        timings.append(timing)
+        records.append(record_round.submit(run_id, cfg.federation_id, server_round, results, validation,
+                                           evaluations[server_round], timing, server_round - 1))
+    final = [f.result() for f in
+             [local_training.submit(h, cfg.rounds + 1, global_ref, cfg, train=False) for h in cfg.hospitals]]
+    selection.offer(cfg.rounds, pooled_validation(final)["val_mcc"], global_ref)
+    _wait(records)
+    return finish_tracking(cfg, run_id, selection, {r: f.result() for r, f in evaluations.items()}, timings)
+
+
+def _wait(futures: list[PrefectFuture[Any]]) -> None:
+    for f in futures:
+        f.result()

