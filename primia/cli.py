@@ -276,7 +276,8 @@ def data_inspect(
     except ValidationError as exc:
         raise PrimiaError(f"--format/--split: {exc.errors()[0]['msg']}") from None
     data = read_source(source, image_size)
-    table = Table(title=f"{path} ({fmt}): {len(data)} images, {len(set(data.groups))} groups")
+    console.print(f"{path} ({fmt}): {len(data)} images, {len(set(data.groups))} groups", soft_wrap=True)
+    table = Table()
     table.add_column("class")
     table.add_column("images", justify="right")
     for name, n in zip(data.class_names, data.class_counts(), strict=True):

@@ -1,0 +1,57 @@
+"""Integration fixtures: a real local stack (SeaweedFS S3, Prefect server, MLflow server) on free
+127.0.0.1 ports, started once per test session under a temporary PRIMIA_HOME and stopped by PID."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra import stack
+from primia import runtime
+from primia.data.synthetic import make_synthetic, write_image_folder
+
+
+@pytest.fixture(scope="session")
+def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.StackState]:
+    home = tmp_path_factory.mktemp("primia-home")
+    old = {k: os.environ.get(k) for k in ("PRIMIA_HOME", "PREFECT_API_URL", "PREFECT_HOME")}
+    state = stack.up(home)
+    os.environ.update(PRIMIA_HOME=str(home), PREFECT_API_URL=state.urls["prefect_api"],
+                      PREFECT_HOME=str(home / "prefect-client"))
+    runtime.reset()
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: state.urls["prefect_api"],
+                                         PREFECT_HOME: str(home / "prefect-client")}):
+            yield state
+    finally:
+        stack.down(home)
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        runtime.reset()
+
+
+@pytest.fixture(scope="session")
+def federation_dirs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("hospitals")
+    for k, site in enumerate(["h1", "h2", "h3", "test"]):
+        write_image_folder(make_synthetic(48, 2, 32, seed=10 + k, noise=0.1), root / site)
+    return root
+
+
+def federation_raw(root: Path, federation_id: str, rounds: int = 2) -> dict[str, Any]:
+    return {
+        "federation_id": federation_id, "rounds": rounds, "seed": 3, "class_names": ["class0", "class1"],
+        "data": {"image_size": 32, "val_fraction": 0.2, "augment": {"enabled": True}},
+        "training": {"batch_size": 16, "lr": 0.01},
+        "hospitals": [{"name": s, "data": {"path": str(root / s)}} for s in ("h1", "h2", "h3")],
+        "test_data": {"path": str(root / "test")},
+    }

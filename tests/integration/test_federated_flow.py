@@ -1,0 +1,89 @@
+"""Two federated rounds against real Prefect, MLflow and S3 servers; what each of them holds after."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from infra import stack
+from primia import runtime
+from primia.config import load_settings, parse_federation_config
+from primia.store import weights as codec
+from tests.integration.conftest import federation_raw
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def federated(live_stack: stack.StackState, federation_dirs: Path) -> dict[str, Any]:
+    from flows.federated_training import federated_training
+
+    cfg = parse_federation_config(federation_raw(federation_dirs, "it-fed", rounds=2))
+    return federated_training(cfg)
+
+
+def test_summary(federated: dict[str, Any]) -> None:
+    assert federated["mode"] == "federated" and federated["selected_round"] in (0, 1, 2)
+    assert 0.0 <= federated["test"]["roc_auc"] <= 1.0
+    assert len(federated["timings"]) == 2
+
+
+def test_mlflow_has_per_round_metrics_and_no_secrets(federated: dict[str, Any]) -> None:
+    s = load_settings()
+    client = MlflowClient(s.mlflow.tracking_uri)
+    run = client.get_run(federated["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "test_mcc")] == [1, 2]
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_mcc")) == [0, 1]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "h2.train_loss")] == [1, 2]
+    assert run.data.params["model.name"] == "small_cnn" and run.data.params["hospitals"] == "h1,h2,h3"
+    secrets = runtime.secrets()
+    everything = str(run.data.params) + str(run.data.tags)
+    assert secrets and not any(sec in everything for sec in secrets)
+    arts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert {"plots/confusion_matrix.png", "plots/roc.png", "plots/curves.png"} <= arts
+
+
+def test_checkpoints_in_s3(federated: dict[str, Any]) -> None:
+    store = runtime.object_store()
+    keys = {o.key for o in store.list("federations/it-fed/")}
+    for r in (0, 1, 2):
+        assert f"federations/it-fed/rounds/{r:05d}/global.safetensors" in keys
+    for r in (1, 2):
+        for h in ("h1", "h2", "h3"):
+            assert f"federations/it-fed/rounds/{r:05d}/updates/{h}.safetensors" in keys
+    key = "federations/it-fed/rounds/00002/global.safetensors"
+    data = store.get(key)
+    assert store.metadata(key)["sha256"] == codec.sha256(data)
+    assert "head.weight" in codec.decode(data)
+
+
+def test_prefect_run_and_round_table(federated: dict[str, Any]) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def fetch() -> tuple[list[Any], list[Any]]:
+        async with get_client() as client:
+            runs = await client.read_flow_runs()
+            arts = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["it-fed-rounds"])))
+            return runs, arts
+
+    runs, arts = asyncio.run(fetch())
+    fed_runs = [r for r in runs if r.name == "it-fed"]
+    assert fed_runs and fed_runs[0].state_type.value == "COMPLETED"
+    assert len(arts) == 2 and arts[0].type == "table"
+    assert "h1" in str(arts[0].data)
+
+
+def test_centralized_flow(live_stack: stack.StackState, federation_dirs: Path) -> None:
+    from flows.centralized_training import centralized_training
+
+    cfg = parse_federation_config(federation_raw(federation_dirs, "it-cen", rounds=1))
+    summary = centralized_training(cfg)
+    assert summary["mode"] == "centralized" and summary["selected_round"] == 1
+    client = MlflowClient(load_settings().mlflow.tracking_uri)
+    assert [m.step for m in client.get_metric_history(summary["mlflow_run_id"], "test_mcc")] == [1]

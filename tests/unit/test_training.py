@@ -1,0 +1,87 @@
+"""Local rounds, FedAvg and model selection learn on synthetic images (in-process, fake store)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from primia.config import parse_federation_config
+from primia.data.synthetic import make_synthetic, write_image_folder
+from primia.errors import DataError
+from primia.federation import coordinator as co
+from primia.federation.hospital import load_local_data, run_local_round
+from primia.federation.strategy import FedAvg
+from primia.store.checkpoints import CheckpointStore
+from primia.training.centralized import CentralizedTrainer
+from primia.training.loops import class_weights
+from tests.fakes import MemoryObjectStore
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    root = tmp_path_factory.mktemp("fed")
+    for k, site in enumerate(["h1", "h2", "test"]):
+        write_image_folder(make_synthetic(60, 2, 32, seed=k, noise=0.1), root / site)
+    return parse_federation_config({
+        "federation_id": "unit", "rounds": 3, "seed": 0, "class_names": ["class0", "class1"],
+        "data": {"image_size": 32, "val_fraction": 0.2},
+        "training": {"batch_size": 16, "lr": 0.01},
+        "hospitals": [{"name": s, "data": {"path": str(root / s)}} for s in ("h1", "h2")],
+        "test_data": {"path": str(root / "test")},
+    })
+
+
+def test_federated_rounds_learn_and_are_deterministic(cfg) -> None:  # type: ignore[no-untyped-def]
+    def run() -> tuple[float, dict[str, np.ndarray]]:
+        store = CheckpointStore(MemoryObjectStore(), "unit")
+        ref = store.put_weights(0, co.initial_weights(cfg))
+        for r in range(1, cfg.rounds + 1):
+            results = [run_local_round(h, r, ref, cfg, store) for h in cfg.hospitals]
+            assert all(res.num_examples == len(load_local_data(h, cfg).train)
+                       for res, h in zip(results, cfg.hospitals, strict=True))
+            ref = store.put_weights(r, co.aggregate(FedAvg(), r, store.get_weights(ref), results, store))
+        w = store.get_weights(ref)
+        return co.evaluate(cfg, w, co.load_test_set(cfg)).metrics["mcc"], w
+
+    torch.set_num_threads(1)
+    mcc1, w1 = run()
+    mcc2, w2 = run()
+    assert mcc1 > 0.6, f"federated model did not learn the synthetic task (MCC {mcc1:.3f})"
+    assert all(np.array_equal(w1[k], w2[k]) for k in w1), "same seeds must give the same weights"
+
+
+def test_validation_is_held_out_by_group(cfg) -> None:  # type: ignore[no-untyped-def]
+    local = load_local_data(cfg.hospitals[0], cfg)
+    assert not set(local.train.groups) & set(local.val.groups)
+    assert 0.1 < len(local.val) / (len(local.val) + len(local.train)) < 0.35
+
+
+def test_centralized_trainer_uses_union(cfg) -> None:  # type: ignore[no-untyped-def]
+    trainer = CentralizedTrainer(cfg)
+    total = sum(len(load_local_data(h, cfg).train) for h in cfg.hospitals)
+    result = trainer.run_epoch(1)
+    assert result.num_examples == total and trainer.epochs == cfg.rounds
+
+
+def test_selection_keeps_best() -> None:
+    sel = co.Selection()
+    from primia.messages import CheckpointRef
+
+    refs = [CheckpointRef("b", f"k{i}", "s", i) for i in range(3)]
+    for i, v in enumerate([0.2, 0.7, 0.5]):
+        sel.offer(i, v, refs[i])
+    assert sel.best_round == 1 and sel.best_ref == refs[1]
+
+
+def test_class_weights() -> None:
+    w = class_weights(np.array([0, 0, 0, 1]), 3)
+    assert w[2] == 0 and w[1] == pytest.approx(3 * w[0])
+
+
+def test_wrong_class_count_is_named(cfg, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bad = cfg.model_copy(update={"class_names": None, "model": cfg.model.model_copy(update={"num_classes": 3})})
+    with pytest.raises(DataError, match="hospital h1: data has 2 classes .* model.num_classes is 3"):
+        load_local_data(bad.hospitals[0], bad)
