@@ -17,7 +17,8 @@ def initialize_global_model(cfg: FederationConfig) -> CheckpointRef:
     return runtime.checkpoints(cfg.federation_id).put_weights(0, core.initial_weights(cfg))
 
 
-@task(name="aggregate-updates", cache_policy=NO_CACHE, persist_result=False, task_run_name="aggregate-round-{server_round}")
+@task(name="aggregate-updates", cache_policy=NO_CACHE, persist_result=False,
+      task_run_name="aggregate-round-{server_round}")
 def aggregate_updates(
     cfg: FederationConfig, server_round: int, global_ref: CheckpointRef, results: list[HospitalResult]
 ) -> CheckpointRef:

@@ -57,7 +57,8 @@ class Evaluation:
 
 def evaluate(cfg: FederationConfig, weights: Weights, test: ImageSet) -> Evaluation:
     probs = predict(model_from_weights(cfg, weights), test)
-    return Evaluation(classification_metrics(test.labels, probs, test.class_names), test.labels, probs, test.class_names)
+    metrics = classification_metrics(test.labels, probs, test.class_names)
+    return Evaluation(metrics, test.labels, probs, test.class_names)
 
 
 def pooled_validation(results: Sequence[HospitalResult]) -> dict[str, float]:

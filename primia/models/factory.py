@@ -72,7 +72,9 @@ _BUILDERS = {
 assert set(_BUILDERS) == set(MODEL_NAMES)
 
 
-def build_model(cfg: ModelConfig | str, num_classes: int = 2, in_channels: int = 1, seed: int | None = None) -> nn.Module:
+def build_model(
+    cfg: ModelConfig | str, num_classes: int = 2, in_channels: int = 1, seed: int | None = None
+) -> nn.Module:
     """A fresh network; with `seed` its initial weights are reproducible."""
     if isinstance(cfg, str):
         if cfg not in _BUILDERS:

@@ -7,14 +7,15 @@ the tracking server; `finish` flushes before the run is closed.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Iterable
 from typing import Any
 
-import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+import mlflow
 from primia.config import MlflowSettings
 from primia.errors import ConfigError
 
@@ -23,6 +24,7 @@ class Tracker:
     def __init__(self, settings: MlflowSettings, secrets: Iterable[str] = ()) -> None:
         if not settings.tracking_uri:
             raise ConfigError("MLflow tracking URI is not set: start the stack or set PRIMIA_MLFLOW__TRACKING_URI")
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # we print our own links
         self.client = MlflowClient(settings.tracking_uri)
         self.experiment = settings.experiment
         self._secrets = [s for s in secrets if s]

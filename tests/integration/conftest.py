@@ -30,6 +30,7 @@ def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.Stack
                                          PREFECT_HOME: str(home / "prefect-client")}):
             yield state
     finally:
+        _flush_prefect()
         stack.down(home)
         for k, v in old.items():
             if v is None:
@@ -37,6 +38,18 @@ def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.Stack
             else:
                 os.environ[k] = v
         runtime.reset()
+
+
+def _flush_prefect() -> None:
+    """Send Prefect's queued logs and events while the server is still up (else exit hangs retrying)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        try:
+            worker.drain_all(timeout=10)
+        except Exception:  # best effort at teardown
+            pass
 
 
 @pytest.fixture(scope="session")

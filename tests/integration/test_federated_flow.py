@@ -69,7 +69,8 @@ def test_prefect_run_and_round_table(federated: dict[str, Any]) -> None:
     async def fetch() -> tuple[list[Any], list[Any]]:
         async with get_client() as client:
             runs = await client.read_flow_runs()
-            arts = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["it-fed-rounds"])))
+            key = ArtifactFilterKey(any_=["it-fed-rounds"])
+            arts = await client.read_artifacts(artifact_filter=ArtifactFilter(key=key))
             return runs, arts
 
     runs, arts = asyncio.run(fetch())
