@@ -64,7 +64,9 @@ def connect() -> Any:
     os.environ["PREFECT_API_URL"] = settings.prefect.api_url
     os.environ.setdefault("PREFECT_HOME", str((settings.home / "prefect-client").resolve()))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # Prefect's logs go to the server (the UI shows them); the console keeps our progress bars and
+    # one-line errors instead of task tracebacks.
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     return settings
 
@@ -130,12 +132,17 @@ def run_training(cfg: Any, modes: list[str]) -> dict[str, dict[str, Any]]:
     from flows.centralized_training import centralized_training
     from flows.federated_training import federated_training
     from primia import progress
-    from primia.data.sources import read_source
+    from primia.federation.coordinator import load_test_set
+    from primia.federation.hospital import load_local_data
 
-    for h in cfg.hospitals:  # fail fast, before anything is started, on a missing or bad folder
-        if not Path(h.data.path).exists():
-            raise PrimiaError(f"hospital {h.name}: data path {h.data.path} does not exist")
-    read_source(cfg.test_data, 8, cfg.class_names)
+    # Fail fast, before any run starts, on a missing folder, unreadable image, bad label or class
+    # list. Embedded mode: this process is every hospital, and what it reads is cached for the flow.
+    with console.status("reading the hospitals' data..."):
+        for h in cfg.hospitals:
+            if not Path(h.data.path).exists():
+                raise PrimiaError(f"hospital {h.name}: data path {h.data.path} does not exist")
+            load_local_data(h, cfg)
+        load_test_set(cfg)
     flows = {"federated": federated_training, "centralized": centralized_training}
     summaries: dict[str, dict[str, Any]] = {}
     with _progress_bar() as bar:
