@@ -58,9 +58,14 @@ def connect() -> Any:
     from primia.config import load_settings
     from primia.errors import StackError
 
+    from infra.processes import http_ok
+
     settings = load_settings()
     if not settings.prefect.api_url or not settings.mlflow.tracking_uri:
         raise StackError("the local stack is not running: start it with `primia stack up` (or `make up`)")
+    for name, url in (("Prefect", settings.prefect.api_url + "/health"), ("MLflow", settings.mlflow.tracking_uri)):
+        if not http_ok(url):
+            raise StackError(f"{name} at {url} does not answer: start the stack with `primia stack up`")
     os.environ["PREFECT_API_URL"] = settings.prefect.api_url
     os.environ.setdefault("PREFECT_HOME", str((settings.home / "prefect-client").resolve()))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
