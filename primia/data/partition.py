@@ -11,11 +11,11 @@ import numpy as np
 from primia.errors import DataError
 
 
-def _check(num_parts: int, n: int) -> None:
+def _check(num_parts: int, n: int, unit: str = "samples") -> None:
     if num_parts < 1:
         raise DataError(f"number of partitions must be at least 1, got {num_parts}")
     if n < num_parts:
-        raise DataError(f"cannot split {n} samples into {num_parts} non-empty partitions")
+        raise DataError(f"cannot split {n} {unit} into {num_parts} non-empty partitions")
 
 
 def _non_empty(parts: list[np.ndarray], what: str) -> list[np.ndarray]:
@@ -60,7 +60,7 @@ def grouped_partition(
     group's majority-class Dirichlet proportions: label skew that still respects groups.
     """
     uniq, inverse = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
-    _check(num_parts, len(uniq))
+    _check(num_parts, len(uniq), "groups")
     rng = np.random.default_rng(seed)
     sizes = np.bincount(inverse)
     order = rng.permutation(len(uniq))

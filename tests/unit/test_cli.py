@@ -55,3 +55,9 @@ def test_train_without_stack(tmp_path: Path, monkeypatch) -> None:  # type: igno
     cfg = tmp_path / "c.yaml"
     cfg.write_text("federation_id: f\nhospitals: [{name: a, data: {path: x}}]\ntest_data: {path: t}\n")
     _one_line_error(runner.invoke(app, ["train", "--config", str(cfg)]), "the local stack is not running")
+
+
+def test_empty_partition_at_the_cli(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["data", "prepare-br35h", "--out", str(tmp_path / "b"), "--hospitals", "5000"])
+    _one_line_error(result, "into 5000 non-empty partitions")
+    assert not (tmp_path / "b").exists()  # nothing half-written
