@@ -17,6 +17,7 @@ from pathlib import Path
 
 from infra.processes import alive, free_ports, http_ok, spawn, stop, wait_until
 from primia.errors import StackError
+from primia.store.keys import init_key_file
 
 SERVICES = ("s3", "prefect", "mlflow")
 CHECKPOINT_BUCKET = "primia-checkpoints"
@@ -172,6 +173,7 @@ def up(home: Path, timeout: float = 90.0) -> StackState:
     root = stack_dir(home)
     root.mkdir(parents=True, exist_ok=True)
     creds = credentials(home)
+    init_key_file(Path(home).resolve() / "keys" / "keyring.json")  # local development keys, 0600
     ports = dict(zip((*WEED_PORTS, "prefect", "mlflow"), free_ports(len(WEED_PORTS) + 2), strict=True))
     state = StackState(
         home=str(Path(home).resolve()), ports=ports,

@@ -6,18 +6,16 @@ input print one line, no traceback, and exit with status 2.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from primia.cli_common import console, friendly
 from primia.errors import PrimiaError
 
 app = typer.Typer(help="primia: privacy-preserving federated learning for medical imaging.", no_args_is_help=True,
@@ -28,25 +26,6 @@ bench_app = typer.Typer(help="Measure performance; prints one JSON object with -
 app.add_typer(stack_app, name="stack")
 app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
-console = Console()
-err_console = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def friendly(fn: F) -> F:
-    """Turn PrimiaError into one red line and exit status 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except PrimiaError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
 def _home() -> Path:
     from primia.config import load_settings
 
@@ -55,10 +34,9 @@ def _home() -> Path:
 
 def connect() -> Any:
     """Point Prefect at the stack's server (before Prefect is imported) and return the settings."""
+    from infra.processes import http_ok
     from primia.config import load_settings
     from primia.errors import StackError
-
-    from infra.processes import http_ok
 
     settings = load_settings()
     if not settings.prefect.api_url or not settings.mlflow.tracking_uri:
@@ -155,7 +133,8 @@ def run_training(cfg: Any, modes: list[str]) -> dict[str, dict[str, Any]]:
 
         def on_event(event: str, fields: dict[str, Any]) -> None:
             if event == "start":
-                ids["task"] = bar.add_task(fields["mode"], total=fields["total"], info="")
+                ids["task"] = bar.add_task(fields["mode"], total=fields["total"], info="",
+                                           completed=fields.get("completed", 0))
             elif event == "round" and "task" in ids:
                 m = fields["metrics"]
                 bar.update(ids["task"], advance=1, info=f"test MCC {m['mcc']:.3f} AUC {m['roc_auc']:.3f}")
@@ -314,6 +293,11 @@ def bench_round(
     else:
         console.print_json(json.dumps(result))
 
+
+from primia.cli_checkpoints import checkpoints_app, keys_app  # noqa: E402  (they use the helpers above)
+
+app.add_typer(checkpoints_app, name="checkpoints")
+app.add_typer(keys_app, name="keys")
 
 if __name__ == "__main__":
     app()

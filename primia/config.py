@@ -32,6 +32,23 @@ class S3Settings(BaseModel):
     bucket: str = Field(default="primia-checkpoints", pattern=r"^[a-z0-9][a-z0-9.-]{2,62}$")
 
 
+class CryptoSettings(BaseModel):
+    """Checkpoint keys; see primia/store/keys.py for the formats. Secrets only as SecretStr."""
+
+    key_file: Path | None = None
+    master_key: SecretStr | None = None
+    previous_keys: SecretStr | None = None
+    signing_key: SecretStr | None = None
+
+
+class StoreSettings(BaseModel):
+    """Object-store behaviour: retry budget and request timeouts (seconds)."""
+
+    retry_seconds: float = Field(default=120.0, ge=0, le=3600)
+    connect_timeout: float = Field(default=5.0, gt=0)
+    read_timeout: float = Field(default=60.0, gt=0)
+
+
 class PrefectSettings(BaseModel):
     api_url: str | None = None
     ui_url: str | None = None
@@ -75,6 +92,8 @@ class Settings(BaseSettings):
 
     home: Path = Path(".primia")
     s3: S3Settings = S3Settings()
+    crypto: CryptoSettings = CryptoSettings()
+    store: StoreSettings = StoreSettings()
     prefect: PrefectSettings = PrefectSettings()
     mlflow: MlflowSettings = MlflowSettings()
 
@@ -133,6 +152,13 @@ class TrainingConfig(_Strict):
     class_weighting: bool = False
 
 
+class CheckpointConfig(_Strict):
+    """Retention: keep the last `keep_last` committed rounds (0: all) plus the selected round and
+    every pinned (registered) round."""
+
+    keep_last: int = Field(default=5, ge=0, le=100_000)
+
+
 class DataSource(_Strict):
     """A data set on disk. `split` picks train/val/test inside an npz file or a Kermany folder."""
 
@@ -156,6 +182,7 @@ class FederationConfig(_Strict):
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     training: TrainingConfig = TrainingConfig()
+    checkpoints: CheckpointConfig = CheckpointConfig()
     hospitals: tuple[HospitalConfig, ...] = Field(min_length=1)
     test_data: DataSource
 

@@ -22,3 +22,7 @@ class StoreError(PrimiaError):
 
 class StackError(PrimiaError):
     """The local stack could not be started, reached or stopped."""
+
+
+class IntegrityError(StoreError):
+    """A stored object failed verification (hash, signature or authentication tag)."""

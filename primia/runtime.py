@@ -6,11 +6,15 @@ with a connection pool or a secret is passed through Prefect.
 
 from __future__ import annotations
 
+import base64
 import threading
 from functools import lru_cache
 
 from primia.config import Settings, load_settings
+from primia.errors import StoreError
+from primia.messages import CheckpointRef
 from primia.store.checkpoints import CheckpointStore
+from primia.store.keys import KeyRing, load_keyring
 from primia.store.s3 import ObjectStore
 from primia.tracking.mlflow_tracker import Tracker
 
@@ -24,9 +28,14 @@ def settings() -> Settings:
 
 @lru_cache(maxsize=1)
 def object_store() -> ObjectStore:
-    store = ObjectStore(settings().s3)
-    store.ensure_bucket()
+    store = ObjectStore(settings().s3, store=settings().store)
+    store.ensure_bucket(versioning=True)
     return store
+
+
+@lru_cache(maxsize=1)
+def keyring() -> KeyRing:
+    return load_keyring(settings().crypto, settings().home)
 
 
 _checkpoint_stores: dict[str, CheckpointStore] = {}
@@ -35,13 +44,26 @@ _checkpoint_stores: dict[str, CheckpointStore] = {}
 def checkpoints(federation_id: str) -> CheckpointStore:
     with _lock:
         if federation_id not in _checkpoint_stores:
-            _checkpoint_stores[federation_id] = CheckpointStore(object_store(), federation_id)
+            _checkpoint_stores[federation_id] = CheckpointStore(object_store(), federation_id, keyring())
         return _checkpoint_stores[federation_id]
 
 
+def federation_of(ref: CheckpointRef) -> str:
+    """The federation (checkpoint namespace) a reference belongs to, from its key."""
+    parts = ref.key.split("/")
+    if len(parts) < 3 or parts[0] != "federations":
+        raise StoreError(f"checkpoint key {ref.key!r} is not under federations/<id>/")
+    return parts[1]
+
+
 def secrets() -> list[str]:
-    s3 = settings().s3
-    return [v.get_secret_value() for v in (s3.access_key, s3.secret_key) if v is not None]
+    """Every secret value this process knows, so trackers can refuse to log any of them."""
+    s = settings()
+    values = [v.get_secret_value() for v in (s.s3.access_key, s.s3.secret_key, s.crypto.master_key,
+                                             s.crypto.previous_keys, s.crypto.signing_key) if v is not None]
+    ring = keyring()
+    values += [base64.b64encode(k).decode() for k in ring.keks.values()]
+    return values
 
 
 def tracker(run_id: str | None = None) -> Tracker:
@@ -54,5 +76,6 @@ def reset() -> None:
     """Forget cached handles (tests switch stacks; settings may change)."""
     settings.cache_clear()
     object_store.cache_clear()
+    keyring.cache_clear()
     with _lock:
         _checkpoint_stores.clear()

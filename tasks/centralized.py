@@ -18,7 +18,9 @@ def prepare_centralized(cfg: FederationConfig) -> CentralizedTrainer:
 
 @task(name="centralized-epoch", cache_policy=NO_CACHE, persist_result=False, task_run_name="epoch-{epoch}")
 def centralized_epoch(trainer: CentralizedTrainer, epoch: int) -> tuple[HospitalResult, CheckpointRef]:
-    """Train one epoch and checkpoint the weights (under `<federation>-centralized`)."""
+    """Train one epoch and commit the weights as a checkpoint (under `<federation>-centralized`)."""
     result = trainer.run_epoch(epoch)
-    ref = runtime.checkpoints(f"{trainer.cfg.federation_id}-centralized").put_weights(epoch, trainer.weights())
+    store = runtime.checkpoints(f"{trainer.cfg.federation_id}-centralized")
+    ref = store.put_weights(epoch, trainer.weights())
+    store.commit(epoch, {"global.safetensors": ref})
     return result, ref

@@ -1,4 +1,4 @@
-"""Tasks that run at the coordinator: initial model, aggregation, evaluation on the held-out test set."""
+"""Tasks that run at the coordinator: resume point, initial model, aggregation and commit, evaluation."""
 
 from __future__ import annotations
 
@@ -8,26 +8,39 @@ from prefect.cache_policies import NO_CACHE
 from primia import runtime
 from primia.config import FederationConfig
 from primia.federation import coordinator as core
+from primia.federation.checkpointing import GLOBAL, ResumePoint, commit_round, resume_point
 from primia.federation.strategy import FedAvg
 from primia.messages import CheckpointRef, HospitalResult
 
 
+@task(name="resume-point", cache_policy=NO_CACHE, persist_result=False)
+def find_resume_point(cfg: FederationConfig) -> ResumePoint | None:
+    """The last committed round of this federation (verified), or None to start fresh."""
+    return resume_point(runtime.checkpoints(cfg.federation_id), cfg)
+
+
 @task(name="initialize-global-model", cache_policy=NO_CACHE, persist_result=False)
-def initialize_global_model(cfg: FederationConfig) -> CheckpointRef:
-    return runtime.checkpoints(cfg.federation_id).put_weights(0, core.initial_weights(cfg))
+def initialize_global_model(cfg: FederationConfig, run_id: str) -> CheckpointRef:
+    store = runtime.checkpoints(cfg.federation_id)
+    committed = commit_round(store, cfg, 0, core.initial_weights(cfg), [], core.Selection(), run_id, FedAvg())
+    return committed.ref(GLOBAL)
 
 
-@task(name="aggregate-updates", cache_policy=NO_CACHE, persist_result=False,
+@task(name="aggregate-and-commit", cache_policy=NO_CACHE, persist_result=False,
       task_run_name="aggregate-round-{server_round}")
 def aggregate_updates(
-    cfg: FederationConfig, server_round: int, global_ref: CheckpointRef, results: list[HospitalResult]
+    cfg: FederationConfig, server_round: int, global_ref: CheckpointRef, results: list[HospitalResult],
+    selection: core.Selection, run_id: str,
 ) -> CheckpointRef:
-    """FedAvg of the round's updates, written to the store as the new global checkpoint."""
-    store = runtime.checkpoints(cfg.federation_id)
-    new = core.aggregate(FedAvg(), server_round, store.get_weights(global_ref), results, store)
-    return store.put_weights(server_round, new)
+    """FedAvg of the round's updates, committed as the new global checkpoint; then retention."""
+    store, strategy = runtime.checkpoints(cfg.federation_id), FedAvg()
+    new = core.aggregate(strategy, server_round, store.get_weights(global_ref), results, store)
+    committed = commit_round(store, cfg, server_round, new, results, selection, run_id, strategy)
+    store.apply_retention(cfg.checkpoints.keep_last, protect={selection.best_round})
+    return committed.ref(GLOBAL)
 
 
 @task(name="evaluate-global", cache_policy=NO_CACHE, persist_result=False, task_run_name="evaluate-round-{ref.round}")
 def evaluate_global(cfg: FederationConfig, ref: CheckpointRef) -> core.Evaluation:
-    return core.evaluate(cfg, runtime.checkpoints(cfg.federation_id).get_weights(ref), core.load_test_set(cfg))
+    store = runtime.checkpoints(runtime.federation_of(ref))
+    return core.evaluate(cfg, store.get_weights(ref), core.load_test_set(cfg))

@@ -18,7 +18,9 @@ from primia.tracking.plots import confusion_figure, curves_figure, roc_figure
 
 
 @task(name="start-tracking", cache_policy=NO_CACHE, persist_result=False)
-def start_tracking(cfg: FederationConfig, mode: str) -> str:
+def start_tracking(cfg: FederationConfig, mode: str, resume_run_id: str | None = None) -> str:
+    if resume_run_id:
+        return runtime.tracker().resume(resume_run_id)
     tags = {"primia.mode": mode, "primia.federation_id": cfg.federation_id,
             "prefect.flow_run_id": str(prefect_runtime.flow_run.id or "")}
     return runtime.tracker().start(f"{cfg.federation_id}-{mode}", config_to_params(cfg), tags)

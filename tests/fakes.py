@@ -9,7 +9,7 @@ from primia.store.s3 import ObjectInfo
 
 
 class MemoryObjectStore:
-    """Quacks like `primia.store.s3.ObjectStore`, keeps objects in a dict."""
+    """Quacks like `primia.store.s3.ObjectStore` (latest versions only), keeps objects in a dict."""
 
     def __init__(self, bucket: str = "test-bucket") -> None:
         self.bucket = bucket
@@ -17,23 +17,38 @@ class MemoryObjectStore:
         self.objects: dict[str, bytes] = {}
         self.meta: dict[str, dict[str, str]] = {}
 
-    def ensure_bucket(self) -> None:
+    def ensure_bucket(self, versioning: bool = True) -> None:
         pass
 
-    def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> str:
+    def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None, once: bool = False) -> str:
         self.objects[key] = bytes(data)
-        self.meta[key] = dict(metadata or {})
+        self.meta[key] = {k.lower(): v for k, v in (metadata or {}).items()}
         return "etag"
 
-    def get(self, key: str) -> bytes:
+    def get_with_metadata(self, key: str) -> tuple[bytes, dict[str, str]]:
         if key not in self.objects:
             raise StoreError(f"object store: s3://{self.bucket}/{key} does not exist")
-        return self.objects[key]
+        return self.objects[key], dict(self.meta[key])
+
+    def get(self, key: str) -> bytes:
+        return self.get_with_metadata(key)[0]
 
     def metadata(self, key: str) -> dict[str, str]:
-        return self.meta[key]
+        return dict(self.get_with_metadata(key)[1])
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def try_metadata(self, key: str) -> dict[str, str] | None:
+        return dict(self.meta[key]) if key in self.meta else None
+
+    def replace_metadata(self, key: str, metadata: dict[str, str]) -> None:
+        self.meta[key] = dict(metadata)
+
+    def list(self, prefix: str = "", versions: bool = False) -> Iterator[ObjectInfo]:
         for k in sorted(self.objects):
             if k.startswith(prefix):
                 yield ObjectInfo(k, len(self.objects[k]), "etag")
+
+    def remove_all_versions(self, key: str) -> int:
+        existed = key in self.objects
+        self.objects.pop(key, None)
+        self.meta.pop(key, None)
+        return int(existed)

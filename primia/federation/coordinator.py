@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -80,6 +81,21 @@ class Selection:
     best_val_mcc: float = float("-inf")
     best_ref: CheckpointRef | None = None
     history: dict[int, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"best_round": self.best_round, "best_val_mcc": self.best_val_mcc if self.best_round >= 0 else None,
+                "best_ref": asdict(self.best_ref) if self.best_ref else None,
+                "history": {str(k): v for k, v in self.history.items()}}
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> Selection:
+        ref = data.get("best_ref")
+        return Selection(
+            best_round=int(data["best_round"]),
+            best_val_mcc=float("-inf") if data.get("best_val_mcc") is None else float(data["best_val_mcc"]),
+            best_ref=CheckpointRef(**ref) if ref else None,
+            history={int(k): float(v) for k, v in data.get("history", {}).items()},
+        )
 
     def offer(self, server_round: int, val_mcc: float, ref: CheckpointRef) -> bool:
         self.history[server_round] = val_mcc

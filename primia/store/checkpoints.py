@@ -1,27 +1,36 @@
-"""Federation checkpoints in the object store: global weights per round and hospital updates.
+"""Federation checkpoints in the object store: encrypted objects, signed manifests, atomic rounds.
 
-Layout: federations/<id>/rounds/<round:05d>/global.safetensors
-        federations/<id>/rounds/<round:05d>/updates/<hospital>.safetensors
-Objects are addressed by `CheckpointRef` (bucket, key, sha256, round) and verified on read.
+Layout: federations/<id>/rounds/<round:05d>/<name>.enc   (global.safetensors, state.json, ...,
+        updates/<hospital>.safetensors) and .../manifest.json, written last, signed.
+Objects are addressed by `CheckpointRef` (bucket, key, sha256 of the stored bytes, round);
+reads verify, decrypt, then the caller parses.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
 
-from primia.errors import StoreError
+from primia.errors import IntegrityError, StoreError
 from primia.messages import CheckpointRef
+from primia.store import envelope, manifest
 from primia.store import weights as wcodec
+from primia.store.keys import KeyRing
 from primia.store.s3 import ObjectStore
 from primia.store.weights import Weights
 
+_ROUND_RE = re.compile(r"/rounds/(\d{5})/manifest\.json$")
 
-class _BytesCache:
-    """A small LRU of recently written or read payloads, keyed by sha256.
 
-    In embedded mode coordinator and hospitals share a process; this saves a download per
-    hospital per round without weakening anything: reads still check the sha256.
+class _PlainCache:
+    """Plaintexts of objects this process wrote or verified, keyed by the stored bytes' sha256.
+
+    In embedded mode coordinator and hospitals share a process; this saves a download and a
+    decryption per hospital per round. Only verified or self-written bytes enter it.
     """
 
     def __init__(self, capacity: int = 32) -> None:
@@ -44,35 +53,150 @@ class _BytesCache:
                 self._items.popitem(last=False)
 
 
+@dataclass(frozen=True)
+class CommittedRound:
+    round: int
+    manifest: dict[str, Any]
+
+    def ref(self, name: str) -> CheckpointRef:
+        entry = self.manifest["objects"].get(name)
+        if entry is None:
+            raise StoreError(f"round {self.round} has no object {name!r}")
+        return CheckpointRef(entry["bucket"], entry["key"], entry["sha256"], self.round)
+
+
 class CheckpointStore:
-    def __init__(self, store: ObjectStore, federation_id: str) -> None:
+    def __init__(self, store: ObjectStore, federation_id: str, ring: KeyRing) -> None:
         self.store = store
         self.federation_id = federation_id
-        self._cache = _BytesCache()
+        self.ring = ring
+        self._cache = _PlainCache()
+
+    # ----------------------------------------------------------------- names
+    @property
+    def prefix(self) -> str:
+        return f"federations/{self.federation_id}/"
 
     def round_prefix(self, server_round: int) -> str:
-        return f"federations/{self.federation_id}/rounds/{server_round:05d}/"
+        return f"{self.prefix}rounds/{server_round:05d}/"
 
-    def key_for(self, server_round: int, hospital: str | None = None) -> str:
-        leaf = f"updates/{hospital}.safetensors" if hospital else "global.safetensors"
-        return self.round_prefix(server_round) + leaf
+    def key_for(self, server_round: int, name: str) -> str:
+        return f"{self.round_prefix(server_round)}{name}.enc"
 
-    def put_weights(self, server_round: int, weights: Weights, hospital: str | None = None) -> CheckpointRef:
-        meta = {"federation": self.federation_id, "round": str(server_round), "hospital": hospital or ""}
-        data = wcodec.encode(weights, metadata=meta)
-        digest = wcodec.sha256(data)
-        key = self.key_for(server_round, hospital)
-        self.store.put(key, data, metadata={"sha256": digest, "round": str(server_round)})
-        self._cache.put(digest, data)
-        return CheckpointRef(self.store.bucket, key, digest, server_round)
+    def manifest_key(self, server_round: int) -> str:
+        return self.round_prefix(server_round) + "manifest.json"
 
-    def get_weights(self, ref: CheckpointRef) -> Weights:
+    def _where(self, ref: CheckpointRef) -> envelope.Location:
+        return envelope.Location(ref.bucket, ref.key, self.federation_id, ref.round)
+
+    # ----------------------------------------------------------------- objects
+    def put_object(self, server_round: int, name: str, plaintext: bytes) -> CheckpointRef:
+        key = self.key_for(server_round, name)
+        where = envelope.Location(self.store.bucket, key, self.federation_id, server_round)
+        sealed = envelope.seal(plaintext, self.ring, where)
+        self.store.put(key, sealed.ciphertext, metadata={**sealed.header, "sha256": sealed.sha256})
+        self._cache.put(sealed.sha256, plaintext)
+        return CheckpointRef(self.store.bucket, key, sealed.sha256, server_round)
+
+    def get_object(self, ref: CheckpointRef) -> bytes:
         if ref.bucket != self.store.bucket:
             raise StoreError(f"checkpoint {ref.key} is in bucket {ref.bucket}, expected {self.store.bucket}")
-        data = self._cache.get(ref.sha256)
-        if data is None:
-            data = self.store.get(ref.key)
-            if wcodec.sha256(data) != ref.sha256:
-                raise StoreError(f"checkpoint s3://{ref.bucket}/{ref.key} failed its sha256 check")
-            self._cache.put(ref.sha256, data)
-        return wcodec.decode(data, what=f"checkpoint s3://{ref.bucket}/{ref.key}")
+        plain = self._cache.get(ref.sha256)
+        if plain is None:
+            data, meta = self.store.get_with_metadata(ref.key)
+            plain = envelope.open_sealed(envelope.Sealed(data, meta), self.ring, self._where(ref), ref.sha256)
+            self._cache.put(ref.sha256, plain)
+        return plain
+
+    def put_weights(self, server_round: int, weights: Weights, hospital: str | None = None) -> CheckpointRef:
+        name = f"updates/{hospital}.safetensors" if hospital else "global.safetensors"
+        return self.put_object(server_round, name, wcodec.encode(weights))
+
+    def get_weights(self, ref: CheckpointRef) -> Weights:
+        return wcodec.decode(self.get_object(ref), what=f"checkpoint s3://{ref.bucket}/{ref.key}")
+
+    def put_json(self, server_round: int, name: str, data: dict[str, Any]) -> CheckpointRef:
+        return self.put_object(server_round, name, json.dumps(data, sort_keys=True).encode())
+
+    def get_json(self, ref: CheckpointRef) -> dict[str, Any]:
+        return json.loads(self.get_object(ref))
+
+    # ----------------------------------------------------------------- rounds
+    def commit(self, server_round: int, refs: dict[str, CheckpointRef]) -> CommittedRound:
+        """Write the signed manifest last: from now on the round is visible, exactly once."""
+        objects = {name: {"bucket": r.bucket, "key": r.key, "sha256": r.sha256} for name, r in sorted(refs.items())}
+        body = manifest.build(self.federation_id, server_round, objects)
+        raw = manifest.sign(body, self.ring)
+        self.store.put(self.manifest_key(server_round), raw, metadata={"sha256": wcodec.sha256(raw)}, once=True)
+        return CommittedRound(server_round, body)
+
+    def committed_rounds(self) -> list[int]:
+        rounds = []
+        for info in self.store.list(f"{self.prefix}rounds/"):
+            m = _ROUND_RE.search(info.key)
+            if m:
+                rounds.append(int(m.group(1)))
+        return sorted(rounds)
+
+    def load_round(self, server_round: int) -> CommittedRound:
+        key = self.manifest_key(server_round)
+        raw = self.store.get(key)
+        body = manifest.verify(raw, self.ring, f"s3://{self.store.bucket}/{key}", self.federation_id, server_round)
+        return CommittedRound(server_round, body)
+
+    def latest(self) -> CommittedRound | None:
+        rounds = self.committed_rounds()
+        return self.load_round(rounds[-1]) if rounds else None
+
+    def verify_round(self, server_round: int) -> list[str]:
+        """Check a committed round end to end (signature, hashes, decryption); names what it checked."""
+        committed = self.load_round(server_round)
+        for name in committed.manifest["objects"]:
+            ref = committed.ref(name)
+            data, meta = self.store.get_with_metadata(ref.key)
+            envelope.open_sealed(envelope.Sealed(data, meta), self.ring, self._where(ref), ref.sha256)
+        return sorted(committed.manifest["objects"])
+
+    def rewrap_round(self, server_round: int) -> int:
+        """Re-wrap each object's data key under the current master key; payloads are untouched."""
+        committed = self.load_round(server_round)
+        current, _ = self.ring.current_kek()
+        changed = 0
+        for name in committed.manifest["objects"]:
+            ref = committed.ref(name)
+            meta = self.store.metadata(ref.key)
+            if meta.get("primia-kid") == current:
+                continue
+            if meta.get("sha256") != ref.sha256:
+                raise IntegrityError(
+                    f"integrity check failed for s3://{ref.bucket}/{ref.key}: not the committed object")
+            header = {k: v for k, v in meta.items() if k.startswith("primia-")}
+            self.store.replace_metadata(ref.key, {**envelope.rewrap(header, self.ring, self._where(ref)),
+                                                  "sha256": ref.sha256})
+            changed += 1
+        return changed
+
+    # ----------------------------------------------------------------- retention
+    def pins(self) -> set[int]:
+        """Rounds pinned by name (a registered model's round): retention never deletes them."""
+        return {int(i.key.rsplit("/", 1)[-1].split(".")[0]) for i in self.store.list(f"{self.prefix}pins/")}
+
+    def pin(self, server_round: int, reason: str) -> None:
+        self.store.put(f"{self.prefix}pins/{server_round:05d}.json", json.dumps({"reason": reason}).encode())
+
+    def apply_retention(self, keep_last: int, protect: set[int]) -> list[int]:
+        """Delete committed rounds older than the last `keep_last`, except protected and pinned ones.
+        The manifest goes first, so a round disappears whole; every version is removed."""
+        if keep_last <= 0:
+            return []
+        rounds = self.committed_rounds()
+        keep = set(rounds[-keep_last:]) | protect | self.pins()
+        deleted = []
+        for r in rounds:
+            if r in keep:
+                continue
+            self.store.remove_all_versions(self.manifest_key(r))
+            for info in self.store.list(self.round_prefix(r), versions=True):
+                self.store.remove_all_versions(info.key)
+            deleted.append(r)
+        return deleted

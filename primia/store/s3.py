@@ -1,23 +1,33 @@
-"""A thin S3 client over the MinIO SDK: bytes in, bytes out, clear errors.
+"""A thin S3 client over the MinIO SDK: bytes in, bytes out, clear errors, bounded retries.
 
-Everything that reads or writes the object store goes through `ObjectStore` so that encryption,
-retries and integrity checks (later issues) have one place to live.
+Everything that reads or writes the object store goes through `ObjectStore`. Transient failures
+(connection refused or reset, timeouts, 5xx, SlowDown) are retried with exponential backoff and
+jitter within a bounded total time, each retry logged once; auth errors and missing objects are not.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import urllib3
 from minio import Minio
-from minio.error import S3Error
+from minio.commonconfig import REPLACE, CopySource
+from minio.error import MinioException, S3Error, ServerError
+from minio.versioningconfig import ENABLED, VersioningConfig
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
-from primia.config import S3Settings
+from primia.config import S3Settings, StoreSettings
 from primia.errors import ConfigError, StoreError
 
+log = logging.getLogger("primia.store")
 AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidSecretKey"}
+TRANSIENT_CODES = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "InternalServerError"}
+META_PREFIX = "x-amz-meta-"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -25,81 +35,155 @@ class ObjectInfo:
     key: str
     size: int
     etag: str
+    version_id: str | None = None
+    is_latest: bool = True
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, S3Error):
+        status = exc.response.status if exc.response is not None else 0
+        return exc.code in TRANSIENT_CODES or status >= 500
+    if isinstance(exc, ServerError):
+        return True
+    return isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError))
+
+
+def _user_metadata(headers: object) -> dict[str, str]:
+    items = headers.items() if hasattr(headers, "items") else []  # type: ignore[union-attr]
+    return {k[len(META_PREFIX):].lower(): v for k, v in items if k.lower().startswith(META_PREFIX)}
 
 
 class ObjectStore:
-    def __init__(self, settings: S3Settings, bucket: str | None = None) -> None:
+    def __init__(self, settings: S3Settings, bucket: str | None = None, store: StoreSettings | None = None) -> None:
         if settings.access_key is None or settings.secret_key is None:
             raise ConfigError(
                 "object store credentials are not set: start the local stack (`primia stack up`) or set "
                 "PRIMIA_S3__ACCESS_KEY and PRIMIA_S3__SECRET_KEY"
             )
+        store = store or StoreSettings()
         self.endpoint = settings.endpoint
         self.bucket = bucket or settings.bucket
+        self.retry_seconds = store.retry_seconds
         http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=5, read=60), maxsize=16,
-            retries=urllib3.Retry(total=0),  # retry policy belongs to us (tenacity), not the transport
+            timeout=urllib3.Timeout(connect=store.connect_timeout, read=store.read_timeout), maxsize=16,
+            retries=urllib3.Retry(total=0),  # retries are ours (tenacity), with a bounded total time
         )
         self._client = Minio(
-            settings.endpoint,
-            access_key=settings.access_key.get_secret_value(),
-            secret_key=settings.secret_key.get_secret_value(),
-            secure=settings.secure,
-            region=settings.region,
+            settings.endpoint, access_key=settings.access_key.get_secret_value(),
+            secret_key=settings.secret_key.get_secret_value(), secure=settings.secure, region=settings.region,
             http_client=http,
         )
 
-    def _fail(self, action: str, key: str, exc: Exception) -> StoreError:
+    # ----------------------------------------------------------------- plumbing
+    def _fail(self, action: str, key: str, exc: BaseException) -> StoreError:
         if isinstance(exc, S3Error):
             if exc.code in AUTH_CODES:
                 return StoreError(f"object store at {self.endpoint} rejected the credentials ({exc.code}) on {action}")
+            if exc.code in ("NoSuchKey", "NoSuchVersion"):
+                return StoreError(f"object store: s3://{self.bucket}/{key} does not exist")
             return StoreError(f"object store: {action} s3://{self.bucket}/{key} failed: {exc.code}")
-        return StoreError(f"object store at {self.endpoint} unreachable on {action} ({type(exc).__name__})")
+        return StoreError(f"object store at {self.endpoint} unreachable on {action} s3://{self.bucket}/{key} "
+                          f"({type(exc).__name__}), gave up after {self.retry_seconds:.0f} s of retries")
 
-    def ensure_bucket(self) -> None:
+    def _call(self, action: str, key: str, fn: Callable[[int], T]) -> T:
+        """Run fn(attempt) with retries on transient errors; map errors to StoreError."""
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning("object store: %s s3://%s/%s failed (%s); retry %d in %.1f s", action, self.bucket, key,
+                        type(exc).__name__, state.attempt_number, state.upcoming_sleep)
+
+        retrying = Retrying(
+            stop=stop_after_delay(self.retry_seconds), wait=wait_exponential_jitter(initial=0.25, max=4.0, jitter=0.5),
+            retry=retry_if_exception(is_transient), before_sleep=before_sleep, reraise=True,
+        )
         try:
+            for attempt in retrying:
+                with attempt:
+                    return fn(attempt.retry_state.attempt_number)
+        except (MinioException, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
+            raise self._fail(action, key, exc) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # ----------------------------------------------------------------- bucket
+    def ensure_bucket(self, versioning: bool = True) -> None:
+        def fn(_: int) -> None:
             if not self._client.bucket_exists(self.bucket):
                 self._client.make_bucket(self.bucket)
-        except (S3Error, urllib3.exceptions.HTTPError) as exc:
-            raise self._fail("create bucket", "", exc) from None
+            if versioning:
+                self._client.set_bucket_versioning(self.bucket, VersioningConfig(ENABLED))
 
-    def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> str:
-        """Upload bytes; returns the ETag."""
-        try:
-            res = self._client.put_object(
-                self.bucket, key, io.BytesIO(data), len(data),
-                content_type="application/octet-stream", metadata=metadata,  # type: ignore[arg-type]
-            )
-        except (S3Error, urllib3.exceptions.HTTPError) as exc:
-            raise self._fail("put", key, exc) from None
-        return res.etag
+        self._call("create bucket", "", fn)
 
-    def get(self, key: str) -> bytes:
-        try:
+    def versioning_enabled(self) -> bool:
+        return self._call("get versioning", "", lambda _: self._client.get_bucket_versioning(self.bucket).status) \
+            == ENABLED
+
+    # ----------------------------------------------------------------- objects
+    def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None, once: bool = False) -> str:
+        """Upload bytes; returns the ETag. With `once`, a retry first checks whether an earlier
+        attempt landed (same `sha256` metadata) so the object is written exactly once."""
+
+        def fn(attempt: int) -> str:
+            if once and attempt > 1 and metadata and "sha256" in metadata:
+                current = self.try_metadata(key)
+                if current is not None and current.get("sha256") == metadata["sha256"]:
+                    return "already-written"
+            res = self._client.put_object(self.bucket, key, io.BytesIO(data), len(data),
+                                          content_type="application/octet-stream", metadata=metadata)  # type: ignore[arg-type]
+            return res.etag
+
+        return self._call("put", key, fn)
+
+    def get_with_metadata(self, key: str) -> tuple[bytes, dict[str, str]]:
+        def fn(_: int) -> tuple[bytes, dict[str, str]]:
             resp = self._client.get_object(self.bucket, key)
             try:
-                return resp.read()
+                return resp.read(), _user_metadata(resp.headers)
             finally:
                 resp.close()
                 resp.release_conn()
-        except S3Error as exc:
-            if exc.code == "NoSuchKey":
-                raise StoreError(f"object store: s3://{self.bucket}/{key} does not exist") from None
-            raise self._fail("get", key, exc) from None
-        except urllib3.exceptions.HTTPError as exc:
-            raise self._fail("get", key, exc) from None
+
+        return self._call("get", key, fn)
+
+    def get(self, key: str) -> bytes:
+        return self.get_with_metadata(key)[0]
 
     def metadata(self, key: str) -> dict[str, str]:
-        try:
-            st = self._client.stat_object(self.bucket, key)
-        except (S3Error, urllib3.exceptions.HTTPError) as exc:
-            raise self._fail("stat", key, exc) from None
-        prefix = "x-amz-meta-"
-        return {k[len(prefix):].lower(): v for k, v in (st.metadata or {}).items() if k.lower().startswith(prefix)}
+        return self._call("stat", key, lambda _: _user_metadata(self._client.stat_object(self.bucket, key).metadata))
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def try_metadata(self, key: str) -> dict[str, str] | None:
         try:
-            for obj in self._client.list_objects(self.bucket, prefix=prefix, recursive=True):
-                yield ObjectInfo(obj.object_name or "", obj.size or 0, obj.etag or "")
-        except (S3Error, urllib3.exceptions.HTTPError) as exc:
-            raise self._fail("list", prefix, exc) from None
+            return _user_metadata(self._client.stat_object(self.bucket, key).metadata)
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchVersion", "NotFound"):
+                return None
+            raise
+
+    def exists(self, key: str) -> bool:
+        return self._call("stat", key, lambda _: self.try_metadata(key) is not None)
+
+    def replace_metadata(self, key: str, metadata: dict[str, str]) -> None:
+        """Server-side copy onto itself with new metadata: the payload is not touched."""
+        self._call("copy", key, lambda _: self._client.copy_object(
+            self.bucket, key, CopySource(self.bucket, key), metadata=metadata,  # type: ignore[arg-type]
+            metadata_directive=REPLACE))
+
+    def list(self, prefix: str = "", versions: bool = False) -> Iterator[ObjectInfo]:
+        def fn(_: int) -> list[ObjectInfo]:
+            return [ObjectInfo(o.object_name or "", o.size or 0, o.etag or "", o.version_id,
+                               str(o.is_latest).lower() == "true" if versions else True)
+                    for o in self._client.list_objects(self.bucket, prefix=prefix, recursive=True,
+                                                       include_version=versions)]
+
+        yield from self._call("list", prefix, fn)
+
+    def remove_all_versions(self, key: str) -> int:
+        """Delete every version of an object (retention: a delete marker alone would keep the data)."""
+        removed = 0
+        for info in self.list(key, versions=True):
+            if info.key == key:
+                self._call("delete", key, lambda _, v=info.version_id: self._client.remove_object(
+                    self.bucket, key, version_id=v))
+                removed += 1
+        return removed

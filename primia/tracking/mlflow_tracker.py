@@ -50,6 +50,12 @@ class Tracker:
             self.client.log_batch(self.run_id, params=batch[i : i + 100])
         return self.run_id
 
+    def resume(self, run_id: str) -> str:
+        """Continue an earlier run (a federation resumed after a crash)."""
+        self.client.update_run(run_id, status="RUNNING")
+        self.run_id = run_id
+        return run_id
+
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         ts = int(time.time() * 1000)
         batch = [Metric(k, float(v), ts, step) for k, v in metrics.items() if not math.isnan(float(v))]

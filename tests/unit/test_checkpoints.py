@@ -1,37 +1,167 @@
-"""Weights codec and checkpoint store logic over an in-memory object store (unit level)."""
+"""Envelope encryption, keys, signed manifests and atomic rounds (unit level, in-memory store)."""
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from primia.errors import StoreError
-from primia.messages import CheckpointRef
+from primia.config import CryptoSettings, parse_federation_config
+from primia.errors import ConfigError, IntegrityError, StoreError
+from primia.federation.checkpointing import commit_round, resume_point
+from primia.federation.coordinator import Selection
+from primia.federation.strategy import FedAvg
+from primia.store import envelope, manifest
 from primia.store import weights as codec
 from primia.store.checkpoints import CheckpointStore
+from primia.store.keys import KeyRing, init_key_file, load_keyring, rotate_key_file
 from tests.fakes import MemoryObjectStore
+
+WHERE = envelope.Location("bucket", "federations/f/rounds/00001/global.safetensors.enc", "f", 1)
+
+
+@pytest.fixture()
+def ring(tmp_path: Path) -> KeyRing:
+    init_key_file(tmp_path / "keys" / "keyring.json")
+    return load_keyring(CryptoSettings(), tmp_path)
 
 
 def test_safetensors_round_trip() -> None:
     w = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.array([1, 2], dtype=np.int64)}
     out = codec.decode(codec.encode(w))
     assert set(out) == {"a", "b"} and np.array_equal(out["a"], w["a"]) and out["b"].dtype == np.int64
-
-
-def test_decode_rejects_garbage() -> None:
     with pytest.raises(StoreError, match="not a valid safetensors payload"):
         codec.decode(b"\x00" * 20)
 
 
-def test_checkpoint_layout_and_sha_check() -> None:
+def test_seal_open_round_trip_and_fresh_keys(ring: KeyRing) -> None:
+    a, b = envelope.seal(b"weights" * 100, ring, WHERE), envelope.seal(b"weights" * 100, ring, WHERE)
+    assert a.ciphertext != b.ciphertext and a.header["primia-wrapped-key"] != b.header["primia-wrapped-key"]
+    assert b"weights" not in a.ciphertext
+    assert envelope.open_sealed(a, ring, WHERE, a.sha256) == b"weights" * 100
+
+
+def test_any_flipped_byte_is_an_integrity_error(ring: KeyRing) -> None:
+    sealed = envelope.seal(os.urandom(300), ring, WHERE)
+    for pos in (0, 150, len(sealed.ciphertext) - 1):  # start, middle, inside the GCM tag
+        bad = bytearray(sealed.ciphertext)
+        bad[pos] ^= 0x01
+        with pytest.raises(IntegrityError, match=f"integrity check failed for s3://bucket/{WHERE.key}"):
+            envelope.open_sealed(envelope.Sealed(bytes(bad), sealed.header), ring, WHERE)
+    nonce = bytearray(envelope.base64.b64decode(sealed.header["primia-nonce"]))
+    nonce[0] ^= 1
+    header = {**sealed.header, "primia-nonce": envelope.base64.b64encode(bytes(nonce)).decode()}
+    with pytest.raises(IntegrityError, match="authentication tag"):
+        envelope.open_sealed(envelope.Sealed(sealed.ciphertext, header), ring, WHERE)
+
+
+def test_other_name_round_or_federation_does_not_decrypt(ring: KeyRing) -> None:
+    sealed = envelope.seal(b"x" * 64, ring, WHERE)
+    for other in (envelope.Location("bucket", "elsewhere.enc", "f", 1), envelope.Location("bucket", WHERE.key, "g", 1),
+                  envelope.Location("bucket", WHERE.key, "f", 2), envelope.Location("b2", WHERE.key, "f", 1)):
+        with pytest.raises(IntegrityError, match="written under another name"):
+            envelope.open_sealed(sealed, ring, other)
+
+
+def test_wrong_and_missing_master_key(ring: KeyRing) -> None:
+    sealed = envelope.seal(b"x" * 64, ring, WHERE)
+    kid = sealed.header["primia-kid"]
+    wrong = KeyRing(keks={kid: b"\x00" * 32}, current=kid)
+    with pytest.raises(ConfigError, match=f"master key '{kid}' does not unwrap .* wrong master key"):
+        envelope.open_sealed(sealed, wrong, WHERE)
+    with pytest.raises(ConfigError, match=f"master key '{kid}' is not configured"):
+        envelope.open_sealed(sealed, KeyRing(keks={"other": b"\x01" * 32}, current="other"), WHERE)
+    with pytest.raises(ConfigError, match="no master key is configured"):
+        envelope.seal(b"x", KeyRing(), WHERE)
+
+
+def test_rotation_and_rewrap(tmp_path: Path) -> None:
+    path = tmp_path / "keys" / "keyring.json"
+    init_key_file(path)
+    old_ring = load_keyring(CryptoSettings(), tmp_path)
+    sealed = envelope.seal(b"payload" * 10, old_ring, WHERE)
+    new_kid = rotate_key_file(path)
+    ring = load_keyring(CryptoSettings(), tmp_path)
+    assert ring.current == new_kid and len(ring.keks) == 2
+    assert envelope.open_sealed(sealed, ring, WHERE) == b"payload" * 10  # old objects still decrypt
+    header = envelope.rewrap(sealed.header, ring, WHERE)
+    assert header["primia-kid"] == new_kid and header["primia-sha256-cipher"] == sealed.sha256
+    only_new = KeyRing(keks={new_kid: ring.keks[new_kid]}, current=new_kid)
+    assert envelope.open_sealed(envelope.Sealed(sealed.ciphertext, header), only_new, WHERE) == b"payload" * 10
+
+
+def test_key_file_mode_and_env_keys(tmp_path: Path) -> None:
+    path = tmp_path / "keys" / "keyring.json"
+    init_key_file(path)
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    path.chmod(0o644)
+    with pytest.raises(ConfigError, match="readable by others"):
+        load_keyring(CryptoSettings(), tmp_path)
+    key = envelope.base64.b64encode(b"\x07" * 32).decode()
+    ring = load_keyring(CryptoSettings(master_key=f"env-1:{key}", key_file=tmp_path / "none.json"), tmp_path)  # type: ignore[arg-type]
+    assert ring.current == "env-1" and ring.keks["env-1"] == b"\x07" * 32
+    with pytest.raises(ConfigError, match="must be 32 bytes"):
+        load_keyring(CryptoSettings(master_key="k:AAAA", key_file=tmp_path / "none.json"), tmp_path)  # type: ignore[arg-type]
+
+
+def test_manifest_signature(ring: KeyRing) -> None:
+    raw = manifest.sign(manifest.build("f", 3, {"a": {"sha256": "00"}}), ring)
+    assert manifest.verify(raw, ring, "m", "f", 3)["round"] == 3
+    doc = json.loads(raw)
+    doc["body"]["objects"]["a"]["sha256"] = "11"
+    with pytest.raises(IntegrityError, match="signature does not verify"):
+        manifest.verify(json.dumps(doc).encode(), ring, "m", "f", 3)
+    with pytest.raises(IntegrityError, match="manifest names federation 'f' round 3"):
+        manifest.verify(raw, ring, "m", "f", 4)
+    intruder = KeyRing(keks=ring.keks, current=ring.current, signing_private=Ed25519PrivateKey.generate(),
+                       signing_id="intruder")
+    with pytest.raises(IntegrityError, match="signature does not verify"):
+        manifest.verify(manifest.sign(manifest.build("f", 3, {}), intruder), ring, "m", "f", 3)
+
+
+def _cfg() -> object:
+    return parse_federation_config({"federation_id": "f", "hospitals": [{"name": "a", "data": {"path": "/x"}}],
+                                    "test_data": {"path": "/t"}})
+
+
+def test_rounds_are_visible_only_when_committed(ring: KeyRing) -> None:
     mem = MemoryObjectStore()
-    store = CheckpointStore(mem, "fed")
-    ref = store.put_weights(3, {"x": np.ones(4, dtype=np.float32)}, hospital="h1")
-    assert ref.key == "federations/fed/rounds/00003/updates/h1.safetensors" and ref.round == 3
-    fresh = CheckpointStore(mem, "fed")  # no cache: reads from the store and verifies
-    assert np.array_equal(fresh.get_weights(ref)["x"], np.ones(4))
-    mem.objects[ref.key] = mem.objects[ref.key][:-1] + b"\x01"
-    with pytest.raises(StoreError, match="failed its sha256 check"):
-        CheckpointStore(mem, "fed").get_weights(ref)
-    with pytest.raises(StoreError, match="expected test-bucket"):
-        fresh.get_weights(CheckpointRef("other", ref.key, ref.sha256, 3))
+    store = CheckpointStore(mem, "f", ring)
+    ref = store.put_weights(1, {"x": np.ones(4, dtype=np.float32)})
+    assert store.committed_rounds() == [] and store.latest() is None
+    store.commit(1, {"global.safetensors": ref})
+    assert store.committed_rounds() == [1]
+    fresh = CheckpointStore(mem, "f", ring)  # no cache: verify and decrypt from the store
+    assert np.array_equal(fresh.get_weights(fresh.latest().ref("global.safetensors"))["x"], np.ones(4))  # type: ignore[union-attr]
+    assert fresh.verify_round(1) == ["global.safetensors"]
+    assert np.ones(4, dtype=np.float32).tobytes() not in mem.objects[ref.key]
+
+
+def test_retention_keeps_last_protected_and_pinned(ring: KeyRing) -> None:
+    store = CheckpointStore(MemoryObjectStore(), "f", ring)
+    for r in range(8):
+        store.commit(r, {"global.safetensors": store.put_weights(r, {"x": np.full(2, r, dtype=np.float32)})})
+    store.pin(1, "registered model")
+    deleted = store.apply_retention(keep_last=3, protect={2})
+    assert deleted == [0, 3, 4] and store.committed_rounds() == [1, 2, 5, 6, 7]
+    assert not any("/00003/" in k for k in store.store.objects)  # type: ignore[attr-defined]
+
+
+def test_resume_point_and_config_guard(ring: KeyRing) -> None:
+    cfg = _cfg()
+    store = CheckpointStore(MemoryObjectStore(), "f", ring)
+    assert resume_point(store, cfg) is None  # type: ignore[arg-type]
+    sel = Selection()
+    sel.offer(0, 0.4, store.put_weights(0, {"x": np.zeros(1, dtype=np.float32)}))
+    commit_round(store, cfg, 2, {"x": np.ones(1, dtype=np.float32)}, [], sel, "run-1", FedAvg())  # type: ignore[arg-type]
+    point = resume_point(store, cfg)  # type: ignore[arg-type]
+    assert point is not None and point.round == 2 and point.run_id == "run-1"
+    assert point.selection.best_round == 0 and point.selection.history == {0: 0.4}
+    changed = cfg.model_copy(update={"seed": 99})  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="different config"):
+        resume_point(store, changed)
+    assert resume_point(store, cfg.model_copy(update={"rounds": 50})) is not None  # type: ignore[attr-defined]

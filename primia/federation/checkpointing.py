@@ -1,0 +1,96 @@
+"""What a committed round holds, and where a federation resumes.
+
+A round's objects: global weights, strategy state, RNG state, round metadata (hospital results,
+selection state, MLflow run, config fingerprint) and the hospitals' updates; the signed manifest
+that lists them is written last. Optimizer state: hospitals start each round with a fresh local
+optimizer (plain FedAvg), so there is none to keep yet; server optimizers (FedAdam) add theirs here.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from primia.config import FederationConfig
+from primia.errors import ConfigError
+from primia.federation.coordinator import Selection
+from primia.federation.strategy import Strategy
+from primia.messages import CheckpointRef, HospitalResult
+from primia.store.checkpoints import CheckpointStore, CommittedRound
+from primia.store.weights import Weights
+
+GLOBAL = "global.safetensors"
+
+
+def config_fingerprint(cfg: FederationConfig) -> str:
+    """What must not change between a run and its resumption (rounds and retention may)."""
+    data = cfg.model_dump(mode="json", exclude={"rounds", "checkpoints"})
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def _rng_state(cfg: FederationConfig, server_round: int) -> dict[str, object]:
+    """Per-round seeds are derived from (seed, round, hospital), so a resumed run draws the same
+    numbers; the global generators are kept too, for code that draws from them."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()  # type: ignore[misc]
+    return {
+        "seed": cfg.seed, "next_round": server_round + 1,
+        "torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode(),
+        "numpy": {"name": name, "keys": np.asarray(keys).tolist(), "pos": int(pos), "has_gauss": int(has_gauss),
+                  "cached_gaussian": float(cached)},
+    }
+
+
+def _restore_rng(rng: dict[str, Any]) -> None:
+    torch.set_rng_state(torch.from_numpy(np.frombuffer(base64.b64decode(rng["torch"]), dtype=np.uint8).copy()))
+    n = rng["numpy"]
+    np.random.set_state((n["name"], np.asarray(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+
+
+def commit_round(
+    store: CheckpointStore, cfg: FederationConfig, server_round: int, weights: Weights,
+    results: Sequence[HospitalResult], selection: Selection, run_id: str, strategy: Strategy,
+) -> CommittedRound:
+    refs: dict[str, CheckpointRef] = {GLOBAL: store.put_weights(server_round, weights)}
+    refs["strategy.json"] = store.put_json(server_round, "strategy.json", {"name": strategy.name, "state": {}})
+    refs["rng.json"] = store.put_json(server_round, "rng.json", _rng_state(cfg, server_round))
+    refs["round.json"] = store.put_json(server_round, "round.json", {
+        "federation": cfg.federation_id, "round": server_round, "config_sha256": config_fingerprint(cfg),
+        "mlflow_run_id": run_id, "selection": selection.to_dict(),
+        "results": [asdict(r) for r in results],
+    })
+    for r in results:
+        if r.update is not None:
+            refs[f"updates/{r.hospital}.safetensors"] = r.update
+    return store.commit(server_round, refs)
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    round: int
+    global_ref: CheckpointRef
+    selection: Selection
+    run_id: str
+
+
+def resume_point(store: CheckpointStore, cfg: FederationConfig) -> ResumePoint | None:
+    """The last committed round of this federation, verified, or None for a fresh start."""
+    latest = store.latest()
+    if latest is None:
+        return None
+    meta = store.get_json(latest.ref("round.json"))
+    if meta["config_sha256"] != config_fingerprint(cfg):
+        raise ConfigError(
+            f"federation {cfg.federation_id!r} already has committed rounds from a different config: resume "
+            "with the same config (only rounds and checkpoints may change) or choose a new federation_id"
+        )
+    _restore_rng(store.get_json(latest.ref("rng.json")))
+    return ResumePoint(latest.round, latest.ref(GLOBAL), Selection.from_dict(meta["selection"]),
+                       meta["mlflow_run_id"])
