@@ -206,6 +206,30 @@ def _try_buckets(s3_port: int, creds: dict[str, str]) -> bool:
         return False
 
 
+def kill_s3(home: Path) -> None:
+    """SIGKILL the S3 server (fault injection): no clean shutdown, connections drop mid-request."""
+    import signal
+
+    state = load_state(home)
+    if state is None:
+        raise StackError("the local stack is not running")
+    try:
+        os.killpg(state.pids["s3"], signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    wait_until(lambda: not alive(state.pids["s3"]), 10, 0.05)
+
+
+def start_s3(home: Path, timeout: float = 60.0) -> None:
+    """Start the S3 server again on the same ports and data (after `kill_s3`)."""
+    state = load_state(home)
+    if state is None:
+        raise StackError("the local stack is not running")
+    state.pids["s3"] = _start_s3(stack_dir(home), state.ports, credentials(home))
+    _save_state(state)
+    _wait_healthy(state, "s3", timeout)
+
+
 def down(home: Path) -> list[str]:
     """Stop the stack's processes (MLflow, Prefect, then S3); returns what was stopped."""
     state = load_state(home)

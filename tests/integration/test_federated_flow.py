@@ -12,7 +12,8 @@ from mlflow.tracking import MlflowClient
 from infra import stack
 from primia import runtime
 from primia.config import load_settings, parse_federation_config
-from primia.store import weights as codec
+from primia.store.checkpoints import CheckpointStore
+from primia.store.s3 import ObjectStore
 from tests.integration.conftest import federation_raw
 
 pytestmark = pytest.mark.integration
@@ -49,17 +50,42 @@ def test_mlflow_has_per_round_metrics_and_no_secrets(federated: dict[str, Any]) 
 
 
 def test_checkpoints_in_s3(federated: dict[str, Any]) -> None:
-    store = runtime.object_store()
-    keys = {o.key for o in store.list("federations/it-fed/")}
+    store = runtime.checkpoints("it-fed")
+    assert store.committed_rounds() == [0, 1, 2]
+    keys = {o.key for o in store.store.list("federations/it-fed/")}
     for r in (0, 1, 2):
-        assert f"federations/it-fed/rounds/{r:05d}/global.safetensors" in keys
+        for name in ("global.safetensors", "strategy.json", "rng.json", "round.json"):
+            assert f"federations/it-fed/rounds/{r:05d}/{name}.enc" in keys
+        assert f"federations/it-fed/rounds/{r:05d}/manifest.json" in keys
     for r in (1, 2):
         for h in ("h1", "h2", "h3"):
-            assert f"federations/it-fed/rounds/{r:05d}/updates/{h}.safetensors" in keys
-    key = "federations/it-fed/rounds/00002/global.safetensors"
-    data = store.get(key)
-    assert store.metadata(key)["sha256"] == codec.sha256(data)
-    assert "head.weight" in codec.decode(data)
+            assert f"federations/it-fed/rounds/{r:05d}/updates/{h}.safetensors.enc" in keys
+    fresh = CheckpointStore(store.store, "it-fed", store.ring)
+    assert "updates/h2.safetensors" in fresh.verify_round(2)
+    assert "head.weight" in fresh.get_weights(fresh.latest().ref("global.safetensors"))  # type: ignore[union-attr]
+
+
+def test_no_plaintext_weights_in_any_bucket(federated: dict[str, Any]) -> None:
+    store = runtime.checkpoints("it-fed")
+    latest = store.latest()
+    assert latest is not None
+    needles = []
+    for name in ("global.safetensors", "updates/h1.safetensors"):
+        for tensor in store.get_weights(latest.ref(name)).values():
+            raw = tensor.tobytes()
+            if len(raw) >= 64:
+                needles.append(raw[:64])
+                needles.append(raw[len(raw) // 2 : len(raw) // 2 + 64])
+    assert len(needles) >= 8
+    s = load_settings()
+    scanned = 0
+    for bucket in (s.s3.bucket, "primia-mlflow"):
+        raw_store = ObjectStore(s.s3, bucket)
+        for info in raw_store.list(""):
+            blob = raw_store.get(info.key)
+            scanned += 1
+            assert not any(n in blob for n in needles), f"plaintext weights found in s3://{bucket}/{info.key}"
+    assert scanned > 20
 
 
 def test_prefect_run_and_round_table(federated: dict[str, Any]) -> None:
