@@ -294,6 +294,19 @@ def bench_round(
         console.print_json(json.dumps(result))
 
 
+@bench_app.command("checkpoint")
+@friendly
+def bench_checkpoint(
+    repeats: int = typer.Option(5, min=1, help="Interleaved plain/encrypted repetitions."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Encrypted vs plain put/get of a ResNet-18-sized checkpoint (~45 MB) against the live S3 server."""
+    from bench.checkpoint_io import bench_checkpoint as run
+
+    result = run(repeats=repeats)
+    print(json.dumps(result)) if as_json else console.print_json(json.dumps(result))
+
+
 from primia.cli_checkpoints import checkpoints_app, keys_app  # noqa: E402  (they use the helpers above)
 
 app.add_typer(checkpoints_app, name="checkpoints")

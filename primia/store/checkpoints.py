@@ -15,7 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from primia.errors import IntegrityError, StoreError
+from primia.errors import StoreError
 from primia.messages import CheckpointRef
 from primia.store import envelope, manifest
 from primia.store import weights as wcodec
@@ -94,9 +94,10 @@ class CheckpointStore:
         key = self.key_for(server_round, name)
         where = envelope.Location(self.store.bucket, key, self.federation_id, server_round)
         sealed = envelope.seal(plaintext, self.ring, where)
-        self.store.put(key, sealed.ciphertext, metadata={**sealed.header, "sha256": sealed.sha256})
-        self._cache.put(sealed.sha256, plaintext)
-        return CheckpointRef(self.store.bucket, key, sealed.sha256, server_round)
+        self.store.put(key, sealed.ciphertext, metadata=sealed.header)
+        digest = sealed.sha256()
+        self._cache.put(digest, plaintext)
+        return CheckpointRef(self.store.bucket, key, digest, server_round)
 
     def get_object(self, ref: CheckpointRef) -> bytes:
         if ref.bucket != self.store.bucket:
@@ -167,12 +168,8 @@ class CheckpointStore:
             meta = self.store.metadata(ref.key)
             if meta.get("primia-kid") == current:
                 continue
-            if meta.get("sha256") != ref.sha256:
-                raise IntegrityError(
-                    f"integrity check failed for s3://{ref.bucket}/{ref.key}: not the committed object")
             header = {k: v for k, v in meta.items() if k.startswith("primia-")}
-            self.store.replace_metadata(ref.key, {**envelope.rewrap(header, self.ring, self._where(ref)),
-                                                  "sha256": ref.sha256})
+            self.store.replace_metadata(ref.key, envelope.rewrap(header, self.ring, self._where(ref)))
             changed += 1
         return changed
 
