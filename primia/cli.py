@@ -133,6 +133,8 @@ def run_training(cfg: Any, modes: list[str]) -> dict[str, dict[str, Any]]:
 
         def on_event(event: str, fields: dict[str, Any]) -> None:
             if event == "start":
+                if fields.get("completed"):
+                    console.print(f"{fields['mode']}: resuming after committed round {fields['completed']}")
                 ids["task"] = bar.add_task(fields["mode"], total=fields["total"], info="",
                                            completed=fields.get("completed", 0))
             elif event == "round" and "task" in ids:
@@ -205,12 +207,18 @@ def demo(
     rounds: int = typer.Option(0, help="Override the number of rounds (0: as in the config)."),
 ) -> None:
     """Prepare Br35H for three hospitals, then train federated and centralized and compare them."""
+    import time
+
     from primia.config import load_federation_config
 
     _prepare_br35h(_home() / "data" / "br35h")
     cfg = load_federation_config(config)
+    # each demo is a new federation (a repeated id would resume the finished one instead of training)
+    update: dict[str, Any] = {"federation_id": f"{cfg.federation_id}-{time.strftime('%Y%m%d-%H%M%S')}"}
     if rounds:
-        cfg = cfg.model_copy(update={"rounds": rounds})
+        update["rounds"] = rounds
+    cfg = cfg.model_copy(update=update)
+    console.print(f"federation {cfg.federation_id}: {len(cfg.hospitals)} hospitals, {cfg.rounds} rounds")
     summaries = run_training(cfg, ["federated", "centralized"])
     _print_summaries(summaries)
     _print_locations(summaries)
