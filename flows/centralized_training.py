@@ -31,7 +31,7 @@ def centralized_training(config: FederationConfig) -> dict[str, Any]:
     progress.report("start", total=trainer.epochs, mode="centralized")
     for epoch in range(1, trainer.epochs + 1):
         started = time.perf_counter()
-        result, ref = centralized_epoch(trainer, epoch)
+        result, ref = centralized_epoch(trainer, epoch, selection.best_round)
         validation = pooled_validation([result])
         selection.offer(epoch, validation["val_mcc"], ref)
         evaluations[epoch] = evaluate_global.submit(cfg, ref)

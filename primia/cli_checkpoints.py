@@ -36,7 +36,7 @@ def list_cmd(federation: str = typer.Option(None, "--federation", "-f", help="On
     """Committed rounds per federation, with their objects and size."""
     table = Table(title="committed checkpoints (a round is visible once its signed manifest is written)")
     for col in ("federation", "round", "objects", "MB", "created", "pinned"):
-        table.add_column(col, justify="right" if col in ("round", "objects", "MB") else "left")
+        table.add_column(col, justify="right" if col in ("round", "objects", "MB") else "left", overflow="fold")
     for store in _stores(federation):
         pins = store.pins()
         sizes = {i.key: i.size for i in store.store.list(store.prefix)}

@@ -152,6 +152,19 @@ class TrainingConfig(_Strict):
     class_weighting: bool = False
 
 
+class StrategyConfig(_Strict):
+    """Server aggregation: fedavg, fedprox (proximal_mu at the hospitals), fedadam / fedyogi (server
+    optimizer: server_lr, beta1, beta2, tau), median or trimmed_mean (trim_fraction per side)."""
+
+    name: Literal["fedavg", "fedprox", "fedadam", "fedyogi", "median", "trimmed_mean"] = "fedavg"
+    proximal_mu: float = Field(default=0.01, gt=0, le=100)
+    server_lr: float = Field(default=0.01, gt=0, le=10)
+    beta1: float = Field(default=0.9, ge=0, lt=1)
+    beta2: float = Field(default=0.99, ge=0, lt=1)
+    tau: float = Field(default=1e-3, gt=0, lt=1)
+    trim_fraction: float = Field(default=0.1, ge=0, lt=0.5)
+
+
 class CheckpointConfig(_Strict):
     """Retention: keep the last `keep_last` committed rounds (0: all) plus the selected round and
     every pinned (registered) round."""
@@ -182,6 +195,7 @@ class FederationConfig(_Strict):
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     training: TrainingConfig = TrainingConfig()
+    strategy: StrategyConfig = StrategyConfig()
     checkpoints: CheckpointConfig = CheckpointConfig()
     hospitals: tuple[HospitalConfig, ...] = Field(min_length=1)
     test_data: DataSource

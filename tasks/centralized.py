@@ -17,10 +17,11 @@ def prepare_centralized(cfg: FederationConfig) -> CentralizedTrainer:
 
 
 @task(name="centralized-epoch", cache_policy=NO_CACHE, persist_result=False, task_run_name="epoch-{epoch}")
-def centralized_epoch(trainer: CentralizedTrainer, epoch: int) -> tuple[HospitalResult, CheckpointRef]:
+def centralized_epoch(trainer: CentralizedTrainer, epoch: int, protect: int) -> tuple[HospitalResult, CheckpointRef]:
     """Train one epoch and commit the weights as a checkpoint (under `<federation>-centralized`)."""
     result = trainer.run_epoch(epoch)
     store = runtime.checkpoints(f"{trainer.cfg.federation_id}-centralized")
     ref = store.put_weights(epoch, trainer.weights())
     store.commit(epoch, {"global.safetensors": ref})
+    store.apply_retention(trainer.cfg.checkpoints.keep_last, protect={protect, epoch})
     return result, ref

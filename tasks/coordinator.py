@@ -8,8 +8,9 @@ from prefect.cache_policies import NO_CACHE
 from primia import runtime
 from primia.config import FederationConfig
 from primia.federation import coordinator as core
-from primia.federation.checkpointing import GLOBAL, ResumePoint, commit_round, resume_point
-from primia.federation.strategy import FedAvg
+from primia.federation.checkpointing import GLOBAL, ResumePoint, commit_round, load_strategy_state, resume_point
+from primia.federation.strategies import make_strategy
+from primia.federation.strategy import StrategyState
 from primia.messages import CheckpointRef, HospitalResult
 
 
@@ -22,7 +23,8 @@ def find_resume_point(cfg: FederationConfig) -> ResumePoint | None:
 @task(name="initialize-global-model", cache_policy=NO_CACHE, persist_result=False)
 def initialize_global_model(cfg: FederationConfig, run_id: str) -> CheckpointRef:
     store = runtime.checkpoints(cfg.federation_id)
-    committed = commit_round(store, cfg, 0, core.initial_weights(cfg), [], core.Selection(), run_id, FedAvg())
+    committed = commit_round(store, cfg, 0, core.initial_weights(cfg), [], core.Selection(), run_id,
+                             make_strategy(cfg.strategy), StrategyState())
     return committed.ref(GLOBAL)
 
 
@@ -32,10 +34,12 @@ def aggregate_updates(
     cfg: FederationConfig, server_round: int, global_ref: CheckpointRef, results: list[HospitalResult],
     selection: core.Selection, run_id: str,
 ) -> CheckpointRef:
-    """FedAvg of the round's updates, committed as the new global checkpoint; then retention."""
-    store, strategy = runtime.checkpoints(cfg.federation_id), FedAvg()
-    new = core.aggregate(strategy, server_round, store.get_weights(global_ref), results, store)
-    committed = commit_round(store, cfg, server_round, new, results, selection, run_id, strategy)
+    """Aggregate the round's updates with the configured strategy (its state comes from the round the
+    global model was committed with), commit the new global checkpoint, then apply retention."""
+    store, strategy = runtime.checkpoints(cfg.federation_id), make_strategy(cfg.strategy)
+    state = load_strategy_state(store, global_ref.round)
+    new, state = core.aggregate(strategy, server_round, store.get_weights(global_ref), results, store, state)
+    committed = commit_round(store, cfg, server_round, new, results, selection, run_id, strategy, state)
     store.apply_retention(cfg.checkpoints.keep_last, protect={selection.best_round})
     return committed.ref(GLOBAL)
 

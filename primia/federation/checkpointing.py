@@ -1,9 +1,9 @@
 """What a committed round holds, and where a federation resumes.
 
-A round's objects: global weights, strategy state, RNG state, round metadata (hospital results,
-selection state, MLflow run, config fingerprint) and the hospitals' updates; the signed manifest
-that lists them is written last. Optimizer state: hospitals start each round with a fresh local
-optimizer (plain FedAvg), so there is none to keep yet; server optimizers (FedAdam) add theirs here.
+A round's objects: global weights, strategy state (a server optimizer's moments, as safetensors),
+RNG state, round metadata (hospital results, selection state, MLflow run, config fingerprint) and
+the hospitals' updates; the signed manifest that lists them is written last. Hospitals start each
+round with a fresh local optimizer, so the server optimizer is the only optimizer state to keep.
 """
 
 from __future__ import annotations
@@ -21,12 +21,24 @@ import torch
 from primia.config import FederationConfig
 from primia.errors import ConfigError
 from primia.federation.coordinator import Selection
-from primia.federation.strategy import Strategy
+from primia.federation.strategy import Strategy, StrategyState
 from primia.messages import CheckpointRef, HospitalResult
+from primia.store import weights as wcodec
 from primia.store.checkpoints import CheckpointStore, CommittedRound
 from primia.store.weights import Weights
 
 GLOBAL = "global.safetensors"
+STRATEGY_ARRAYS = "strategy.safetensors"
+
+
+def load_strategy_state(store: CheckpointStore, server_round: int) -> StrategyState:
+    """The strategy state committed with a round (empty for stateless strategies)."""
+    committed = store.load_round(server_round)
+    meta = store.get_json(committed.ref("strategy.json"))
+    arrays = {}
+    if STRATEGY_ARRAYS in committed.manifest["objects"]:
+        arrays = wcodec.decode(store.get_object(committed.ref(STRATEGY_ARRAYS)), what="strategy state")
+    return StrategyState(arrays, int(meta.get("step", 0)))
 
 
 def config_fingerprint(cfg: FederationConfig) -> str:
@@ -57,9 +69,13 @@ def _restore_rng(rng: dict[str, Any]) -> None:
 def commit_round(
     store: CheckpointStore, cfg: FederationConfig, server_round: int, weights: Weights,
     results: Sequence[HospitalResult], selection: Selection, run_id: str, strategy: Strategy,
+    strategy_state: StrategyState,
 ) -> CommittedRound:
     refs: dict[str, CheckpointRef] = {GLOBAL: store.put_weights(server_round, weights)}
-    refs["strategy.json"] = store.put_json(server_round, "strategy.json", {"name": strategy.name, "state": {}})
+    refs["strategy.json"] = store.put_json(server_round, "strategy.json",
+                                           {"name": strategy.name, "step": strategy_state.step})
+    if strategy_state.arrays:
+        refs[STRATEGY_ARRAYS] = store.put_object(server_round, STRATEGY_ARRAYS, wcodec.encode(strategy_state.arrays))
     refs["rng.json"] = store.put_json(server_round, "rng.json", _rng_state(cfg, server_round))
     refs["round.json"] = store.put_json(server_round, "round.json", {
         "federation": cfg.federation_id, "round": server_round, "config_sha256": config_fingerprint(cfg),

@@ -13,7 +13,7 @@ from primia.data.imageset import ImageSet
 from primia.data.sources import cached_source
 from primia.errors import PrimiaError
 from primia.federation.hospital import check_classes, model_from_weights
-from primia.federation.strategy import ClientUpdate, Strategy
+from primia.federation.strategy import ClientUpdate, Strategy, StrategyState
 from primia.messages import CheckpointRef, HospitalResult
 from primia.models.factory import build_model
 from primia.store.checkpoints import CheckpointStore
@@ -38,14 +38,14 @@ def load_test_set(cfg: FederationConfig) -> ImageSet:
 
 def aggregate(
     strategy: Strategy, server_round: int, current: Weights, results: Sequence[HospitalResult],
-    checkpoints: CheckpointStore,
-) -> Weights:
+    checkpoints: CheckpointStore, state: StrategyState,
+) -> tuple[Weights, StrategyState]:
     updates = []
     for r in results:
         if r.update is None:
             raise PrimiaError(f"hospital {r.hospital} returned no update for round {server_round}")
         updates.append(ClientUpdate(r.hospital, checkpoints.get_weights(r.update), r.num_examples))
-    return strategy.aggregate(server_round, current, updates)
+    return strategy.aggregate(server_round, current, updates, state)
 
 
 @dataclass(frozen=True)

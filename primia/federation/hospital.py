@@ -17,6 +17,7 @@ from primia.data.imageset import ImageSet
 from primia.data.partition import group_split
 from primia.data.sources import cached_source
 from primia.errors import DataError
+from primia.federation.strategies import make_strategy
 from primia.messages import CheckpointRef, HospitalResult
 from primia.models.factory import build_model
 from primia.store.checkpoints import CheckpointStore
@@ -82,7 +83,8 @@ def run_local_round(
     if train:
         seed = derive_seed(cfg.seed, server_round, hospital.name)
         torch.manual_seed(seed)
-        loss = train_epochs(model, data.train, cfg.training, cfg.data.augment, seed)
+        mu = make_strategy(cfg.strategy).proximal_mu
+        loss = train_epochs(model, data.train, cfg.training, cfg.data.augment, seed, proximal_mu=mu)
     local_s = time.perf_counter() - start
     if train:
         update = checkpoints.put_weights(server_round, state_to_numpy(model.state_dict()), hospital=hospital.name)

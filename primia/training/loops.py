@@ -48,13 +48,19 @@ def train_epochs(
     seed: int,
     epochs: int | None = None,
     optimizer: torch.optim.Optimizer | None = None,
+    proximal_mu: float = 0.0,
 ) -> float:
-    """Train in place; returns the mean training loss over the last epoch."""
+    """Train in place; returns the mean training loss over the last epoch.
+
+    With `proximal_mu` > 0 (FedProx) the loss gains (mu/2)||w - w_start||^2, w_start being the
+    weights the model had on entry: the global model of the round.
+    """
     gen = torch.Generator().manual_seed(seed)
     loader = DataLoader(_Augmented(data, aug_cfg, seed), batch_size=cfg.batch_size, shuffle=True, generator=gen)
     weight = class_weights(data.labels, data.num_classes) if cfg.class_weighting else None
     loss_fn = nn.CrossEntropyLoss(weight=weight)
     opt = optimizer or make_optimizer(model, cfg)
+    anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else []
     model.train()
     mean = float("nan")
     for _ in range(epochs or cfg.local_epochs):
@@ -62,6 +68,9 @@ def train_epochs(
         for x, y in loader:
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model(x), y)
+            if anchor:
+                drift = sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor, strict=True))
+                loss = loss + 0.5 * proximal_mu * drift
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(y)

@@ -14,7 +14,7 @@ from primia.config import CryptoSettings, parse_federation_config
 from primia.errors import ConfigError, IntegrityError, StoreError
 from primia.federation.checkpointing import commit_round, resume_point
 from primia.federation.coordinator import Selection
-from primia.federation.strategy import FedAvg
+from primia.federation.strategy import FedAvg, StrategyState
 from primia.store import envelope, manifest
 from primia.store import weights as codec
 from primia.store.checkpoints import CheckpointStore
@@ -158,7 +158,8 @@ def test_resume_point_and_config_guard(ring: KeyRing) -> None:
     assert resume_point(store, cfg) is None  # type: ignore[arg-type]
     sel = Selection()
     sel.offer(0, 0.4, store.put_weights(0, {"x": np.zeros(1, dtype=np.float32)}))
-    commit_round(store, cfg, 2, {"x": np.ones(1, dtype=np.float32)}, [], sel, "run-1", FedAvg())  # type: ignore[arg-type]
+    commit_round(store, cfg, 2, {"x": np.ones(1, dtype=np.float32)}, [], sel, "run-1", FedAvg(),  # type: ignore[arg-type]
+                 StrategyState())
     point = resume_point(store, cfg)  # type: ignore[arg-type]
     assert point is not None and point.round == 2 and point.run_id == "run-1"
     assert point.selection.best_round == 0 and point.selection.history == {0: 0.4}

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from primia.errors import PrimiaError
 from primia.federation.fedavg import weighted_average
-from primia.federation.strategy import ClientUpdate, FedAvg
+from primia.federation.strategy import ClientUpdate, FedAvg, StrategyState
 
 
 def test_known_answer() -> None:
@@ -61,4 +61,5 @@ def test_errors() -> None:
 
 def test_strategy_interface() -> None:
     ups = [ClientUpdate("a", {"x": np.array([2.0])}, 1), ClientUpdate("b", {"x": np.array([4.0])}, 1)]
-    assert FedAvg().aggregate(1, {"x": np.array([0.0])}, ups)["x"][0] == 3.0
+    new, state = FedAvg().aggregate(1, {"x": np.array([0.0])}, ups, StrategyState())
+    assert new["x"][0] == 3.0 and state.step == 1
