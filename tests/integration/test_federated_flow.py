@@ -114,3 +114,16 @@ def test_centralized_flow(live_stack: stack.StackState, federation_dirs: Path) -
     assert summary["mode"] == "centralized" and summary["selected_round"] == 1
     client = MlflowClient(load_settings().mlflow.tracking_uri)
     assert [m.step for m in client.get_metric_history(summary["mlflow_run_id"], "test_mcc")] == [1]
+
+
+def test_fedadam_state_travels_in_checkpoints(live_stack: stack.StackState, federation_dirs: Path) -> None:
+    from flows.federated_training import federated_training
+    from primia.federation.checkpointing import load_strategy_state
+
+    raw = federation_raw(federation_dirs, "it-fedadam", rounds=2)
+    raw["strategy"] = {"name": "fedadam", "server_lr": 0.05}
+    federated_training(parse_federation_config(raw))
+    store = runtime.checkpoints("it-fedadam")
+    assert "strategy.safetensors" in store.load_round(2).manifest["objects"]
+    state = load_strategy_state(CheckpointStore(store.store, "it-fedadam", store.ring), 2)
+    assert state.step == 2 and any(k.startswith("v/") for k in state.arrays)

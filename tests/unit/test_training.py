@@ -13,7 +13,7 @@ from primia.data.synthetic import make_synthetic, write_image_folder
 from primia.errors import DataError
 from primia.federation import coordinator as co
 from primia.federation.hospital import load_local_data, run_local_round
-from primia.federation.strategy import FedAvg
+from primia.federation.strategy import FedAvg, StrategyState
 from primia.store.checkpoints import CheckpointStore
 from primia.store.keys import init_key_file, load_keyring
 from primia.training.centralized import CentralizedTrainer
@@ -46,7 +46,8 @@ def test_federated_rounds_learn_and_are_deterministic(cfg, tmp_path: Path) -> No
             results = [run_local_round(h, r, ref, cfg, store) for h in cfg.hospitals]
             assert all(res.num_examples == len(load_local_data(h, cfg).train)
                        for res, h in zip(results, cfg.hospitals, strict=True))
-            ref = store.put_weights(r, co.aggregate(FedAvg(), r, store.get_weights(ref), results, store))
+            new, _ = co.aggregate(FedAvg(), r, store.get_weights(ref), results, store, StrategyState())
+            ref = store.put_weights(r, new)
         w = store.get_weights(ref)
         return co.evaluate(cfg, w, co.load_test_set(cfg)).metrics["mcc"], w
 
