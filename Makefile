@@ -50,6 +50,7 @@ bench: up
 
 lint: venv
 	$(VENV)/bin/ruff check primia flows tasks infra bench tests
+	$(VENV)/bin/mypy
 
 clean: down
 	rm -rf .primia

@@ -22,7 +22,7 @@ from tasks.tracking import finish_tracking, start_tracking
 
 
 @flow(name="centralized-training", flow_run_name="{config.federation_id}-centralized", persist_result=False,
-      task_runner=ThreadPoolTaskRunner(max_workers=4))
+      task_runner=ThreadPoolTaskRunner(max_workers=4))  # type: ignore[arg-type]  # Prefect stub
 def centralized_training(config: FederationConfig) -> dict[str, Any]:
     cfg = config
     run_id = start_tracking(cfg, mode="centralized")
@@ -37,8 +37,9 @@ def centralized_training(config: FederationConfig) -> dict[str, Any]:
         evaluations[epoch] = evaluate_global.submit(cfg, ref)
         timing = {"round_s": time.perf_counter() - started, "local_s_max": result.local_s}
         timings.append(timing)
-        records.append(record_round.submit(run_id, f"{cfg.federation_id}-centralized", epoch, [result], validation,
-                                           evaluations[epoch], timing, epoch))
+        records.append(record_round.submit(  # type: ignore[call-overload]  # Prefect resolves the future
+            run_id, f"{cfg.federation_id}-centralized", epoch, [result], validation, evaluations[epoch], timing,
+            epoch))
     for f in records:
         f.result()
     return finish_tracking(cfg, run_id, selection, {e: f.result() for e, f in evaluations.items()}, timings,

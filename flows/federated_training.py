@@ -24,7 +24,7 @@ from tasks.tracking import finish_tracking, start_tracking
 
 
 @flow(name="federated-training", flow_run_name="{config.federation_id}", persist_result=False,
-      task_runner=ThreadPoolTaskRunner(max_workers=16))
+      task_runner=ThreadPoolTaskRunner(max_workers=16))  # type: ignore[arg-type]  # Prefect stub
 def federated_training(config: FederationConfig) -> dict[str, Any]:
     cfg = config
     resume = find_resume_point(cfg)
@@ -46,8 +46,9 @@ def federated_training(config: FederationConfig) -> dict[str, Any]:
         evaluations[server_round] = evaluate_global.submit(cfg, global_ref)
         timing = {"round_s": time.perf_counter() - started, "local_s_max": max(r.local_s for r in results)}
         timings.append(timing)
-        records.append(record_round.submit(run_id, cfg.federation_id, server_round, results, validation,
-                                           evaluations[server_round], timing, server_round - 1))
+        records.append(record_round.submit(  # type: ignore[call-overload]  # Prefect resolves the future
+            run_id, cfg.federation_id, server_round, results, validation, evaluations[server_round], timing,
+            server_round - 1))
     final = [f.result() for f in
              [local_training.submit(h, global_ref.round + 1, global_ref, cfg, train=False) for h in cfg.hospitals]]
     selection.offer(final[0].round - 1, pooled_validation(final)["val_mcc"], global_ref)

@@ -136,11 +136,13 @@ def _start_mlflow(root: Path, port: int, s3_port: int, creds: dict[str, str]) ->
 
 
 def _ensure_buckets(s3_port: int, creds: dict[str, str]) -> None:
+    from pydantic import SecretStr
+
     from primia.config import S3Settings
     from primia.store.s3 import ObjectStore
 
-    settings = S3Settings(endpoint=f"127.0.0.1:{s3_port}", access_key=creds["access_key"],  # type: ignore[arg-type]
-                          secret_key=creds["secret_key"])
+    settings = S3Settings(endpoint=f"127.0.0.1:{s3_port}", access_key=SecretStr(creds["access_key"]),
+                          secret_key=SecretStr(creds["secret_key"]))
     for bucket in (CHECKPOINT_BUCKET, MLFLOW_BUCKET):
         ObjectStore(settings, bucket).ensure_bucket()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -238,7 +238,8 @@ def _prepare_br35h(out: Path, hospitals: int = 3, seed: int = 0, alpha: float | 
     table = Table(title=f"Br35H split ({summary['distinct_groups']} near-duplicate groups) in {out}")
     for col in ("site", "images", "no", "yes"):
         table.add_column(col, justify="right")
-    for site, row in summary["sites"].items():
+    sites = cast(dict[str, dict[str, int]], summary["sites"])
+    for site, row in sites.items():
         table.add_row(site, str(row["images"]), str(row["no"]), str(row["yes"]))
     console.print(table)
     return summary

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -74,7 +75,8 @@ def dicom_patient_id(path: Path) -> str | None:
 def _decode_nifti(path: Path) -> np.ndarray:
     import nibabel as nib
 
-    arr = np.asarray(nib.load(str(path)).get_fdata(), dtype=np.float32)
+    image: Any = nib.load(str(path))  # a SpatialImage; nibabel's stubs type it as FileBasedImage
+    arr = np.asarray(image.get_fdata(), dtype=np.float32)
     arr = np.squeeze(arr)
     if arr.ndim == 3:
         arr = arr[..., arr.shape[-1] // 2]

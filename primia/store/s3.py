@@ -131,7 +131,7 @@ class ObjectStore:
                     return "already-written"
             res = self._client.put_object(self.bucket, key, io.BytesIO(data), len(data),
                                           content_type="application/octet-stream", metadata=metadata)  # type: ignore[arg-type]
-            return res.etag
+            return res.etag or ""
 
         return self._call("put", key, fn)
 
@@ -178,12 +178,17 @@ class ObjectStore:
 
         yield from self._call("list", prefix, fn)
 
+    def _remove_version(self, key: str, version_id: str | None) -> None:
+        def fn(_: int) -> None:
+            self._client.remove_object(self.bucket, key, version_id=version_id)
+
+        self._call("delete", key, fn)
+
     def remove_all_versions(self, key: str) -> int:
         """Delete every version of an object (retention: a delete marker alone would keep the data)."""
         removed = 0
         for info in self.list(key, versions=True):
             if info.key == key:
-                self._call("delete", key, lambda _, v=info.version_id: self._client.remove_object(
-                    self.bucket, key, version_id=v))
+                self._remove_version(key, info.version_id)
                 removed += 1
         return removed

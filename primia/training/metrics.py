@@ -53,12 +53,11 @@ def roc_auc_ovr(y_true: np.ndarray, probs: np.ndarray) -> float:
         return float("nan")
     if num_classes == 2:
         y = torch.as_tensor(y_true, dtype=torch.int64)
-        return float(compute_roc_auc(torch.as_tensor(probs[:, 1]), y))
+        return float(np.asarray(compute_roc_auc(torch.as_tensor(probs[:, 1]), y)))
     onehot = np.eye(num_classes, dtype=np.float32)[y_true]
     present = onehot.sum(axis=0) > 0  # an absent class has no ROC curve; score over the rest
-    return float(
-        compute_roc_auc(torch.as_tensor(probs[:, present]), torch.as_tensor(onehot[:, present]), average="macro")
-    )
+    auc = compute_roc_auc(torch.as_tensor(probs[:, present]), torch.as_tensor(onehot[:, present]), average="macro")
+    return float(np.asarray(auc))
 
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: tuple[str, ...]) -> dict[str, float]:
