@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
 
 from primia import runtime
 from primia.config import FederationConfig
@@ -41,7 +42,16 @@ def aggregate_updates(
     new, state = core.aggregate(strategy, server_round, store.get_weights(global_ref), results, store, state)
     committed = commit_round(store, cfg, server_round, new, results, selection, run_id, strategy, state)
     store.apply_retention(cfg.checkpoints.keep_last, protect={selection.best_round})
-    return committed.ref(GLOBAL)
+    ref = committed.ref(GLOBAL)
+    emit_event(  # what later automations (the per-round attack audit) start from
+        event="primia.round.completed",
+        resource={"prefect.resource.id": f"primia.federation.{cfg.federation_id}",
+                  "prefect.resource.name": cfg.federation_id},
+        payload={"federation": cfg.federation_id, "round": server_round, "strategy": strategy.name,
+                 "checkpoint": {"bucket": ref.bucket, "key": ref.key, "sha256": ref.sha256},
+                 "hospitals": [r.hospital for r in results], "num_examples": sum(r.num_examples for r in results)},
+    )
+    return ref
 
 
 @task(name="evaluate-global", cache_policy=NO_CACHE, persist_result=False, task_run_name="evaluate-round-{ref.round}")

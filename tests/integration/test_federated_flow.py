@@ -127,3 +127,25 @@ def test_fedadam_state_travels_in_checkpoints(live_stack: stack.StackState, fede
     assert "strategy.safetensors" in store.load_round(2).manifest["objects"]
     state = load_strategy_state(CheckpointStore(store.store, "it-fedadam", store.ring), 2)
     assert state.step == 2 and any(k.startswith("v/") for k in state.arrays)
+
+
+def test_round_completed_events(federated: dict[str, Any]) -> None:
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    flt = EventFilter(event=EventNameFilter(name=["primia.round.completed"]),
+                      resource=EventResourceFilter(id=["primia.federation.it-fed"]))
+    deadline, events = time.monotonic() + 20, []
+    while time.monotonic() < deadline:  # events reach the server asynchronously
+        with get_client(sync_client=True) as client:
+            events = client.read_events(filter=flt, limit=50).events  # the server caps limit at 50
+        if len(events) >= 2:
+            break
+        time.sleep(0.5)
+    rounds = sorted(e.payload["round"] for e in events)
+    assert rounds == [1, 2]
+    latest = max(events, key=lambda e: e.payload["round"])
+    assert latest.payload["checkpoint"]["key"] == "federations/it-fed/rounds/00002/global.safetensors.enc"
+    assert latest.payload["hospitals"] == ["h1", "h2", "h3"]
