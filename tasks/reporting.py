@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from primia import progress, runtime
 from primia.federation.coordinator import Evaluation
-from primia.federation.report import round_metrics, round_table
+from primia.federation.report import round_markdown, round_metrics, round_table
 
 
 @task(name="record-round", cache_policy=NO_CACHE, persist_result=False, task_run_name="record-round-{server_round}")
@@ -28,5 +28,7 @@ def record_round(
         description=f"**{federation_id}**, round {server_round}: test MCC {evaluation.metrics['mcc']:.3f}, "
                     f"ROC-AUC {evaluation.metrics['roc_auc']:.3f}; {timing['round_s']:.2f} s",
     )
+    create_markdown_artifact(round_markdown(federation_id, server_round, results, validation, evaluation, timing),
+                             key=f"{federation_id}-round-summary")
     progress.report("round", round=server_round, metrics=evaluation.metrics)
     return metrics

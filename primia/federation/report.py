@@ -6,8 +6,11 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from primia.federation.coordinator import Evaluation
 from primia.messages import HospitalResult
+from primia.training.metrics import mcc_from_confusion
 
 
 def round_table(results: Sequence[HospitalResult]) -> list[dict[str, Any]]:
@@ -17,6 +20,7 @@ def round_table(results: Sequence[HospitalResult]) -> list[dict[str, Any]]:
             "samples": r.num_examples,
             "train_loss": None if math.isnan(r.train_loss) else round(r.train_loss, 4),
             "val_samples": int(r.metrics.get("val_samples", 0)),
+            "val_mcc_incoming": round(mcc_from_confusion(np.asarray(r.val_confusion)), 4),
             "local_s": round(r.local_s, 3),
             "update_sha256": r.update.sha256[:12] if r.update else "",
         }
@@ -38,3 +42,20 @@ def round_metrics(
         per_round[f"{r.hospital}.local_s"] = r.local_s
     per_round.update({f"time.{k}": v for k, v in timing.items()})
     return per_round
+
+
+def round_markdown(federation_id: str, server_round: int, results: Sequence[HospitalResult],
+                   validation: dict[str, float], evaluation: Evaluation, timing: dict[str, float]) -> str:
+    """A short human summary of one round for the Prefect UI."""
+    m = evaluation.metrics
+    lines = [
+        f"# {federation_id}: round {server_round}",
+        f"{len(results)} hospitals, {sum(r.num_examples for r in results)} training samples; "
+        f"round {timing['round_s']:.2f} s (slowest hospital {timing['local_s_max']:.2f} s).",
+        "",
+        "| held-out test | value |", "| --- | --- |",
+        *[f"| {k} | {m[k]:.4f} |" for k in ("mcc", "roc_auc", "balanced_accuracy", "accuracy")],
+    ]
+    if validation:
+        lines += ["", f"Pooled validation MCC of the previous global model: {validation['val_mcc']:.4f}."]
+    return "\n".join(lines)
