@@ -7,7 +7,7 @@ PRIMIA := $(VENV)/bin/primia
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv up down status demo test test-unit test-integration bench lint clean
+.PHONY: venv up down status demo deploy test test-unit test-integration bench lint clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,16 @@ status: venv
 
 demo: up
 	$(PRIMIA) demo
+
+# Register prefect.yaml's deployments (nightly federated training, schedule active) with the stack.
+deploy: up
+	$(PRIMIA) stack status >/dev/null
+	PREFECT_API_URL=$$($(PY) -c "from primia.config import load_settings; print(load_settings().prefect.api_url)") \
+	PRIMIA_REPO=$(CURDIR) PRIMIA_SCHEDULE_ACTIVE=$${PRIMIA_SCHEDULE_ACTIVE:-true} \
+	$(VENV)/bin/prefect work-pool create primia-coordinator --type process --overwrite >/dev/null; \
+	PREFECT_API_URL=$$($(PY) -c "from primia.config import load_settings; print(load_settings().prefect.api_url)") \
+	PRIMIA_REPO=$(CURDIR) PRIMIA_SCHEDULE_ACTIVE=$${PRIMIA_SCHEDULE_ACTIVE:-true} \
+	$(VENV)/bin/prefect --no-prompt deploy --all
 
 # The test session starts its own stack (temporary folder, free ports) and stops it by PID.
 test: venv

@@ -1,0 +1,47 @@
+"""prefect.yaml deploys against the live server: a nightly federated-training schedule (inactive in
+tests) that takes a config file, and the centralized baseline."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from infra import stack
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_prefect_yaml_deploys_with_an_inactive_nightly_schedule(live_stack: stack.StackState) -> None:
+    from prefect.client.orchestration import get_client
+
+    env = {**os.environ, "PREFECT_API_URL": live_stack.urls["prefect_api"], "PRIMIA_REPO": str(ROOT),
+           "PRIMIA_SCHEDULE_ACTIVE": "false"}
+    prefect = str(Path(sys.executable).parent / "prefect")
+    for cmd in ([prefect, "work-pool", "create", "primia-coordinator", "--type", "process", "--overwrite"],
+                [prefect, "--no-prompt", "deploy", "--all"]):
+        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    with get_client(sync_client=True) as client:
+        deployments = {d.name: d for d in client.read_deployments()}
+    fed = deployments["federated-training"]
+    assert fed.entrypoint == "flows/scheduled.py:federated_training_from_file"
+    assert fed.parameters == {"config_path": "configs/demo.yaml"}
+    assert [(s.schedule.cron, s.active) for s in fed.schedules] == [("0 2 * * *", False)]  # type: ignore[union-attr]
+    assert "centralized-training" in deployments
+
+
+def test_config_file_entry_point(live_stack: stack.StackState, federation_dirs: Path, tmp_path: Path) -> None:
+    import yaml
+
+    from flows.scheduled import federated_training_from_file
+    from tests.integration.conftest import federation_raw
+
+    path = tmp_path / "nightly.yaml"
+    path.write_text(yaml.safe_dump(federation_raw(federation_dirs, "it-nightly", rounds=1)))
+    summary = federated_training_from_file(str(path))
+    assert summary["federation_id"] == "it-nightly" and summary["selected_round"] in (0, 1)
