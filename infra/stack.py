@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -210,8 +211,6 @@ def _try_buckets(s3_port: int, creds: dict[str, str]) -> bool:
 
 def kill_s3(home: Path) -> None:
     """SIGKILL the S3 server (fault injection): no clean shutdown, connections drop mid-request."""
-    import signal
-
     state = load_state(home)
     if state is None:
         raise StackError("the local stack is not running")

@@ -313,7 +313,10 @@ def bench_checkpoint(
     from bench.checkpoint_io import bench_checkpoint as run
 
     result = run(repeats=repeats)
-    print(json.dumps(result)) if as_json else console.print_json(json.dumps(result))
+    if as_json:
+        print(json.dumps(result))
+    else:
+        console.print_json(json.dumps(result))
 
 
 from primia.cli_checkpoints import checkpoints_app, keys_app  # noqa: E402  (they use the helpers above)

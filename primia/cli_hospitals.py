@@ -46,6 +46,8 @@ def register_cmd(
     folder = _keys_dir(name, keys_dir)
     public = (load_identity(folder, passphrase).public if (folder / "identity.json").exists()
               else create_identity(name, folder, passphrase))
+    if public.hospital != name:
+        raise ConfigError(f"{folder}/identity.json belongs to hospital {public.hospital!r}, not {name!r}")
     record = register(public)
     console.print(f"registered {name}: fingerprint {record.fingerprint}, work pool {record.work_pool}; "
                   f"private keys in {folder}")

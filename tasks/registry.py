@@ -8,6 +8,7 @@ import datetime as dt
 
 from prefect.blocks.core import Block
 from prefect.client.orchestration import get_client
+from prefect.exceptions import PrefectHTTPStatusError
 from pydantic import Field
 
 from primia.errors import ConfigError
@@ -54,8 +55,8 @@ def list_hospitals() -> list[PrimiaHospital]:
     with get_client(sync_client=True) as client:
         try:
             docs = client.read_block_documents_by_type(PrimiaHospital.get_block_type_slug())
-        except Exception as exc:  # the block type does not exist until the first registration
-            if "404" in str(exc) or "not found" in str(exc).lower():
+        except PrefectHTTPStatusError as exc:  # the block type does not exist until the first registration
+            if exc.response.status_code == 404:
                 return []
             raise
     return sorted((PrimiaHospital.model_validate(d.data) for d in docs), key=lambda b: b.hospital)

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from infra import stack
 from primia.cli import app
+from tests.helpers import assert_one_line_error
 from tests.integration.conftest import federation_raw
 
 pytestmark = pytest.mark.integration
@@ -25,24 +26,19 @@ def _config(tmp_path: Path, raw: dict[str, object]) -> Path:
     return path
 
 
-def _one_line(result, needle: str) -> None:  # type: ignore[no-untyped-def]
-    assert result.exit_code == 2, result.output
-    assert needle in result.output and "Traceback" not in result.output
-
-
 def test_unreadable_image_in_a_hospital(live_stack: stack.StackState, federation_dirs: Path, tmp_path: Path) -> None:
     broken = tmp_path / "h-broken"
     shutil.copytree(federation_dirs / "h1", broken)
     (broken / "class0" / "zz-broken.png").write_bytes(b"not an image")
     raw = federation_raw(federation_dirs, "it-bad")
     raw["hospitals"][0]["data"]["path"] = str(broken)  # type: ignore[index]
-    _one_line(runner.invoke(app, ["train", "--config", str(_config(tmp_path, raw))]), "zz-broken.png")
+    assert_one_line_error(runner.invoke(app, ["train", "--config", str(_config(tmp_path, raw))]), "zz-broken.png")
 
 
 def test_missing_hospital_folder(live_stack: stack.StackState, federation_dirs: Path, tmp_path: Path) -> None:
     raw = federation_raw(federation_dirs, "it-missing")
     raw["hospitals"][1]["data"]["path"] = str(tmp_path / "gone")  # type: ignore[index]
-    _one_line(runner.invoke(app, ["train", "--config", str(_config(tmp_path, raw))]),
+    assert_one_line_error(runner.invoke(app, ["train", "--config", str(_config(tmp_path, raw))]),
               f"hospital h2: data path {tmp_path / 'gone'} does not exist")
 
 

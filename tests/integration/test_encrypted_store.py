@@ -17,7 +17,8 @@ from primia.config import CryptoSettings
 from primia.errors import ConfigError, IntegrityError
 from primia.messages import CheckpointRef
 from primia.store.checkpoints import CheckpointStore
-from primia.store.keys import KeyRing, init_key_file, load_keyring
+from primia.store.keys import KeyRing, load_keyring
+from tests.helpers import make_keyring
 
 pytestmark = pytest.mark.integration
 
@@ -72,8 +73,7 @@ def test_weights_never_returned_from_a_tampered_object(committed: CheckpointStor
 
 def test_wrong_or_missing_master_key(committed: CheckpointStore, tmp_path: Path) -> None:
     ref = committed.latest().ref("global.safetensors")  # type: ignore[union-attr]
-    init_key_file(tmp_path / "keys" / "keyring.json")
-    stranger = load_keyring(CryptoSettings(), tmp_path)
+    stranger = make_keyring(tmp_path)
     with pytest.raises(ConfigError, match="is not configured, but s3://"):
         CheckpointStore(committed.store, committed.federation_id, stranger).get_weights(ref)
     kid = committed.ring.current_kek()[0]
@@ -93,8 +93,7 @@ def test_a_renamed_object_does_not_decrypt(committed: CheckpointStore) -> None:
 
 
 def test_rotate_then_rewrap_then_old_key_gone(live_stack: stack.StackState, tmp_path: Path) -> None:
-    init_key_file(tmp_path / "keys" / "keyring.json")
-    old = load_keyring(CryptoSettings(), tmp_path)
+    old = make_keyring(tmp_path)
     store = CheckpointStore(runtime.object_store(), f"rot-{time.time_ns()}", old)
     store.commit(1, {"global.safetensors": store.put_weights(1, _weights(2))})
     before = {i.key: i.etag for i in store.store.list(store.prefix)}

@@ -92,27 +92,20 @@ def test_prefect_run_and_round_table(federated: dict[str, Any]) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    async def fetch() -> tuple[list[Any], list[Any]]:
+    async def fetch() -> tuple[list[Any], list[Any], list[Any], list[Any]]:
         async with get_client() as client:
-            runs = await client.read_flow_runs()
-            key = ArtifactFilterKey(any_=["it-fed-rounds"])
-            arts = await client.read_artifacts(artifact_filter=ArtifactFilter(key=key))
-            return runs, arts
+            def by_key(key: str) -> ArtifactFilter:
+                return ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
 
-    runs, arts = asyncio.run(fetch())
+            return (await client.read_flow_runs(), await client.read_task_runs(),
+                    await client.read_artifacts(artifact_filter=by_key("it-fed-rounds")),
+                    await client.read_artifacts(artifact_filter=by_key("it-fed-round-summary")))
+
+    runs, task_runs, arts, summaries = asyncio.run(fetch())
     fed_runs = [r for r in runs if r.name == "it-fed"]
     assert fed_runs and fed_runs[0].state_type.value == "COMPLETED"
     assert len(arts) == 2 and arts[0].type == "table"
     assert "h1" in str(arts[0].data) and "val_mcc_incoming" in str(arts[0].data)
-
-    async def fetch_more() -> tuple[list[Any], list[Any]]:
-        async with get_client() as client:
-            tasks = await client.read_task_runs()
-            key = ArtifactFilterKey(any_=["it-fed-round-summary"])
-            md = await client.read_artifacts(artifact_filter=ArtifactFilter(key=key))
-            return tasks, md
-
-    task_runs, summaries = asyncio.run(fetch_more())
     h1 = [t for t in task_runs if t.name == "h1-round-1" and t.flow_run_id == fed_runs[0].id]
     assert h1 and "hospital:h1" in h1[0].tags
     assert len(summaries) == 2 and "round" in str(summaries[0].data) and "mcc" in str(summaries[0].data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from pathlib import Path
@@ -20,14 +21,14 @@ from primia.store import weights as codec
 from primia.store.checkpoints import CheckpointStore
 from primia.store.keys import KeyRing, init_key_file, load_keyring, rotate_key_file
 from tests.fakes import MemoryObjectStore
+from tests.helpers import make_keyring
 
 WHERE = envelope.Location("bucket", "federations/f/rounds/00001/global.safetensors.enc", "f", 1)
 
 
 @pytest.fixture()
 def ring(tmp_path: Path) -> KeyRing:
-    init_key_file(tmp_path / "keys" / "keyring.json")
-    return load_keyring(CryptoSettings(), tmp_path)
+    return make_keyring(tmp_path)
 
 
 def test_safetensors_round_trip() -> None:
@@ -52,9 +53,9 @@ def test_any_flipped_byte_is_an_integrity_error(ring: KeyRing) -> None:
         bad[pos] ^= 0x01
         with pytest.raises(IntegrityError, match=f"integrity check failed for s3://bucket/{WHERE.key}"):
             envelope.open_sealed(envelope.Sealed(bytes(bad), sealed.header), ring, WHERE, sealed.sha256())
-    nonce = bytearray(envelope.base64.b64decode(sealed.header["primia-nonce"]))
+    nonce = bytearray(base64.b64decode(sealed.header["primia-nonce"]))
     nonce[0] ^= 1
-    header = {**sealed.header, "primia-nonce": envelope.base64.b64encode(bytes(nonce)).decode()}
+    header = {**sealed.header, "primia-nonce": base64.b64encode(bytes(nonce)).decode()}
     with pytest.raises(IntegrityError, match="authentication tag"):
         envelope.open_sealed(envelope.Sealed(sealed.ciphertext, header), ring, WHERE, sealed.sha256())
 
@@ -102,7 +103,7 @@ def test_key_file_mode_and_env_keys(tmp_path: Path) -> None:
     path.chmod(0o644)
     with pytest.raises(ConfigError, match="readable by others"):
         load_keyring(CryptoSettings(), tmp_path)
-    key = envelope.base64.b64encode(b"\x07" * 32).decode()
+    key = base64.b64encode(b"\x07" * 32).decode()
     ring = load_keyring(CryptoSettings(master_key=f"env-1:{key}", key_file=tmp_path / "none.json"), tmp_path)  # type: ignore[arg-type]
     assert ring.current == "env-1" and ring.keks["env-1"] == b"\x07" * 32
     with pytest.raises(ConfigError, match="must be 32 bytes"):

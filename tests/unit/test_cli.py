@@ -7,6 +7,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from primia.cli import app
+from tests.helpers import assert_one_line_error
 
 runner = CliRunner()
 
@@ -18,26 +19,19 @@ def test_help_lists_commands() -> None:
     assert "up" in runner.invoke(app, ["stack", "--help"]).output
 
 
-def _one_line_error(result, needle: str) -> None:  # type: ignore[no-untyped-def]
-    assert result.exit_code == 2, result.output
-    assert needle in result.output
-    assert "Traceback" not in result.output
-    assert result.output.strip().count("\n") == 0 or len(result.output) < 400
-
-
 def test_bad_config_value(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("federation_id: f\nmodel: {name: vgg99}\nhospitals: [{name: a, data: {path: x}}]\n"
                    "test_data: {path: t}\n")
-    _one_line_error(runner.invoke(app, ["train", "--config", str(cfg)]), "field model.name")
+    assert_one_line_error(runner.invoke(app, ["train", "--config", str(cfg)]), "field model.name")
 
 
 def test_missing_config_file(tmp_path: Path) -> None:
-    _one_line_error(runner.invoke(app, ["train", "--config", str(tmp_path / "no.yaml")]), "does not exist")
+    assert_one_line_error(runner.invoke(app, ["train", "--config", str(tmp_path / "no.yaml")]), "does not exist")
 
 
 def test_inspect_missing_folder(tmp_path: Path) -> None:
-    _one_line_error(runner.invoke(app, ["data", "inspect", str(tmp_path / "missing")]), "does not exist")
+    assert_one_line_error(runner.invoke(app, ["data", "inspect", str(tmp_path / "missing")]), "does not exist")
 
 
 def test_inspect_reads_a_folder(tmp_path: Path) -> None:
@@ -54,10 +48,10 @@ def test_train_without_stack(tmp_path: Path, monkeypatch) -> None:  # type: igno
         monkeypatch.delenv(var, raising=False)
     cfg = tmp_path / "c.yaml"
     cfg.write_text("federation_id: f\nhospitals: [{name: a, data: {path: x}}]\ntest_data: {path: t}\n")
-    _one_line_error(runner.invoke(app, ["train", "--config", str(cfg)]), "the local stack is not running")
+    assert_one_line_error(runner.invoke(app, ["train", "--config", str(cfg)]), "the local stack is not running")
 
 
 def test_empty_partition_at_the_cli(tmp_path: Path) -> None:
     result = runner.invoke(app, ["data", "prepare-br35h", "--out", str(tmp_path / "b"), "--hospitals", "5000"])
-    _one_line_error(result, "into 5000 non-empty partitions")
+    assert_one_line_error(result, "into 5000 non-empty partitions")
     assert not (tmp_path / "b").exists()  # nothing half-written

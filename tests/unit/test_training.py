@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from primia.config import CryptoSettings, parse_federation_config
+from primia.config import parse_federation_config
 from primia.data.synthetic import make_synthetic, write_image_folder
 from primia.errors import DataError
 from primia.federation import coordinator as co
 from primia.federation.hospital import load_local_data, run_local_round
 from primia.federation.strategy import FedAvg, StrategyState
 from primia.store.checkpoints import CheckpointStore
-from primia.store.keys import init_key_file, load_keyring
 from primia.training.centralized import CentralizedTrainer
 from primia.training.loops import class_weights
 from tests.fakes import MemoryObjectStore
+from tests.helpers import make_keyring
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +36,7 @@ def cfg(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-de
 
 
 def test_federated_rounds_learn_and_are_deterministic(cfg, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    init_key_file(tmp_path / "keys" / "keyring.json")
-    ring = load_keyring(CryptoSettings(), tmp_path)
+    ring = make_keyring(tmp_path)
 
     def run() -> tuple[float, dict[str, np.ndarray]]:
         store = CheckpointStore(MemoryObjectStore(), "unit", ring)
