@@ -1,8 +1,13 @@
-"""federated-training: rounds of local training at every hospital, FedAvg, evaluation, tracking.
+"""federated-training: rounds of local training at every hospital, aggregation, evaluation, tracking.
 
-Round r: hospitals validate global model r-1 and train on it (concurrent tasks) -> FedAvg into
-global model r (checkpointed) -> test evaluation and reporting run in the background while the
-next round trains. Model selection by pooled validation MCC, as PriMIA.
+Round r: the round's hospitals validate global model r-1 and train on it -> the strategy aggregates
+the accepted updates into global model r (checkpointed) -> test evaluation and reporting run in the
+background while the next round trains. Model selection by pooled validation MCC, as PriMIA.
+
+Same flow in both modes (PRIMIA_MODE): embedded runs each hospital as a concurrent task on data
+named in the config (a simulation on one machine); distributed starts each hospital's own
+`local-training` deployment on its agent and accepts only answers signed by registered hospitals.
+The round policy (sampling, quorum, timeout, retries) applies to both.
 """
 
 from __future__ import annotations
@@ -10,17 +15,21 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prefect import flow, tags
-from prefect.futures import PrefectFuture
+from prefect import flow, get_run_logger, tags
+from prefect.futures import PrefectFuture, wait
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from primia import progress
+from primia import progress, runtime
 from primia.config import FederationConfig
+from primia.errors import RoundFailedError
 from primia.federation.coordinator import Selection, pooled_validation
+from primia.federation.policy import ACCEPTED, DROPPED, Outcome, accepted_results, check_quorum, roster, sample
 from primia.messages import CheckpointRef, HospitalResult
 from tasks.coordinator import aggregate_updates, evaluate_global, find_resume_point, initialize_global_model
+from tasks.dispatch import dispatch_round
 from tasks.hospital import local_training
-from tasks.reporting import record_round
+from tasks.registry import active_hospitals
+from tasks.reporting import record_failed_round, record_round
 from tasks.tracking import finish_tracking, start_tracking
 
 
@@ -28,6 +37,7 @@ from tasks.tracking import finish_tracking, start_tracking
       task_runner=ThreadPoolTaskRunner(max_workers=16))  # type: ignore[arg-type]  # Prefect stub
 def federated_training(config: FederationConfig) -> dict[str, Any]:
     cfg = config
+    roster_of_round(cfg)  # fail before anything is stored if the hospitals cannot make a quorum
     resume = find_resume_point(cfg)
     if resume is None:
         run_id = start_tracking(cfg, mode="federated")
@@ -39,7 +49,8 @@ def federated_training(config: FederationConfig) -> dict[str, Any]:
     progress.report("start", total=cfg.rounds, mode="federated", completed=first - 1)
     for server_round in range(first, cfg.rounds + 1):
         started = time.perf_counter()
-        results = [f.result() for f in _dispatch(cfg, server_round, global_ref)]
+        outcomes = run_round(cfg, server_round, global_ref, run_id)
+        results = accepted_results(outcomes)
         validation = pooled_validation(results)
         selection.offer(server_round - 1, validation["val_mcc"], global_ref)
         global_ref = aggregate_updates(cfg, server_round, global_ref, results, selection, run_id)
@@ -47,26 +58,71 @@ def federated_training(config: FederationConfig) -> dict[str, Any]:
         timing = {"round_s": time.perf_counter() - started, "local_s_max": max(r.local_s for r in results)}
         timings.append(timing)
         records.append(record_round.submit(  # type: ignore[call-overload]  # Prefect resolves the future
-            run_id, cfg.federation_id, server_round, results, validation, evaluations[server_round], timing,
+            run_id, cfg.federation_id, server_round, outcomes, validation, evaluations[server_round], timing,
             server_round - 1))
-    final = [f.result() for f in _dispatch(cfg, global_ref.round + 1, global_ref, train=False)]
-    selection.offer(final[0].round - 1, pooled_validation(final)["val_mcc"], global_ref)
+    final = accepted_results(run_round(cfg, global_ref.round + 1, global_ref, run_id, train=False))
+    selection.offer(global_ref.round, pooled_validation(final)["val_mcc"], global_ref)
     if selection.best_round not in evaluations and selection.best_ref is not None:  # selected before a resume
         evaluations[selection.best_round] = evaluate_global.submit(cfg, selection.best_ref)
-    _wait(records)
+    _wait_all(records)
     return finish_tracking(cfg, run_id, selection, {r: f.result() for r, f in evaluations.items()}, timings)
 
 
-def _dispatch(cfg: FederationConfig, server_round: int, global_ref: CheckpointRef,
-              train: bool = True) -> list[PrefectFuture[HospitalResult]]:
-    """One concurrent local-training task per hospital, tagged with the hospital's name."""
-    futures = []
-    for h in cfg.hospitals:
-        with tags(f"hospital:{h.name}"):
-            futures.append(local_training.submit(h, server_round, global_ref, cfg, train=train))
-    return futures
+def roster_of_round(cfg: FederationConfig) -> tuple[str, ...]:
+    """Re-read each round in distributed mode, so a revoked hospital takes part in no later round."""
+    mode = runtime.settings().mode
+    return roster(cfg, mode, list(active_hospitals()) if mode == "distributed" else None)
 
 
-def _wait(futures: list[PrefectFuture[Any]]) -> None:
+def run_round(cfg: FederationConfig, server_round: int, global_ref: CheckpointRef, run_id: str,
+              train: bool = True) -> list[Outcome]:
+    """Ask the round's sample of hospitals; retry below quorum as the policy says, then fail clearly."""
+    policy, logger, seen = cfg.policy, get_run_logger(), set[str]()
+    for attempt in range(policy.round_retries + 1):
+        chosen = sample(roster_of_round(cfg), policy, cfg.seed, server_round, attempt)
+        outcomes = _dispatch(cfg, server_round, global_ref, chosen, train, attempt, seen)
+        try:
+            check_quorum(outcomes, policy, server_round, attempt)
+            return outcomes
+        except RoundFailedError as exc:
+            record_failed_round(run_id, cfg.federation_id, server_round, attempt, outcomes, str(exc))
+            if attempt == policy.round_retries:
+                raise RoundFailedError(f"{exc}; nothing was committed for round {server_round}: run the federation "
+                                       f"again to resume after round {global_ref.round}") from None
+            logger.warning("%s; trying again in %g s", exc, policy.retry_wait_s)
+            time.sleep(policy.retry_wait_s)
+    raise AssertionError("unreachable")
+
+
+def _dispatch(cfg: FederationConfig, server_round: int, global_ref: CheckpointRef, chosen: list[str], train: bool,
+              attempt: int, seen: set[str]) -> list[Outcome]:
+    if runtime.settings().mode == "distributed":
+        return dispatch_round(cfg, server_round, global_ref, chosen, train, attempt, seen)
+    return _embedded(cfg, server_round, global_ref, chosen, train)
+
+
+def _embedded(cfg: FederationConfig, server_round: int, global_ref: CheckpointRef, chosen: list[str],
+              train: bool) -> list[Outcome]:
+    """One concurrent local-training task per hospital, tagged with its name; late ones are dropped."""
+    started, futures = time.monotonic(), {}
+    by_name = {h.name: h for h in cfg.hospitals}
+    for name in chosen:
+        with tags(f"hospital:{name}"):
+            futures[name] = local_training.submit(by_name[name], server_round, global_ref, cfg, train=train)
+    wait(list(futures.values()), timeout=cfg.policy.round_timeout_s)
+    return [_embedded_outcome(name, f, time.monotonic() - started, cfg.policy.round_timeout_s)
+            for name, f in futures.items()]
+
+
+def _embedded_outcome(name: str, future: PrefectFuture[HospitalResult], seconds: float, timeout_s: float) -> Outcome:
+    state = future.state
+    if not state.is_final():
+        return Outcome(name, DROPPED, f"no answer within {timeout_s:g} s (policy.round_timeout_s)", seconds=seconds)
+    if not state.is_completed():
+        return Outcome(name, DROPPED, f"{state.name}: {state.message or ''}".strip(), seconds=seconds)
+    return Outcome(name, ACCEPTED, "ok", future.result(), seconds=seconds)
+
+
+def _wait_all(futures: list[PrefectFuture[Any]]) -> None:
     for f in futures:
         f.result()

@@ -320,10 +320,12 @@ def bench_checkpoint(
 
 
 from primia.cli_checkpoints import checkpoints_app, keys_app  # noqa: E402  (they use the helpers above)
+from primia.cli_agent import agent_app  # noqa: E402
 from primia.cli_hospitals import hospital_app  # noqa: E402
 
 app.add_typer(checkpoints_app, name="checkpoints")
 app.add_typer(hospital_app, name="hospital")
+app.add_typer(agent_app, name="agent")
 app.add_typer(keys_app, name="keys")
 
 if __name__ == "__main__":

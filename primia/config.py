@@ -23,6 +23,18 @@ DATA_FORMATS = ("folder", "kermany", "npz", "dicom", "nifti")
 
 
 # --------------------------------------------------------------------------- runtime settings
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSource(_Strict):
+    """A data set on disk. `split` picks train/val/test inside an npz file or a Kermany folder."""
+
+    path: Path
+    format: Literal["folder", "kermany", "npz", "dicom", "nifti"] = "folder"
+    split: Literal["train", "val", "test"] | None = None
+
+
 class S3Settings(BaseModel):
     endpoint: str = "127.0.0.1:9000"
     access_key: SecretStr | None = None
@@ -52,6 +64,18 @@ class StoreSettings(BaseModel):
 class PrefectSettings(BaseModel):
     api_url: str | None = None
     ui_url: str | None = None
+
+
+class AgentSettings(BaseModel):
+    """A hospital agent's own settings (PRIMIA_HOSPITAL__NAME, PRIMIA_HOSPITAL__DATA__PATH, ...).
+
+    They stay at the hospital: the coordinator never receives the data path or the keys."""
+
+    name: str | None = Field(default=None, pattern=SLUG)
+    data: DataSource | None = None
+    keys_dir: Path | None = None  # default: <home>/hospitals/<name>
+    passphrase: SecretStr | None = None  # for an encrypted identity file
+    launch_socket: Path | None = None  # set by `primia agent start` for the warm launcher
 
 
 class MlflowSettings(BaseModel):
@@ -91,11 +115,14 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PRIMIA_", env_nested_delimiter="__", extra="ignore")
 
     home: Path = Path(".primia")
+    mode: Literal["embedded", "distributed"] = "embedded"
+    task_runner: Literal["threads", "dask"] = "threads"
     s3: S3Settings = S3Settings()
     crypto: CryptoSettings = CryptoSettings()
     store: StoreSettings = StoreSettings()
     prefect: PrefectSettings = PrefectSettings()
     mlflow: MlflowSettings = MlflowSettings()
+    hospital: AgentSettings = AgentSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -117,10 +144,6 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 # --------------------------------------------------------------------------- federation config
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 class ModelConfig(_Strict):
     name: Literal["small_cnn", "resnet18", "densenet121"] = "small_cnn"
     num_classes: int = Field(default=2, ge=2, le=1000)
@@ -172,32 +195,63 @@ class CheckpointConfig(_Strict):
     keep_last: int = Field(default=5, ge=0, le=100_000)
 
 
-class DataSource(_Strict):
-    """A data set on disk. `split` picks train/val/test inside an npz file or a Kermany folder."""
+class RoundPolicy(_Strict):
+    """Who takes part in a round and how long the coordinator waits.
 
-    path: Path
-    format: Literal["folder", "kermany", "npz", "dicom", "nifti"] = "folder"
-    split: Literal["train", "val", "test"] | None = None
+    Each round samples `ceil(sample_fraction * hospitals)` (at least `min_hospitals`) of the active
+    hospitals; a hospital that has not answered within `round_timeout_s` is dropped from the round;
+    a round with fewer than `min_hospitals` accepted updates is tried again up to `round_retries`
+    times (`retry_wait_s` apart), then the federation stops with a message saying who was missing."""
+
+    sample_fraction: float = Field(default=1.0, gt=0, le=1)
+    min_hospitals: int = Field(default=1, ge=1, le=10_000)
+    round_timeout_s: float = Field(default=3600.0, gt=0, le=7 * 24 * 3600)
+    round_retries: int = Field(default=1, ge=0, le=100)
+    retry_wait_s: float = Field(default=5.0, ge=0, le=3600)
 
 
 class HospitalConfig(_Strict):
+    """A hospital of the federation. `data` only in embedded mode (a simulation on one machine); in
+    distributed mode the data path lives in the hospital agent's own settings."""
+
     name: str = Field(pattern=SLUG)
-    data: DataSource
+    data: DataSource | None = None
 
 
-class FederationConfig(_Strict):
-    """One federation: who takes part, on what data, training what, for how many rounds."""
+class LocalSpec(_Strict):
+    """What a hospital needs to train a round: everything but who takes part and where data lives.
+    This, not the federation config, is what the coordinator sends to a hospital agent."""
 
     federation_id: str = Field(pattern=SLUG)
-    rounds: int = Field(default=5, ge=1, le=10_000)
     seed: int = Field(default=42, ge=0)
     class_names: tuple[str, ...] | None = None
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     training: TrainingConfig = TrainingConfig()
     strategy: StrategyConfig = StrategyConfig()
+
+    @model_validator(mode="after")
+    def _classes_match(self) -> LocalSpec:
+        if self.class_names is not None and len(self.class_names) != self.model.num_classes:
+            raise ValueError(
+                f"class_names has {len(self.class_names)} entries but model.num_classes is "
+                f"{self.model.num_classes}"
+            )
+        return self
+
+    def local_spec(self) -> LocalSpec:
+        return LocalSpec.model_validate(self.model_dump(include=set(LocalSpec.model_fields)))
+
+
+class FederationConfig(LocalSpec):
+    """One federation: who takes part, on what data, training what, for how many rounds.
+
+    `hospitals` may be left out in distributed mode: then every active registered hospital takes part."""
+
+    rounds: int = Field(default=5, ge=1, le=10_000)
     checkpoints: CheckpointConfig = CheckpointConfig()
-    hospitals: tuple[HospitalConfig, ...] = Field(min_length=1)
+    policy: RoundPolicy = RoundPolicy()
+    hospitals: tuple[HospitalConfig, ...] = ()
     test_data: DataSource
 
     @field_validator("hospitals")
@@ -208,15 +262,6 @@ class FederationConfig(_Strict):
         if dupes:
             raise ValueError(f"hospital names must be unique, repeated: {', '.join(dupes)}")
         return v
-
-    @model_validator(mode="after")
-    def _classes_match(self) -> FederationConfig:
-        if self.class_names is not None and len(self.class_names) != self.model.num_classes:
-            raise ValueError(
-                f"class_names has {len(self.class_names)} entries but model.num_classes is "
-                f"{self.model.num_classes}"
-            )
-        return self
 
 
 def _first_error(exc: ValidationError, prefix: str = "") -> str:

@@ -26,3 +26,7 @@ class StackError(PrimiaError):
 
 class IntegrityError(StoreError):
     """A stored object failed verification (hash, signature or authentication tag)."""
+
+
+class RoundFailedError(PrimiaError):
+    """A round ended with fewer accepted updates than the quorum; nothing was committed for it."""

@@ -23,6 +23,8 @@ class HospitalResult:
     `val_confusion` is the confusion matrix of the *incoming* global model on the hospital's
     validation split, so the coordinator can select models by pooled validation MCC without
     seeing any image or prediction.
+    `nonce` echoes the coordinator's per-dispatch challenge, so a signed result cannot be replayed
+    into another dispatch.
     """
 
     hospital: str
@@ -33,3 +35,4 @@ class HospitalResult:
     val_confusion: tuple[tuple[int, ...], ...]
     local_s: float
     metrics: dict[str, float] = field(default_factory=dict)
+    nonce: str = ""  # the coordinator's per-dispatch challenge, signed back (distributed mode)

@@ -12,6 +12,7 @@ from functools import lru_cache
 
 from primia.config import Settings, load_settings
 from primia.errors import StoreError
+from primia.federation.identity import Identity, load_identity
 from primia.messages import CheckpointRef
 from primia.store.checkpoints import CheckpointStore
 from primia.store.keys import KeyRing, load_keyring
@@ -38,6 +39,14 @@ def keyring() -> KeyRing:
     return load_keyring(settings().crypto, settings().home)
 
 
+@lru_cache(maxsize=1)
+def identity() -> Identity:
+    """This hospital agent's identity (private keys from its own keys folder)."""
+    agent = settings().hospital
+    folder = agent.keys_dir or settings().home / "hospitals" / (agent.name or "unnamed")
+    return load_identity(folder, agent.passphrase.get_secret_value() if agent.passphrase else None)
+
+
 _checkpoint_stores: dict[str, CheckpointStore] = {}
 
 
@@ -60,7 +69,8 @@ def secrets() -> list[str]:
     """Every secret value this process knows, so trackers can refuse to log any of them."""
     s = settings()
     values = [v.get_secret_value() for v in (s.s3.access_key, s.s3.secret_key, s.crypto.master_key,
-                                             s.crypto.previous_keys, s.crypto.signing_key) if v is not None]
+                                             s.crypto.previous_keys, s.crypto.signing_key,
+                                             s.hospital.passphrase) if v is not None]
     ring = keyring()
     values += [base64.b64encode(k).decode() for k in ring.keks.values()]
     return values
@@ -77,5 +87,6 @@ def reset() -> None:
     settings.cache_clear()
     object_store.cache_clear()
     keyring.cache_clear()
+    identity.cache_clear()
     with _lock:
         _checkpoint_stores.clear()

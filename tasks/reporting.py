@@ -10,25 +10,38 @@ from prefect.cache_policies import NO_CACHE
 
 from primia import progress, runtime
 from primia.federation.coordinator import Evaluation
-from primia.federation.report import round_markdown, round_metrics, round_table
+from primia.federation.policy import Outcome, accepted_results
+from primia.federation.report import failed_round_markdown, round_markdown, round_metrics, round_table
 
 
 @task(name="record-round", cache_policy=NO_CACHE, persist_result=False, task_run_name="record-round-{server_round}")
 def record_round(
-    run_id: str, federation_id: str, server_round: int, results: list[Any], validation: dict[str, float],
+    run_id: str, federation_id: str, server_round: int, outcomes: list[Outcome], validation: dict[str, float],
     evaluation: Evaluation, timing: dict[str, float], validation_step: int,
 ) -> dict[str, float]:
     """Log the round's metrics; validation scores are logged at the step of the model they scored."""
-    metrics = round_metrics(results, validation, evaluation, timing)
+    metrics = round_metrics(accepted_results(outcomes), validation, evaluation, timing)
+    metrics["hospitals_accepted"] = float(len(accepted_results(outcomes)))
+    metrics["hospitals_not_accepted"] = float(len(outcomes) - len(accepted_results(outcomes)))
     runtime.tracker(run_id).log_metrics(metrics, step=server_round)
     if validation:
         runtime.tracker(run_id).log_metrics(validation, step=validation_step)
     create_table_artifact(
-        table=round_table(results), key=f"{federation_id}-rounds",
+        table=round_table(outcomes), key=f"{federation_id}-rounds",
         description=f"**{federation_id}**, round {server_round}: test MCC {evaluation.metrics['mcc']:.3f}, "
                     f"ROC-AUC {evaluation.metrics['roc_auc']:.3f}; {timing['round_s']:.2f} s",
     )
-    create_markdown_artifact(round_markdown(federation_id, server_round, results, validation, evaluation, timing),
+    create_markdown_artifact(round_markdown(federation_id, server_round, outcomes, validation, evaluation, timing),
                              key=f"{federation_id}-round-summary")
     progress.report("round", round=server_round, metrics=evaluation.metrics)
     return metrics
+
+
+def record_failed_round(run_id: str, federation_id: str, server_round: int, attempt: int, outcomes: list[Outcome],
+                        message: str) -> None:
+    """A round attempt below quorum: the table and summary say who was missing and why."""
+    create_table_artifact(table=round_table(outcomes), key=f"{federation_id}-rounds",
+                          description=f"**{federation_id}**, round {server_round}: FAILED, {message}")
+    create_markdown_artifact(failed_round_markdown(federation_id, server_round, attempt, outcomes, message),
+                             key=f"{federation_id}-round-summary")
+    runtime.tracker(run_id).log_metrics({"failed_round_attempts": float(attempt + 1)}, step=server_round)

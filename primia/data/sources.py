@@ -1,10 +1,18 @@
-"""Open a configured data source, with an in-process cache so rounds after the first reread nothing."""
+"""Open a configured data source, with an in-process cache so rounds after the first reread nothing.
+
+A hospital agent also keeps a private on-disk cache of the decoded arrays (`use_disk_cache`), since
+each round runs in a fresh process forked by the agent.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from primia.config import DataSource
 from primia.data.imageset import ImageSet
@@ -13,6 +21,15 @@ from primia.errors import DataError
 
 _cache: dict[tuple[object, ...], ImageSet] = {}
 _lock = threading.Lock()
+_disk: list[Path] = []
+
+
+def use_disk_cache(folder: Path | None) -> None:
+    """Keep decoded data sets under `folder` (created 0700: it holds the hospital's images)."""
+    _disk.clear()
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _disk.append(folder)
 
 
 def read_source(
@@ -40,7 +57,33 @@ def cached_source(source: DataSource, image_size: int, class_names: Sequence[str
         hit = _cache.get(key)
     if hit is not None:
         return hit
-    data = read_source(source, image_size, class_names)
+    data = _from_disk(key) if _disk else None
+    if data is None:
+        data = read_source(source, image_size, class_names)
+        if _disk:
+            _to_disk(key, data)
     with _lock:
         _cache[key] = data
     return data
+
+
+def _disk_path(key: tuple[object, ...]) -> Path:
+    return _disk[0] / (hashlib.sha256(repr(key).encode()).hexdigest()[:32] + ".npz")
+
+
+def _from_disk(key: tuple[object, ...]) -> ImageSet | None:
+    path = _disk_path(key)
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        return ImageSet(z["images"], z["labels"], z["groups"], tuple(str(c) for c in z["class_names"]),
+                        tuple(str(s) for s in z["sources"]))
+
+
+def _to_disk(key: tuple[object, ...], data: ImageSet) -> None:
+    path = _disk_path(key)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, images=data.images, labels=data.labels, groups=data.groups,
+             class_names=np.asarray(data.class_names), sources=np.asarray(data.sources))
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the whole new one

@@ -42,8 +42,8 @@ def load_strategy_state(store: CheckpointStore, server_round: int) -> StrategySt
 
 
 def config_fingerprint(cfg: FederationConfig) -> str:
-    """What must not change between a run and its resumption (rounds and retention may)."""
-    data = cfg.model_dump(mode="json", exclude={"rounds", "checkpoints"})
+    """What must not change between a run and its resumption (rounds, retention and round policy may)."""
+    data = cfg.model_dump(mode="json", exclude={"rounds", "checkpoints", "policy"})
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from primia.config import FederationConfig, HospitalConfig
+from primia.config import HospitalConfig, LocalSpec
 from primia.data.imageset import ImageSet
 from primia.data.partition import group_split
 from primia.data.sources import cached_source
@@ -39,8 +39,10 @@ def derive_seed(*parts: int | str) -> int:
     return int(np.random.SeedSequence(words).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def load_local_data(hospital: HospitalConfig, cfg: FederationConfig) -> LocalData:
+def load_local_data(hospital: HospitalConfig, cfg: LocalSpec) -> LocalData:
     """The hospital's images, split into train and validation by group (never a patient on both sides)."""
+    if hospital.data is None:
+        raise DataError(f"hospital {hospital.name}: no data source configured (PRIMIA_HOSPITAL__DATA__PATH)")
     data = cached_source(hospital.data, cfg.data.image_size, cfg.class_names)
     check_classes(data, cfg, f"hospital {hospital.name}")
     if len(np.unique(data.groups)) < 2:
@@ -49,7 +51,7 @@ def load_local_data(hospital: HospitalConfig, cfg: FederationConfig) -> LocalDat
     return LocalData(train=data.subset(train_idx), val=data.subset(val_idx))
 
 
-def check_classes(data: ImageSet, cfg: FederationConfig, what: str) -> None:
+def check_classes(data: ImageSet, cfg: LocalSpec, what: str) -> None:
     if data.num_classes != cfg.model.num_classes:
         raise DataError(
             f"{what}: data has {data.num_classes} classes {list(data.class_names)} but model.num_classes is "
@@ -57,21 +59,20 @@ def check_classes(data: ImageSet, cfg: FederationConfig, what: str) -> None:
         )
 
 
-def model_from_weights(cfg: FederationConfig, weights: Weights) -> torch.nn.Module:
+def model_from_weights(cfg: LocalSpec, weights: Weights) -> torch.nn.Module:
     model = build_model(cfg.model)
     model.load_state_dict(numpy_to_state(weights))
     return model
-
-
 
 
 def run_local_round(
     hospital: HospitalConfig,
     server_round: int,
     global_ref: CheckpointRef,
-    cfg: FederationConfig,
+    cfg: LocalSpec,
     checkpoints: CheckpointStore,
     train: bool = True,
+    nonce: str = "",
 ) -> HospitalResult:
     """Validate the global model on local validation data, then (if `train`) train and upload."""
     data = load_local_data(hospital, cfg)
@@ -91,5 +92,5 @@ def run_local_round(
     return HospitalResult(
         hospital=hospital.name, round=server_round, num_examples=len(data.train), update=update,
         train_loss=loss, val_confusion=tuple(tuple(int(v) for v in row) for row in val_cm), local_s=local_s,
-        metrics={"val_samples": float(len(data.val))},
+        metrics={"val_samples": float(len(data.val))}, nonce=nonce,
     )

@@ -9,23 +9,30 @@ from typing import Any
 import numpy as np
 
 from primia.federation.coordinator import Evaluation
+from primia.federation.policy import Outcome, accepted_results
 from primia.messages import HospitalResult
 from primia.training.metrics import mcc_from_confusion
 
 
-def round_table(results: Sequence[HospitalResult]) -> list[dict[str, Any]]:
-    return [
-        {
-            "hospital": r.hospital,
-            "samples": r.num_examples,
-            "train_loss": None if math.isnan(r.train_loss) else round(r.train_loss, 4),
-            "val_samples": int(r.metrics.get("val_samples", 0)),
-            "val_mcc_incoming": round(mcc_from_confusion(np.asarray(r.val_confusion)), 4),
-            "local_s": round(r.local_s, 3),
-            "update_sha256": r.update.sha256[:12] if r.update else "",
-        }
-        for r in results
-    ]
+def round_table(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
+    """One row per asked hospital: accepted ones with their figures, the others with the reason."""
+    return [_row(o) for o in outcomes]
+
+
+def _row(o: Outcome) -> dict[str, Any]:
+    r = o.result
+    return {
+        "hospital": o.hospital,
+        "status": o.status,
+        "reason": o.reason,
+        "samples": r.num_examples if r else None,
+        "train_loss": None if r is None or math.isnan(r.train_loss) else round(r.train_loss, 4),
+        "val_samples": int(r.metrics.get("val_samples", 0)) if r else None,
+        "val_mcc_incoming": round(mcc_from_confusion(np.asarray(r.val_confusion)), 4) if r else None,
+        "local_s": round(r.local_s, 3) if r else None,
+        "seconds": round(o.seconds, 3),
+        "update_sha256": r.update.sha256[:12] if r and r.update else "",
+    }
 
 
 def round_metrics(
@@ -44,10 +51,10 @@ def round_metrics(
     return per_round
 
 
-def round_markdown(federation_id: str, server_round: int, results: Sequence[HospitalResult],
+def round_markdown(federation_id: str, server_round: int, outcomes: Sequence[Outcome],
                    validation: dict[str, float], evaluation: Evaluation, timing: dict[str, float]) -> str:
     """A short human summary of one round for the Prefect UI."""
-    m = evaluation.metrics
+    m, results = evaluation.metrics, accepted_results(outcomes)
     lines = [
         f"# {federation_id}: round {server_round}",
         f"{len(results)} hospitals, {sum(r.num_examples for r in results)} training samples; "
@@ -58,4 +65,21 @@ def round_markdown(federation_id: str, server_round: int, results: Sequence[Hosp
     ]
     if validation:
         lines += ["", f"Pooled validation MCC of the previous global model: {validation['val_mcc']:.4f}."]
+    lines += _not_accepted(outcomes)
+    return "\n".join(lines)
+
+
+def _not_accepted(outcomes: Sequence[Outcome]) -> list[str]:
+    others = [o for o in outcomes if o.result is None or o.status != "accepted"]
+    if not others:
+        return []
+    return ["", "| not in this round's aggregate | status | reason |", "| --- | --- | --- |",
+            *[f"| {o.hospital} | {o.status} | {o.reason} |" for o in others]]
+
+
+def failed_round_markdown(federation_id: str, server_round: int, attempt: int, outcomes: Sequence[Outcome],
+                          message: str) -> str:
+    lines = [f"# {federation_id}: round {server_round}, attempt {attempt + 1} failed", "", message, "",
+             "| hospital | status | reason |", "| --- | --- | --- |",
+             *[f"| {o.hospital} | {o.status} | {o.reason} |" for o in outcomes]]
     return "\n".join(lines)

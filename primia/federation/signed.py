@@ -61,11 +61,27 @@ def _result_from(payload: dict[str, Any]) -> HospitalResult:
     return HospitalResult(**fields)
 
 
+def to_dict(signed: SignedResult) -> dict[str, Any]:
+    return {"payload": signed.payload, "signature": signed.signature}
+
+
+def signed_from_dict(data: dict[str, Any]) -> SignedResult:
+    if not isinstance(data.get("payload"), dict) or not isinstance(data.get("signature"), str):
+        raise ValueError("a signed result needs a 'payload' mapping and a 'signature' string")
+    return SignedResult(data["payload"], data["signature"])
+
+
 def verify_result(
     signed: SignedResult, registry: dict[str, RegistryEntry], federation: str, expected_round: int, seen: set[str],
+    expected_hospital: str | None = None, expected_nonce: str | None = None,
 ) -> Verdict:
-    """Accept or reject one signed result; accepted digests are added to `seen`."""
+    """Accept or reject one signed result; accepted digests are added to `seen`.
+
+    With `expected_nonce` (distributed dispatch) a result must echo this dispatch's challenge: one
+    signed for an earlier round or an earlier dispatch is a replay."""
     hospital = str(signed.payload.get("hospital", "?"))
+    if expected_hospital is not None and hospital != expected_hospital:
+        return Verdict(expected_hospital, False, f"answer is signed as hospital {hospital!r}")
     entry = registry.get(hospital)
     if entry is None:
         return Verdict(hospital, False, "unknown hospital: not in the registry")
@@ -78,9 +94,18 @@ def verify_result(
         return Verdict(hospital, False, "signature does not verify against the registered key")
     if signed.payload.get("federation") != federation:
         return Verdict(hospital, False, f"signed for federation {signed.payload.get('federation')!r}")
-    if signed.payload.get("round") != expected_round:
-        return Verdict(hospital, False, f"signed for round {signed.payload.get('round')}, expected {expected_round}")
+    signed_round = signed.payload.get("round")
+    if isinstance(signed_round, int) and signed_round < expected_round:
+        return Verdict(hospital, False, f"replay: signed for earlier round {signed_round}, this is round {expected_round}")
+    if signed_round != expected_round:
+        return Verdict(hospital, False, f"signed for round {signed_round}, expected {expected_round}")
+    if expected_nonce is not None and signed.payload.get("nonce") != expected_nonce:
+        return Verdict(hospital, False, "replay: signed for another dispatch of this round (nonce mismatch)")
     if signed.digest in seen:
         return Verdict(hospital, False, "replay: this signed result was already used")
+    try:
+        result = _result_from(signed.payload)
+    except (TypeError, ValueError, KeyError) as exc:
+        return Verdict(hospital, False, f"malformed result: {exc}")
     seen.add(signed.digest)
-    return Verdict(hospital, True, "ok", _result_from(signed.payload))
+    return Verdict(hospital, True, "ok", result)

@@ -122,6 +122,15 @@ class CheckpointStore:
     def get_json(self, ref: CheckpointRef) -> dict[str, Any]:
         return json.loads(self.get_object(ref))
 
+    def find_json(self, server_round: int, name: str) -> dict[str, Any] | None:
+        """A JSON object looked up by name (None if absent), authenticated by its GCM tag and location."""
+        key = self.key_for(server_round, name)
+        if not self.store.exists(key):
+            return None
+        data, meta = self.store.get_with_metadata(key)
+        where = envelope.Location(self.store.bucket, key, self.federation_id, server_round)
+        return json.loads(envelope.open_sealed(envelope.Sealed(data, meta), self.ring, where, None))
+
     # ----------------------------------------------------------------- rounds
     def commit(self, server_round: int, refs: dict[str, CheckpointRef]) -> CommittedRound:
         """Write the signed manifest last: from now on the round is visible, exactly once."""

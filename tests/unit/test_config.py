@@ -37,7 +37,7 @@ def test_example_and_demo_configs_load() -> None:
         ({"federation_id": "Bad Id"}, "field federation_id: String should match pattern"),
         ({"training": {"lr": -1}}, "field training.lr"),
         ({"training": {"optimiser": "adam"}}, "field training.optimiser: Extra inputs are not permitted"),
-        ({"hospitals": []}, "field hospitals: Tuple should have at least 1 item"),
+        ({"policy": {"min_hospitals": 0}}, "field policy.min_hospitals: Input should be greater than or equal to 1"),
         ({"class_names": ["a", "b", "c"]}, "class_names has 3 entries but model.num_classes is 2"),
     ],
 )

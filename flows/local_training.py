@@ -1,0 +1,29 @@
+"""local-training: a hospital's part of one round, run by the hospital's own agent (distributed mode).
+
+Deployed once per hospital work pool (`hospital-NAME`, see prefect.yaml and `primia agent start`);
+the coordinator starts it with `run_deployment`, passing references only. Data path and keys come
+from the agent's own settings and never leave the hospital.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from primia import runtime
+from primia.federation.agent import answer_dispatch
+
+
+@flow(name="local-training", persist_result=False, log_prints=False)
+def local_training(
+    server_round: int, global_ref: dict[str, Any], spec: dict[str, Any], nonce: str, train: bool = True,
+) -> dict[str, Any]:
+    """Validate the incoming global model, train on local data, upload the update, store a signed answer."""
+    agent, logger = runtime.settings().hospital, get_run_logger()
+    store = runtime.checkpoints(spec["federation_id"])
+    signed = answer_dispatch(agent, runtime.identity(), store, server_round, global_ref, spec, nonce, train)
+    p = signed.payload
+    logger.info("%s round %d: %d samples, loss %.4f, %.2f s local", p["hospital"], server_round, p["num_examples"],
+                p["train_loss"], p["local_s"])
+    return {"hospital": p["hospital"], "round": server_round, "digest": signed.digest}

@@ -1,0 +1,146 @@
+"""A hospital agent: one Prefect process worker on the hospital's pool, plus a warm launcher.
+
+`primia agent start --hospital NAME` checks the hospital's identity against the registry, makes
+sure its work pool `hospital-NAME` and its `local-training` deployment exist, starts a fork server
+that has imported the training stack, and runs `prefect worker start` with the hospital's own
+settings in its environment. Each flow run the worker starts hands itself to the fork server
+(infra/agent_launch.py), so Prefect stays in charge of every run while a round costs no imports.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import runpy
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+LAUNCH_COMMAND = f"{sys.executable} -m infra.agent_launch"
+
+
+def ensure_pool_and_deployment(pool: str, hospital: str) -> None:
+    """The hospital's process work pool and its `local-training/<pool>` deployment (idempotent)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+
+    from flows.local_training import local_training
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(pool)
+        except ObjectNotFound:
+            client.create_work_pool(WorkPoolCreate(name=pool, type="process",
+                                                   description=f"primia hospital agent {hospital}"))
+    deployment = local_training.to_deployment(
+        name=pool, work_pool_name=pool, tags=[f"hospital:{hospital}", "primia"],
+        job_variables={"command": LAUNCH_COMMAND, "working_dir": str(REPO)},
+        description=f"{hospital}'s part of a federated round, run by its own agent on its own data",
+    )
+    deployment.apply()
+
+
+def _run_engine(env: dict[str, str], cwd: str, argv: list[str]) -> None:
+    """In a child forked from the warm server: become the flow run `prefect.engine` would run."""
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    sys.argv = ["prefect.engine", *argv]
+    runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)
+
+
+class WarmLauncher:
+    """Unix-socket server: each connection is one flow run, forked from a preloaded fork server."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self._ctx = multiprocessing.get_context("forkserver")
+        self._ctx.set_forkserver_preload(["infra.agent_preload"])
+        self._dir = tempfile.mkdtemp(prefix="primia-agent-")  # short path: Unix socket names are limited
+        os.chmod(self._dir, 0o700)
+        self.path = os.path.join(self._dir, "launch.sock")
+        self._log = log
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+
+    def warm_up(self) -> None:
+        """Start the fork server now (imports take seconds) rather than in the first round."""
+        p = self._ctx.Process(target=os.getpid)
+        p.start()
+        p.join()
+
+    def serve_in_background(self) -> None:
+        self._server.bind(self.path)
+        self._server.listen(16)
+        threading.Thread(target=self._accept_loop, name="primia-launcher", daemon=True).start()
+
+    def _accept_loop(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            request: dict[str, Any] = json.loads(conn.makefile("rb").readline())
+            proc = self._ctx.Process(target=_run_engine, args=(request["env"], request["cwd"], request["argv"]))
+            proc.start()
+            run_id = request["env"].get("PREFECT__FLOW_RUN_ID", "?")
+            self._log(f"flow run {run_id}: started in warm process {proc.pid}")
+            while proc.exitcode is None:
+                ready, _, _ = select.select([conn, proc.sentinel], [], [], 1.0)
+                if conn in ready and not conn.recv(1, socket.MSG_PEEK):  # the launcher is gone: cancelled
+                    self._log(f"flow run {run_id}: launcher gone, stopping process {proc.pid}")
+                    proc.terminate()
+                    proc.join(10)
+                    if proc.exitcode is None:
+                        proc.kill()
+                    proc.join()
+                    return
+                proc.join(0)
+            code = proc.exitcode if proc.exitcode >= 0 else 128 - proc.exitcode
+            self._log(f"flow run {run_id}: exit {code}")
+            try:
+                conn.sendall(json.dumps({"exit": code}).encode() + b"\n")
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._server.close()
+        try:
+            os.unlink(self.path)
+            os.rmdir(self._dir)
+        except OSError:
+            pass
+
+
+def worker_command(pool: str, hospital: str) -> list[str]:
+    return [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process",
+            "--name", f"{hospital}-agent"]
+
+
+def run_worker(pool: str, hospital: str, env: dict[str, str], log: Callable[[str], None]) -> int:
+    """Run the Prefect worker in the foreground until it exits or this process is told to stop."""
+    proc = subprocess.Popen(worker_command(pool, hospital), env=env, cwd=REPO)
+
+    def stop(signum: int, _frame: object) -> None:
+        log(f"signal {signum}: stopping the worker")
+        proc.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        return proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
