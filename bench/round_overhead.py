@@ -18,10 +18,11 @@ from primia.config import parse_federation_config
 from primia.data.synthetic import make_synthetic, write_image_folder
 
 
-def synthetic_federation(workdir: Path, hospitals: int = 3, per_hospital: int = 96, size: int = 32) -> dict[str, Any]:
+def synthetic_federation(workdir: Path, hospitals: int = 3, per_hospital: int = 96, size: int = 32,
+                         prefix: str = "hospital") -> dict[str, Any]:
     """Write hospital folders and a test folder of synthetic images; return a config dict."""
     workdir.mkdir(parents=True, exist_ok=True)
-    sites = [f"hospital-{k + 1}" for k in range(hospitals)] + ["test"]
+    sites = [f"{prefix}-{k + 1}" for k in range(hospitals)] + ["test"]
     for k, site in enumerate(sites):
         if not (workdir / site / "groups.csv").exists():
             write_image_folder(make_synthetic(per_hospital, 2, size, seed=100 + k), workdir / site)
@@ -47,19 +48,21 @@ def bench_round(rounds: int, workdir: Path) -> dict[str, Any]:
     start = time.perf_counter()
     summary = federated_training(cfg)
     flow_s = time.perf_counter() - start
-    timed = summary["timings"][1:]  # round 1 pays one-off costs (data load, model build, connections)
+    return {"rounds": rounds, "hospitals": len(cfg.hospitals), **round_figures(summary), "flow_s": flow_s}
+
+
+def round_figures(summary: dict[str, Any]) -> dict[str, Any]:
+    """Medians over the rounds after the first (round 1 pays one-off costs: data, model, connections)."""
+    timed = summary["timings"][1:]
     round_s = [t["round_s"] for t in timed]
     local_s = [t["local_s_max"] for t in timed]
     overhead = [r - loc for r, loc in zip(round_s, local_s, strict=True)]
     return {
-        "rounds": rounds,
-        "hospitals": len(cfg.hospitals),
         "round_s_median": statistics.median(round_s),
         "local_train_s_median": statistics.median(local_s),
         "overhead_s_median": statistics.median(overhead),
         "overhead_s_min": min(overhead),
         "overhead_s_max": max(overhead),
         "first_round_s": summary["timings"][0]["round_s"],
-        "flow_s": flow_s,
         "timed_rounds": len(timed),
     }

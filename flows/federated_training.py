@@ -28,7 +28,7 @@ from primia.messages import CheckpointRef, HospitalResult
 from tasks.coordinator import aggregate_updates, evaluate_global, find_resume_point, initialize_global_model
 from tasks.dispatch import dispatch_round
 from tasks.hospital import local_training
-from tasks.registry import active_hospitals
+from tasks.registry import list_hospitals
 from tasks.reporting import record_failed_round, record_round
 from tasks.tracking import finish_tracking, start_tracking
 
@@ -71,7 +71,11 @@ def federated_training(config: FederationConfig) -> dict[str, Any]:
 def roster_of_round(cfg: FederationConfig) -> tuple[str, ...]:
     """Re-read each round in distributed mode, so a revoked hospital takes part in no later round."""
     mode = runtime.settings().mode
-    return roster(cfg, mode, list(active_hospitals()) if mode == "distributed" else None)
+    if mode == "embedded":
+        return roster(cfg, mode)
+    records = list_hospitals()
+    return roster(cfg, mode, [r.hospital for r in records if r.status == "active"],
+                  [r.hospital for r in records if r.status != "active"])
 
 
 def run_round(cfg: FederationConfig, server_round: int, global_ref: CheckpointRef, run_id: str,
@@ -109,15 +113,17 @@ def _embedded(cfg: FederationConfig, server_round: int, global_ref: CheckpointRe
     for name in chosen:
         with tags(f"hospital:{name}"):
             futures[name] = local_training.submit(by_name[name], server_round, global_ref, cfg, train=train)
-    wait(list(futures.values()), timeout=cfg.policy.round_timeout_s)
-    return [_embedded_outcome(name, f, time.monotonic() - started, cfg.policy.round_timeout_s)
+    done = wait(list(futures.values()), timeout=cfg.policy.round_timeout_s).done
+    return [_embedded_outcome(name, f, f in done, time.monotonic() - started, cfg.policy.round_timeout_s)
             for name, f in futures.items()]
 
 
-def _embedded_outcome(name: str, future: PrefectFuture[HospitalResult], seconds: float, timeout_s: float) -> Outcome:
-    state = future.state
-    if not state.is_final():
+def _embedded_outcome(name: str, future: PrefectFuture[HospitalResult], done: bool, seconds: float,
+                      timeout_s: float) -> Outcome:
+    if not done:
         return Outcome(name, DROPPED, f"no answer within {timeout_s:g} s (policy.round_timeout_s)", seconds=seconds)
+    future.wait()  # done already; this only settles its final state
+    state = future.state
     if not state.is_completed():
         return Outcome(name, DROPPED, f"{state.name}: {state.message or ''}".strip(), seconds=seconds)
     return Outcome(name, ACCEPTED, "ok", future.result(), seconds=seconds)

@@ -20,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,8 @@ def _run_engine(env: dict[str, str], cwd: str, argv: list[str]) -> None:
     os.environ.clear()
     os.environ.update(env)
     sys.argv = ["prefect.engine", *argv]
+    # The fork server imported prefect.engine already (that is the point); runpy warns about it.
+    warnings.filterwarnings("ignore", message=".*found in sys.modules.*", category=RuntimeWarning)
     runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)
 
 
@@ -129,18 +133,74 @@ def worker_command(pool: str, hospital: str) -> list[str]:
             "--name", f"{hospital}-agent"]
 
 
-def run_worker(pool: str, hospital: str, env: dict[str, str], log: Callable[[str], None]) -> int:
-    """Run the Prefect worker in the foreground until it exits or this process is told to stop."""
+def run_worker(pool: str, hospital: str, env: dict[str, str], log: Callable[[str], None],
+               grace_s: float = 10.0) -> int:
+    """Run the Prefect worker until it exits or this process is told to stop (then `grace_s` to
+    shut down cleanly before it is killed)."""
     proc = subprocess.Popen(worker_command(pool, hospital), env=env, cwd=REPO)
+    stop_at: list[float] = []
 
     def stop(signum: int, _frame: object) -> None:
-        log(f"signal {signum}: stopping the worker")
-        proc.terminate()
+        if not stop_at:
+            log(f"signal {signum}: stopping the worker")
+            stop_at.append(time.monotonic())
+            proc.terminate()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    while True:
+        try:
+            return proc.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            if stop_at and time.monotonic() - stop_at[0] > grace_s:
+                log("the worker did not stop in time: killing it")
+                proc.kill()
+
+
+def spawn_agent(hospital: str, data: Path, log: Path, env: dict[str, str] | None = None,
+                poll_seconds: float = 1.0) -> subprocess.Popen[bytes]:
+    """`primia agent start` as a child in its own session (tests, benchmarks; stop with stop_agent)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "primia.cli", "agent", "start", "--hospital", hospital, "--data", str(data),
+           "--poll-seconds", f"{poll_seconds:g}"]
+    with log.open("ab") as fh:
+        return subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, cwd=REPO, start_new_session=True)
+
+
+def wait_online(pool: str, agent: subprocess.Popen[bytes], log: Path, timeout_s: float = 120.0) -> None:
+    """Until a worker of `pool` is ONLINE (the agent warms up before it starts its worker)."""
+    from prefect.client.orchestration import get_client
+
+    from primia.errors import StackError
+
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            if agent.poll() is not None:
+                raise StackError(f"agent for {pool} exited with {agent.returncode}: {log.read_text()[-2000:]}")
+            try:
+                if any(w.status == "ONLINE" for w in client.read_workers_for_work_pool(pool)):
+                    return
+            except Exception:  # noqa: BLE001  # the pool may not exist yet
+                pass
+            time.sleep(0.5)
+    raise StackError(f"no worker of pool {pool} came online within {timeout_s:g} s (log: {log})")
+
+
+def stop_agent(agent: subprocess.Popen[bytes], kill: bool = False) -> None:
+    """Stop an agent and everything it started (worker, fork server, runs): its whole process group."""
+    if agent.poll() is not None:
+        return
     try:
-        return proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        os.killpg(agent.pid, signal.SIGKILL if kill else signal.SIGTERM)
+        agent.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(agent.pid, signal.SIGKILL)
+        agent.wait()
+    except ProcessLookupError:
+        pass
+    try:  # the fork server and its children share the group; make sure none outlives the agent
+        os.killpg(agent.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -120,10 +120,17 @@ def run_training(cfg: Any, modes: list[str]) -> dict[str, dict[str, Any]]:
 
     # Fail fast, before any run starts, on a missing folder, unreadable image, bad label or class
     # list. Embedded mode: this process is every hospital, and what it reads is cached for the flow.
-    with console.status("reading the hospitals' data..."):
-        for h in cfg.hospitals:
-            if not Path(h.data.path).exists():
-                raise PrimiaError(f"hospital {h.name}: data path {h.data.path} does not exist")
+    # Distributed mode: the hospitals' data is theirs; only the coordinator's test set is read here.
+    from primia import runtime
+
+    distributed = runtime.settings().mode == "distributed"
+    if distributed and "centralized" in modes:
+        raise PrimiaError("--mode centralized needs every hospital's data in one place: embedded mode only")
+    with console.status("reading the data..."):
+        for h in () if distributed else cfg.hospitals:
+            if h.data is None or not Path(h.data.path).exists():
+                raise PrimiaError(f"hospital {h.name}: data path {h.data.path if h.data else '(none)'} does not "
+                                  "exist (embedded mode reads every hospital's data)")
             load_local_data(h, cfg)
         load_test_set(cfg)
     flows = {"federated": federated_training, "centralized": centralized_training}
@@ -297,6 +304,25 @@ def bench_round(
     from bench.round_overhead import bench_round as run
 
     result = run(rounds=rounds, workdir=_home() / "bench")
+    if as_json:
+        print(json.dumps(result))
+    else:
+        console.print_json(json.dumps(result))
+
+
+@bench_app.command("dispatch")
+@friendly
+def bench_dispatch(
+    rounds: int = typer.Option(6, min=2, help="Rounds to time (the first is reported apart as warm-up)."),
+    poll_seconds: float = typer.Option(1.0, min=0.2, help="The agents' worker polling interval."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Round overhead in distributed mode: 3 hospital agents (Prefect process workers), run_deployment,
+    signed answers; embedded mode on the same federation is the baseline, in the same run."""
+    connect()
+    from bench.dispatch import bench_dispatch as run
+
+    result = run(rounds=rounds, workdir=_home() / "bench" / "dispatch", poll_seconds=poll_seconds)
     if as_json:
         print(json.dumps(result))
     else:

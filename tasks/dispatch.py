@@ -6,8 +6,10 @@ Late runs are cancelled so a hospital that comes back later does not train a sta
 
 from __future__ import annotations
 
+import contextvars
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 from uuid import UUID
@@ -55,7 +57,9 @@ def dispatch_round(
     logger = get_run_logger()
     registry = {r.hospital: r for r in list_hospitals()}
     spec = cfg.local_spec().model_dump(mode="json")
-    runs = [_start(cfg, registry, h, server_round, global_ref, spec, train) for h in hospitals]
+    with ThreadPoolExecutor(max_workers=min(16, max(1, len(hospitals)))) as pool:  # API calls overlap
+        runs = list(pool.map(lambda h: contextvars.copy_context().run(
+            _start, cfg, registry, h, server_round, global_ref, spec, train), hospitals))
     _wait(runs, time.monotonic() + cfg.policy.round_timeout_s, cfg.policy.round_timeout_s)
     registry = {r.hospital: r for r in list_hospitals()}  # again: a revocation during the round counts
     store = runtime.checkpoints(cfg.federation_id)

@@ -5,6 +5,7 @@ data paths never leave the hospital."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 from prefect.blocks.core import Block
 from prefect.client.orchestration import get_client
@@ -12,7 +13,7 @@ from prefect.exceptions import PrefectHTTPStatusError
 from pydantic import Field
 
 from primia.errors import ConfigError
-from primia.federation.identity import PublicIdentity
+from primia.federation.identity import PublicIdentity, create_identity, load_identity
 
 
 class PrimiaHospital(Block):
@@ -75,3 +76,16 @@ def revoke(hospital: str) -> PrimiaHospital:
 def active_hospitals() -> dict[str, PrimiaHospital]:
     """Hospitals that may take part in future rounds."""
     return {r.hospital: r for r in list_hospitals() if r.status == "active"}
+
+
+def ensure_registered(hospital: str, keys_dir: Path, passphrase: str | None = None) -> PrimiaHospital:
+    """Register the hospital with its local identity (made if missing) unless that identity already is."""
+    identity_file = keys_dir / "identity.json"
+    public = load_identity(keys_dir, passphrase).public if identity_file.exists() else \
+        create_identity(hospital, keys_dir, passphrase)
+    entry = {r.hospital: r for r in list_hospitals()}.get(hospital)
+    if entry is not None and entry.status == "active":
+        if entry.fingerprint != public.fingerprint:
+            raise ConfigError(f"hospital {hospital!r} is registered with other keys ({entry.fingerprint})")
+        return entry
+    return register(public)

@@ -76,14 +76,16 @@ def _from_disk(key: tuple[object, ...]) -> ImageSet | None:
     if not path.exists():
         return None
     with np.load(path, allow_pickle=False) as z:
-        return ImageSet(z["images"], z["labels"], z["groups"], tuple(str(c) for c in z["class_names"]),
+        groups = z["groups"].astype(object) if z["groups"].dtype.kind == "U" else z["groups"]
+        return ImageSet(z["images"], z["labels"], groups, tuple(str(c) for c in z["class_names"]),
                         tuple(str(s) for s in z["sources"]))
 
 
 def _to_disk(key: tuple[object, ...], data: ImageSet) -> None:
     path = _disk_path(key)
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, images=data.images, labels=data.labels, groups=data.groups,
+    groups = data.groups.astype(str) if data.groups.dtype == object else data.groups  # no pickled objects
+    np.savez(tmp, images=data.images, labels=data.labels, groups=groups,
              class_names=np.asarray(data.class_names), sources=np.asarray(data.sources))
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the whole new one

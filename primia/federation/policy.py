@@ -32,9 +32,11 @@ class Outcome:
     seconds: float = 0.0
 
 
-def roster(cfg: FederationConfig, mode: str, active: Sequence[str] | None = None) -> tuple[str, ...]:
+def roster(cfg: FederationConfig, mode: str, active: Sequence[str] | None = None,
+           revoked: Sequence[str] = ()) -> tuple[str, ...]:
     """The hospitals this federation may ask. Embedded: those in the config, each with its data.
-    Distributed: those named (no data paths: they are hospital-local) or all active registered ones."""
+    Distributed: those named (no data paths: they are hospital-local) or all active registered ones;
+    a named hospital that was revoked is left out, one never registered is an error."""
     if mode == "embedded":
         if not cfg.hospitals:
             raise ConfigError("hospitals: embedded mode needs the hospitals, each with data.path, in the config")
@@ -49,12 +51,12 @@ def roster(cfg: FederationConfig, mode: str, active: Sequence[str] | None = None
                 raise ConfigError(f"hospitals[{i}] ({h.name}): in distributed mode data paths stay at the hospital "
                                   "(PRIMIA_HOSPITAL__DATA__PATH of its agent); remove data from the config")
         registered = list(active or ())
-        named = [h.name for h in cfg.hospitals]
+        named = [h.name for h in cfg.hospitals if h.name not in revoked]
         missing = [n for n in named if n not in registered]
         if missing:
             raise ConfigError(f"hospitals: {', '.join(missing)} not registered and active "
                               f"(active: {', '.join(sorted(registered)) or 'none'}); see `primia hospital list`")
-        names = tuple(named or sorted(registered))
+        names = tuple(named if cfg.hospitals else sorted(registered))
     if len(names) < cfg.policy.min_hospitals:
         raise ConfigError(f"policy.min_hospitals is {cfg.policy.min_hospitals} but only {len(names)} hospitals "
                           f"can take part ({', '.join(names) or 'none'})")

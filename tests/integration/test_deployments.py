@@ -22,8 +22,9 @@ def test_prefect_yaml_deploys_with_an_inactive_nightly_schedule(live_stack: stac
     env = {**os.environ, "PREFECT_API_URL": live_stack.urls["prefect_api"], "PRIMIA_REPO": str(ROOT),
            "PRIMIA_SCHEDULE_ACTIVE": "false"}
     prefect = str(Path(sys.executable).parent / "prefect")
-    for cmd in ([prefect, "work-pool", "create", "primia-coordinator", "--type", "process", "--overwrite"],
-                [prefect, "--no-prompt", "deploy", "--all"]):
+    pools = [[prefect, "work-pool", "create", p, "--type", "process", "--overwrite"]
+             for p in ("primia-coordinator", "hospital-1", "hospital-2", "hospital-3")]
+    for cmd in (*pools, [prefect, "--no-prompt", "deploy", "--all"]):
         done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     with get_client(sync_client=True) as client:
@@ -33,6 +34,11 @@ def test_prefect_yaml_deploys_with_an_inactive_nightly_schedule(live_stack: stac
     assert fed.parameters == {"config_path": "configs/demo.yaml"}
     assert [(s.schedule.cron, s.active) for s in fed.schedules] == [("0 2 * * *", False)]  # type: ignore[union-attr]
     assert "centralized-training" in deployments
+    for h in ("hospital-1", "hospital-2", "hospital-3"):  # one definition, deployed to each hospital's pool
+        local = deployments[h]
+        assert local.entrypoint == "flows/local_training.py:local_training" and local.work_pool_name == h
+        assert local.job_variables == {"command": "python -m infra.agent_launch", "working_dir": str(ROOT)}
+        assert not local.schedules
 
 
 def test_config_file_entry_point(live_stack: stack.StackState, federation_dirs: Path, tmp_path: Path) -> None:

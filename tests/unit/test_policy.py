@@ -30,6 +30,7 @@ def test_embedded_needs_data_distributed_refuses_it() -> None:
 def test_distributed_roster_is_the_registry_or_named_registered_hospitals() -> None:
     assert roster(_cfg([]), "distributed", ["c", "a", "b"]) == ("a", "b", "c")
     assert roster(_cfg([{"name": "b"}]), "distributed", ["a", "b"]) == ("b",)
+    assert roster(_cfg([{"name": "a"}, {"name": "b"}]), "distributed", ["a"], revoked=["b"]) == ("a",)
     with pytest.raises(ConfigError, match="hospitals: z not registered and active"):
         roster(_cfg([{"name": "z"}]), "distributed", ["a"])
     with pytest.raises(ConfigError, match="policy.min_hospitals is 3 but only 2 hospitals"):
