@@ -49,7 +49,7 @@ def ensure_pool_and_deployment(pool: str, hospital: str) -> None:
         job_variables={"command": LAUNCH_COMMAND, "working_dir": str(REPO)},
         description=f"{hospital}'s part of a federated round, run by its own agent on its own data",
     )
-    deployment.apply()
+    deployment.apply()  # type: ignore[union-attr]  # sync here: Prefect dispatches by context
 
 
 def _run_engine(env: dict[str, str], cwd: str, argv: list[str]) -> None:
@@ -102,7 +102,8 @@ class WarmLauncher:
             run_id = request["env"].get("PREFECT__FLOW_RUN_ID", "?")
             self._log(f"flow run {run_id}: started in warm process {proc.pid}")
             while proc.exitcode is None:
-                ready, _, _ = select.select([conn, proc.sentinel], [], [], 1.0)
+                waitables: list[Any] = [conn, proc.sentinel]
+                ready, _, _ = select.select(waitables, [], [], 1.0)
                 if conn in ready and not conn.recv(1, socket.MSG_PEEK):  # the launcher is gone: cancelled
                     self._log(f"flow run {run_id}: launcher gone, stopping process {proc.pid}")
                     proc.terminate()

@@ -7,8 +7,9 @@ forked children must not share sockets.
 
 from __future__ import annotations
 
-import flows.local_training  # noqa: F401  # the flow and, through it, torch, MONAI and primia
 import prefect.engine  # noqa: F401
+
+import flows.local_training  # noqa: F401  # the flow and, through it, torch, MONAI and primia
 from primia import runtime
 from primia.data.sources import use_disk_cache
 

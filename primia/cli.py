@@ -114,14 +114,13 @@ def run_training(cfg: Any, modes: list[str]) -> dict[str, dict[str, Any]]:
     connect()
     from flows.centralized_training import centralized_training
     from flows.federated_training import federated_training
-    from primia import progress
-    from primia.federation.coordinator import load_test_set
-    from primia.federation.hospital import load_local_data
 
     # Fail fast, before any run starts, on a missing folder, unreadable image, bad label or class
     # list. Embedded mode: this process is every hospital, and what it reads is cached for the flow.
     # Distributed mode: the hospitals' data is theirs; only the coordinator's test set is read here.
-    from primia import runtime
+    from primia import progress, runtime
+    from primia.federation.coordinator import load_test_set
+    from primia.federation.hospital import load_local_data
 
     distributed = runtime.settings().mode == "distributed"
     if distributed and "centralized" in modes:
@@ -345,8 +344,8 @@ def bench_checkpoint(
         console.print_json(json.dumps(result))
 
 
-from primia.cli_checkpoints import checkpoints_app, keys_app  # noqa: E402  (they use the helpers above)
 from primia.cli_agent import agent_app  # noqa: E402
+from primia.cli_checkpoints import checkpoints_app, keys_app  # noqa: E402  (they use the helpers above)
 from primia.cli_hospitals import hospital_app  # noqa: E402
 
 app.add_typer(checkpoints_app, name="checkpoints")

@@ -116,7 +116,6 @@ class Settings(BaseSettings):
 
     home: Path = Path(".primia")
     mode: Literal["embedded", "distributed"] = "embedded"
-    task_runner: Literal["threads", "dask"] = "threads"
     s3: S3Settings = S3Settings()
     crypto: CryptoSettings = CryptoSettings()
     store: StoreSettings = StoreSettings()

@@ -18,7 +18,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.objects import FlowRun, State
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled, Cancelling
@@ -122,7 +122,8 @@ def _cancel(client: Any, flow_run_id: UUID) -> None:
     """Running: ask its worker to stop it; not started (no worker): cancel it outright."""
     fr = client.read_flow_run(flow_run_id)
     running = fr.state is not None and fr.state.is_running()
-    state = Cancelling(message="late: dropped from the round") if running else Cancelled(message="late: dropped")
+    state: State[Any] = (Cancelling(message="late: dropped from the round") if running
+                         else Cancelled(message="late: dropped"))
     client.set_flow_run_state(flow_run_id, state, force=True)
 
 

@@ -96,7 +96,8 @@ def verify_result(
         return Verdict(hospital, False, f"signed for federation {signed.payload.get('federation')!r}")
     signed_round = signed.payload.get("round")
     if isinstance(signed_round, int) and signed_round < expected_round:
-        return Verdict(hospital, False, f"replay: signed for earlier round {signed_round}, this is round {expected_round}")
+        reason = f"replay: signed for earlier round {signed_round}, this is round {expected_round}"
+        return Verdict(hospital, False, reason)
     if signed_round != expected_round:
         return Verdict(hospital, False, f"signed for round {signed_round}, expected {expected_round}")
     if expected_nonce is not None and signed.payload.get("nonce") != expected_nonce:

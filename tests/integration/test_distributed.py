@@ -165,7 +165,6 @@ def test_a_killed_worker_is_dropped_with_quorum_two_and_fails_a_quorum_of_three(
 
 
 def test_replayed_foreign_key_and_revoked_answers_are_rejected_and_rounds_go_on(agents: Agents) -> None:
-    from flows.local_training import local_training  # noqa: F401  # (honest flow, for its job variables)
     from prefect import Flow
 
     from infra.agent import LAUNCH_COMMAND
