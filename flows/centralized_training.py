@@ -15,6 +15,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from primia import progress
 from primia.config import FederationConfig
 from primia.federation.coordinator import Selection, pooled_validation
+from primia.federation.policy import ACCEPTED, Outcome
 from tasks.centralized import centralized_epoch, prepare_centralized
 from tasks.coordinator import evaluate_global
 from tasks.reporting import record_round
@@ -38,7 +39,9 @@ def centralized_training(config: FederationConfig) -> dict[str, Any]:
         timing = {"round_s": time.perf_counter() - started, "local_s_max": result.local_s}
         timings.append(timing)
         records.append(record_round.submit(  # type: ignore[call-overload]  # Prefect resolves the future
-            run_id, f"{cfg.federation_id}-centralized", epoch, [result], validation, evaluations[epoch], timing,
+            run_id, f"{cfg.federation_id}-centralized", epoch, [Outcome(result.hospital, ACCEPTED, "ok", result,
+                                                                        result.local_s)],
+            validation, evaluations[epoch], timing,
             epoch))
     for f in records:
         f.result()

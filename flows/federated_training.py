@@ -81,10 +81,10 @@ def roster_of_round(cfg: FederationConfig) -> tuple[str, ...]:
 def run_round(cfg: FederationConfig, server_round: int, global_ref: CheckpointRef, run_id: str,
               train: bool = True) -> list[Outcome]:
     """Ask the round's sample of hospitals; retry below quorum as the policy says, then fail clearly."""
-    policy, logger, seen = cfg.policy, get_run_logger(), set[str]()
+    policy, logger = cfg.policy, get_run_logger()
     for attempt in range(policy.round_retries + 1):
         chosen = sample(roster_of_round(cfg), policy, cfg.seed, server_round, attempt)
-        outcomes = _dispatch(cfg, server_round, global_ref, chosen, train, attempt, seen)
+        outcomes = _dispatch(cfg, server_round, global_ref, chosen, train, attempt)
         try:
             check_quorum(outcomes, policy, server_round, attempt)
             return outcomes
@@ -99,9 +99,9 @@ def run_round(cfg: FederationConfig, server_round: int, global_ref: CheckpointRe
 
 
 def _dispatch(cfg: FederationConfig, server_round: int, global_ref: CheckpointRef, chosen: list[str], train: bool,
-              attempt: int, seen: set[str]) -> list[Outcome]:
+              attempt: int) -> list[Outcome]:
     if runtime.settings().mode == "distributed":
-        return dispatch_round(cfg, server_round, global_ref, chosen, train, attempt, seen)
+        return dispatch_round(cfg, server_round, global_ref, chosen, train, attempt)
     return _embedded(cfg, server_round, global_ref, chosen, train)
 
 

@@ -51,10 +51,12 @@ def deployment_name(entry: PrimiaHospital) -> str:
       task_run_name="dispatch-round-{server_round}-attempt-{attempt}")
 def dispatch_round(
     cfg: FederationConfig, server_round: int, global_ref: CheckpointRef, hospitals: list[str], train: bool,
-    attempt: int, seen: set[str],
+    attempt: int,
 ) -> list[Outcome]:
-    """Run the round at the given hospitals' agents; one Outcome per hospital, in order."""
-    logger = get_run_logger()
+    """Run the round at the given hospitals' agents; one Outcome per hospital, in order.
+
+    Replays across dispatches fail the nonce check; `seen` also stops one answer counting twice here."""
+    logger, seen = get_run_logger(), set[str]()
     registry = {r.hospital: r for r in list_hospitals()}
     spec = cfg.local_spec().model_dump(mode="json")
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(hospitals)))) as pool:  # API calls overlap
