@@ -24,12 +24,16 @@ from primia.config import FederationConfig
 from primia.errors import RoundFailedError
 from primia.federation.coordinator import Selection, pooled_validation
 from primia.federation.policy import ACCEPTED, DROPPED, Outcome, accepted_results, check_quorum, roster, sample
+from primia.federation.secure_round import RoundAnswers, annotate, plan
 from primia.messages import CheckpointRef, HospitalResult
+from primia.secure.inmemory import identities as simulated_identities
+from primia.secure.protocol import SecAggAbort
 from tasks.coordinator import aggregate_updates, evaluate_global, find_resume_point, initialize_global_model
 from tasks.dispatch import dispatch_round
 from tasks.hospital import local_training
 from tasks.registry import list_hospitals
 from tasks.reporting import record_failed_round, record_round
+from tasks.secure import secure_aggregation
 from tasks.tracking import finish_tracking, start_tracking
 
 
@@ -49,18 +53,19 @@ def federated_training(config: FederationConfig) -> dict[str, Any]:
     progress.report("start", total=cfg.rounds, mode="federated", completed=first - 1)
     for server_round in range(first, cfg.rounds + 1):
         started = time.perf_counter()
-        outcomes = run_round(cfg, server_round, global_ref, run_id)
-        results = accepted_results(outcomes)
+        answers = run_round(cfg, server_round, global_ref, run_id)
+        results = accepted_results(answers.outcomes)
         validation = pooled_validation(results)
         selection.offer(server_round - 1, validation["val_mcc"], global_ref)
-        global_ref = aggregate_updates(cfg, server_round, global_ref, results, selection, run_id)
+        global_ref = aggregate_updates(cfg, server_round, global_ref, results, selection, run_id,
+                                       answers.secure.mean if answers.secure else None)
         evaluations[server_round] = evaluate_global.submit(cfg, global_ref)
         timing = {"round_s": time.perf_counter() - started, "local_s_max": max(r.local_s for r in results)}
         timings.append(timing)
         records.append(record_round.submit(  # type: ignore[call-overload]  # Prefect resolves the future
-            run_id, cfg.federation_id, server_round, outcomes, validation, evaluations[server_round], timing,
-            server_round - 1))
-    final = accepted_results(run_round(cfg, global_ref.round + 1, global_ref, run_id, train=False))
+            run_id, cfg.federation_id, server_round, answers.outcomes, validation, evaluations[server_round], timing,
+            server_round - 1, answers.secure.summary if answers.secure else "secure aggregation OFF"))
+    final = accepted_results(run_round(cfg, global_ref.round + 1, global_ref, run_id, train=False).outcomes)
     selection.offer(global_ref.round, pooled_validation(final)["val_mcc"], global_ref)
     if selection.best_round not in evaluations and selection.best_ref is not None:  # selected before a resume
         evaluations[selection.best_round] = evaluate_global.submit(cfg, selection.best_ref)
@@ -79,17 +84,20 @@ def roster_of_round(cfg: FederationConfig) -> tuple[str, ...]:
 
 
 def run_round(cfg: FederationConfig, server_round: int, global_ref: CheckpointRef, run_id: str,
-              train: bool = True) -> list[Outcome]:
-    """Ask the round's sample of hospitals; retry below quorum as the policy says, then fail clearly."""
+              train: bool = True) -> RoundAnswers:
+    """Ask the round's sample of hospitals; retry below quorum (or after an aborted secure
+    aggregation) as the policy says, then fail clearly."""
     policy, logger = cfg.policy, get_run_logger()
     for attempt in range(policy.round_retries + 1):
         chosen = sample(roster_of_round(cfg), policy, cfg.seed, server_round, attempt)
-        outcomes = _dispatch(cfg, server_round, global_ref, chosen, train, attempt)
+        answers = _dispatch(cfg, server_round, global_ref, chosen, train, attempt)
         try:
-            check_quorum(outcomes, policy, server_round, attempt)
-            return outcomes
+            if answers.aborted:
+                raise RoundFailedError(answers.aborted)
+            check_quorum(answers.outcomes, policy, server_round, attempt)
+            return answers
         except RoundFailedError as exc:
-            record_failed_round(run_id, cfg.federation_id, server_round, attempt, outcomes, str(exc))
+            record_failed_round(run_id, cfg.federation_id, server_round, attempt, answers.outcomes, str(exc))
             if attempt == policy.round_retries:
                 raise RoundFailedError(f"{exc}; nothing was committed for round {server_round}: run the federation "
                                        f"again to resume after round {global_ref.round}") from None
@@ -99,23 +107,41 @@ def run_round(cfg: FederationConfig, server_round: int, global_ref: CheckpointRe
 
 
 def _dispatch(cfg: FederationConfig, server_round: int, global_ref: CheckpointRef, chosen: list[str], train: bool,
-              attempt: int) -> list[Outcome]:
+              attempt: int) -> RoundAnswers:
+    round_plan = None
+    if train and cfg.secure_aggregation.enabled:  # validation-only passes send no update to protect
+        start = runtime.checkpoints(cfg.federation_id).get_weights(global_ref)
+        round_plan = plan(cfg, server_round, chosen, start, cfg.policy.round_timeout_s)
     if runtime.settings().mode == "distributed":
-        return dispatch_round(cfg, server_round, global_ref, chosen, train, attempt)
-    return _embedded(cfg, server_round, global_ref, chosen, train)
+        return dispatch_round(cfg, server_round, global_ref, chosen, train, attempt, round_plan)
+    return _embedded(cfg, server_round, global_ref, chosen, train, round_plan)
 
 
 def _embedded(cfg: FederationConfig, server_round: int, global_ref: CheckpointRef, chosen: list[str],
-              train: bool) -> list[Outcome]:
-    """One concurrent local-training task per hospital, tagged with its name; late ones are dropped."""
+              train: bool, round_plan: dict[str, Any] | None) -> RoundAnswers:
+    """One concurrent local-training task per hospital, tagged with its name; late ones are dropped.
+    Under secure aggregation the simulated hospitals sign with keys made for this round."""
     started, futures = time.monotonic(), {}
     by_name = {h.name: h for h in cfg.hospitals}
+    signers, verify = simulated_identities(chosen)
     for name in chosen:
         with tags(f"hospital:{name}"):
-            futures[name] = local_training.submit(by_name[name], server_round, global_ref, cfg, train=train)
-    done = wait(list(futures.values()), timeout=cfg.policy.round_timeout_s).done
-    return [_embedded_outcome(name, f, f in done, time.monotonic() - started, cfg.policy.round_timeout_s)
-            for name, f in futures.items()]
+            futures[name] = local_training.submit(by_name[name], server_round, global_ref, cfg, train=train,
+                                                  secagg=round_plan, keys=(signers[name], verify))
+    secure, aborted = None, ""
+    if round_plan is not None:
+        def gone() -> set[str]:
+            return {n for n, f in futures.items() if f.wrapped_future.done()}  # type: ignore[attr-defined]
+
+        try:
+            secure = secure_aggregation(cfg, server_round, round_plan, global_ref, verify, started, gone)
+        except SecAggAbort as exc:
+            aborted = str(exc)
+    left = max(0.0, cfg.policy.round_timeout_s - (time.monotonic() - started))
+    done = wait(list(futures.values()), timeout=left).done
+    outcomes = [_embedded_outcome(name, f, f in done, time.monotonic() - started, cfg.policy.round_timeout_s)
+                for name, f in futures.items()]
+    return RoundAnswers(annotate(outcomes, secure), secure, aborted)
 
 
 def _embedded_outcome(name: str, future: PrefectFuture[HospitalResult], done: bool, seconds: float,

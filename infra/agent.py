@@ -23,6 +23,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -170,18 +171,23 @@ def spawn_agent(hospital: str, data: Path, log: Path, env: dict[str, str] | None
 
 
 def wait_online(pool: str, agent: subprocess.Popen[bytes], log: Path, timeout_s: float = 120.0) -> None:
-    """Until a worker of `pool` is ONLINE (the agent warms up before it starts its worker)."""
+    """Until a worker of `pool` has sent a heartbeat since now (the agent applies its deployment and
+    warms up before it starts its worker). A worker killed moments ago stays ONLINE on the server
+    until its heartbeat expires, so status alone would return before this agent is ready."""
+    from datetime import datetime
+
     from prefect.client.orchestration import get_client
 
     from primia.errors import StackError
 
-    deadline = time.monotonic() + timeout_s
+    since, deadline = datetime.now(UTC), time.monotonic() + timeout_s
     with get_client(sync_client=True) as client:
         while time.monotonic() < deadline:
             if agent.poll() is not None:
                 raise StackError(f"agent for {pool} exited with {agent.returncode}: {log.read_text()[-2000:]}")
             try:
-                if any(w.status == "ONLINE" for w in client.read_workers_for_work_pool(pool)):
+                if any(w.status == "ONLINE" and w.last_heartbeat_time is not None and w.last_heartbeat_time >= since
+                       for w in client.read_workers_for_work_pool(pool)):
                     return
             except Exception:  # noqa: BLE001  # the pool may not exist yet
                 pass

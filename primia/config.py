@@ -217,6 +217,38 @@ class HospitalConfig(_Strict):
     data: DataSource | None = None
 
 
+class SecureAggregationConfig(_Strict):
+    """SecAgg+ (on by default): the coordinator learns only the sample-weighted sum of the updates.
+
+    Each coordinate of an update (local minus global weights) is clipped to [-clip, clip], multiplied
+    by the hospital's sample count and encoded in fixed point in Z_2^bits. The ring must hold the sum:
+    max_hospitals * max_examples * clip * 2^frac_bits < 2^(bits-1); frac_bits is derived from that and a
+    hospital with more than max_examples training samples refuses to take part (fails closed).
+    neighbours: 0 picks the SecAgg+ graph degree automatically (complete graph up to 9 hospitals).
+    threshold_fraction: shares needed to unmask, as a fraction of a neighbourhood (t = floor(f*(k+1))+1)."""
+
+    enabled: bool = True
+    bits: Literal[32, 64] = 32
+    clip: float = Field(default=1.0, gt=0, le=1e6)
+    max_examples: int = Field(default=10_000, ge=1, le=10**9)
+    max_hospitals: int = Field(default=16, ge=2, le=10_000)
+    neighbours: int = Field(default=0, ge=0)
+    threshold_fraction: float = Field(default=0.5, gt=0, lt=1)
+    stage_timeout_s: float = Field(default=120.0, gt=0, le=86_400)
+
+    @model_validator(mode="after")
+    def _fits_the_ring(self) -> SecureAggregationConfig:
+        if self.enabled:
+            self.frac_bits  # noqa: B018  # raises with the bound when the ring is too small
+        return self
+
+    @property
+    def frac_bits(self) -> int:
+        from primia.secure.fixedpoint import frac_bits_for
+
+        return frac_bits_for(self.bits, self.max_hospitals, self.max_examples, self.clip)
+
+
 class LocalSpec(_Strict):
     """What a hospital needs to train a round: everything but who takes part and where data lives.
     This, not the federation config, is what the coordinator sends to a hospital agent."""
@@ -228,6 +260,16 @@ class LocalSpec(_Strict):
     data: DataConfig = DataConfig()
     training: TrainingConfig = TrainingConfig()
     strategy: StrategyConfig = StrategyConfig()
+    secure_aggregation: SecureAggregationConfig = SecureAggregationConfig()
+
+    @model_validator(mode="after")
+    def _secure_strategy(self) -> LocalSpec:
+        if self.secure_aggregation.enabled and self.strategy.name in ("median", "trimmed_mean"):
+            raise ValueError(
+                f"strategy {self.strategy.name} needs every hospital's update in the clear, which secure "
+                f"aggregation exists to prevent: use fedavg, fedprox, fedadam or fedyogi, or set "
+                f"secure_aggregation.enabled: false to trade update privacy for robustness")
+        return self
 
     @model_validator(mode="after")
     def _classes_match(self) -> LocalSpec:
@@ -261,6 +303,14 @@ class FederationConfig(LocalSpec):
         if dupes:
             raise ValueError(f"hospital names must be unique, repeated: {', '.join(dupes)}")
         return v
+
+    @model_validator(mode="after")
+    def _ring_holds_the_hospitals(self) -> FederationConfig:
+        sa = self.secure_aggregation
+        if sa.enabled and len(self.hospitals) > sa.max_hospitals:
+            raise ValueError(f"secure_aggregation.max_hospitals is {sa.max_hospitals} but {len(self.hospitals)} "
+                             f"hospitals are listed: raise it (the ring bound is checked against it)")
+        return self
 
 
 def _first_error(exc: ValidationError, prefix: str = "") -> str:

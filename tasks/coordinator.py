@@ -33,13 +33,18 @@ def initialize_global_model(cfg: FederationConfig, run_id: str) -> CheckpointRef
       task_run_name="aggregate-round-{server_round}")
 def aggregate_updates(
     cfg: FederationConfig, server_round: int, global_ref: CheckpointRef, results: list[HospitalResult],
-    selection: core.Selection, run_id: str,
+    selection: core.Selection, run_id: str, secure_mean: CheckpointRef | None = None,
 ) -> CheckpointRef:
     """Aggregate the round's updates with the configured strategy (its state comes from the round the
-    global model was committed with), commit the new global checkpoint, then apply retention."""
+    global model was committed with), commit the new global checkpoint, then apply retention.
+    Under secure aggregation only the unmasked weighted mean exists: the strategy works from that."""
     store, strategy = runtime.checkpoints(cfg.federation_id), make_strategy(cfg.strategy)
     state = load_strategy_state(store, global_ref.round)
-    new, state = core.aggregate(strategy, server_round, store.get_weights(global_ref), results, store, state)
+    current = store.get_weights(global_ref)
+    if secure_mean is not None:
+        new, state = strategy.aggregate_mean(server_round, current, store.get_weights(secure_mean), state)
+    else:
+        new, state = core.aggregate(strategy, server_round, current, results, store, state)
     committed = commit_round(store, cfg, server_round, new, results, selection, run_id, strategy, state)
     store.apply_retention(cfg.checkpoints.keep_last, protect={selection.best_round})
     ref = committed.ref(GLOBAL)
@@ -49,7 +54,8 @@ def aggregate_updates(
                   "prefect.resource.name": cfg.federation_id},
         payload={"federation": cfg.federation_id, "round": server_round, "strategy": strategy.name,
                  "checkpoint": {"bucket": ref.bucket, "key": ref.key, "sha256": ref.sha256},
-                 "hospitals": [r.hospital for r in results], "num_examples": sum(r.num_examples for r in results)},
+                 "hospitals": [r.hospital for r in results], "num_examples": sum(r.num_examples for r in results),
+                 "secure_aggregation": secure_mean is not None},
     )
     return ref
 

@@ -27,8 +27,10 @@ from primia import runtime
 from primia.config import FederationConfig
 from primia.federation.agent import result_name
 from primia.federation.policy import ACCEPTED, DROPPED, REJECTED, Outcome
+from primia.federation.secure_round import RoundAnswers, annotate, coordinate, registry_verifier
 from primia.federation.signed import signed_from_dict, verify_result
 from primia.messages import CheckpointRef
+from primia.secure.protocol import SecAggAbort
 from tasks.registry import PrimiaHospital, list_hospitals
 
 POLL_SECONDS = 0.2  # the coordinator's wait loop: one light read of the round's flow runs per poll
@@ -51,18 +53,27 @@ def deployment_name(entry: PrimiaHospital) -> str:
       task_run_name="dispatch-round-{server_round}-attempt-{attempt}")
 def dispatch_round(
     cfg: FederationConfig, server_round: int, global_ref: CheckpointRef, hospitals: list[str], train: bool,
-    attempt: int,
-) -> list[Outcome]:
-    """Run the round at the given hospitals' agents; one Outcome per hospital, in order.
+    attempt: int, round_plan: dict[str, Any] | None = None,
+) -> RoundAnswers:
+    """Run the round at the given hospitals' agents; one Outcome per hospital, in order. With a
+    secure-aggregation plan the coordinator runs its side of the protocol while the hospitals train.
 
     Replays across dispatches fail the nonce check; `seen` also stops one answer counting twice here."""
-    logger, seen = get_run_logger(), set[str]()
+    logger, seen, started = get_run_logger(), set[str](), time.monotonic()
     registry = {r.hospital: r for r in list_hospitals()}
     spec = cfg.local_spec().model_dump(mode="json")
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(hospitals)))) as pool:  # API calls overlap
         runs = list(pool.map(lambda h: contextvars.copy_context().run(
-            _start, cfg, registry, h, server_round, global_ref, spec, train), hospitals))
-    _wait(runs, time.monotonic() + cfg.policy.round_timeout_s, cfg.policy.round_timeout_s)
+            _start, cfg, registry, h, server_round, global_ref, spec, train, round_plan), hospitals))
+    secure, aborted = None, ""
+    if round_plan is not None:
+        verify = registry_verifier({h: r.signing_public_key for h, r in registry.items() if r.status == "active"})
+        try:
+            secure = coordinate(runtime.checkpoints(cfg.federation_id), cfg, round_plan, global_ref, verify, started,
+                                cfg.policy.round_timeout_s, _Gone(runs))
+        except SecAggAbort as exc:
+            aborted = str(exc)
+    _wait(runs, started + cfg.policy.round_timeout_s, cfg.policy.round_timeout_s)
     registry = {r.hospital: r for r in list_hospitals()}  # again: a revocation during the round counts
     store = runtime.checkpoints(cfg.federation_id)
     for d in runs:
@@ -74,20 +85,41 @@ def dispatch_round(
             if train and update is not None and update.key != slot:
                 d.outcome = Outcome(d.hospital, REJECTED, f"update reference {update.key} is not its slot {slot}",
                                     seconds=d.outcome.seconds)
-        level = logger.info if d.outcome.status == ACCEPTED else logger.warning
-        level("round %d: %s %s (%s)", server_round, d.hospital, d.outcome.status, d.outcome.reason)
-    return [d.outcome for d in runs if d.outcome is not None]
+    outcomes = annotate([d.outcome for d in runs if d.outcome is not None], secure)
+    for o in outcomes:
+        level = logger.info if o.status == ACCEPTED else logger.warning
+        level("round %d: %s %s (%s)", server_round, o.hospital, o.status, o.reason)
+    return RoundAnswers(outcomes, secure, aborted)
+
+
+class _Gone:
+    """Hospitals whose flow run has ended (or never started): the protocol need not wait for them.
+    Reads the runs' states at most once a second, however often the protocol asks."""
+
+    def __init__(self, runs: list[_Dispatch]) -> None:
+        self.runs, self.checked, self.ended = runs, 0.0, {d.hospital for d in runs if d.flow_run is None}
+
+    def __call__(self) -> set[str]:
+        if time.monotonic() - self.checked >= 1.0:
+            self.checked = time.monotonic()
+            ids = {d.flow_run.id: d.hospital for d in self.runs if d.flow_run is not None}
+            with get_client(sync_client=True) as client:
+                for fr in client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(ids)))):
+                    if fr.state is not None and fr.state.is_final():
+                        self.ended.add(ids[fr.id])
+        return self.ended
 
 
 def _start(cfg: FederationConfig, registry: dict[str, PrimiaHospital], hospital: str, server_round: int,
-           global_ref: CheckpointRef, spec: dict[str, Any], train: bool) -> _Dispatch:
+           global_ref: CheckpointRef, spec: dict[str, Any], train: bool,
+           round_plan: dict[str, Any] | None) -> _Dispatch:
     d = _Dispatch(hospital, secrets.token_hex(16), time.monotonic())
     entry = registry.get(hospital)
     if entry is None or entry.status != "active":
         d.outcome = Outcome(hospital, DROPPED, "not an active registered hospital")
         return d
     params = {"server_round": server_round, "global_ref": asdict(global_ref), "spec": spec, "nonce": d.nonce,
-              "train": train}
+              "train": train, "secagg": round_plan}
     try:
         d.flow_run = run_deployment(  # type: ignore[assignment]  # sync call inside a flow
             deployment_name(entry), parameters=params, timeout=0,

@@ -15,21 +15,23 @@ from primia.federation.report import failed_round_markdown, round_markdown, roun
 @task(name="record-round", cache_policy=NO_CACHE, persist_result=False, task_run_name="record-round-{server_round}")
 def record_round(
     run_id: str, federation_id: str, server_round: int, outcomes: list[Outcome], validation: dict[str, float],
-    evaluation: Evaluation, timing: dict[str, float], validation_step: int,
+    evaluation: Evaluation, timing: dict[str, float], validation_step: int, secure: str = "",
 ) -> dict[str, float]:
     """Log the round's metrics; validation scores are logged at the step of the model they scored."""
     metrics = round_metrics(accepted_results(outcomes), validation, evaluation, timing)
     metrics["hospitals_accepted"] = float(len(accepted_results(outcomes)))
     metrics["hospitals_not_accepted"] = float(len(outcomes) - len(accepted_results(outcomes)))
+    metrics["secure_aggregation"] = float(secure.startswith("secure aggregation ON"))
     runtime.tracker(run_id).log_metrics(metrics, step=server_round)
     if validation:
         runtime.tracker(run_id).log_metrics(validation, step=validation_step)
     create_table_artifact(
         table=round_table(outcomes), key=f"{federation_id}-rounds",
         description=f"**{federation_id}**, round {server_round}: test MCC {evaluation.metrics['mcc']:.3f}, "
-                    f"ROC-AUC {evaluation.metrics['roc_auc']:.3f}; {timing['round_s']:.2f} s",
+                    f"ROC-AUC {evaluation.metrics['roc_auc']:.3f}; {timing['round_s']:.2f} s; {secure}",
     )
-    create_markdown_artifact(round_markdown(federation_id, server_round, outcomes, validation, evaluation, timing),
+    create_markdown_artifact(round_markdown(federation_id, server_round, outcomes, validation, evaluation, timing,
+                                            secure),
                              key=f"{federation_id}-round-summary")
     progress.report("round", round=server_round, metrics=evaluation.metrics)
     return metrics

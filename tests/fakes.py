@@ -52,3 +52,6 @@ class MemoryObjectStore:
         self.objects.pop(key, None)
         self.meta.pop(key, None)
         return int(existed)
+
+    def exists(self, key: str) -> bool:
+        return key in self.objects

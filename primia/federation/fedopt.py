@@ -21,6 +21,7 @@ from primia.store.weights import Weights
 class _FedOpt:
     name = "fedopt"
     proximal_mu = 0.0
+    needs_each_update = False
 
     def __init__(self, server_lr: float = 0.01, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3) -> None:
         if server_lr <= 0 or tau <= 0:
@@ -36,6 +37,11 @@ class _FedOpt:
         self, server_round: int, current: Weights, updates: list[ClientUpdate], state: StrategyState
     ) -> tuple[Weights, StrategyState]:
         mean = weighted_average([u.weights for u in updates], [u.num_examples for u in updates])
+        return self.aggregate_mean(server_round, current, mean, state)
+
+    def aggregate_mean(
+        self, server_round: int, current: Weights, mean: Weights, state: StrategyState
+    ) -> tuple[Weights, StrategyState]:
         new: Weights = {}
         arrays: dict[str, np.ndarray] = {}
         for k, w in current.items():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ from primia.data.imageset import ImageSet
 from primia.data.partition import group_split
 from primia.data.sources import cached_source
 from primia.errors import DataError
+from primia.federation.secure_update import encode_update
 from primia.federation.strategies import make_strategy
 from primia.messages import CheckpointRef, HospitalResult
 from primia.models.factory import build_model
@@ -65,6 +67,14 @@ def model_from_weights(cfg: LocalSpec, weights: Weights) -> torch.nn.Module:
     return model
 
 
+class SecureJoin(Protocol):
+    """The hospital's part of secure aggregation (see primia.secure.transport.HospitalSide)."""
+
+    def prepare(self) -> None: ...
+
+    def submit(self, vector: np.ndarray) -> None: ...
+
+
 def run_local_round(
     hospital: HospitalConfig,
     server_round: int,
@@ -73,24 +83,34 @@ def run_local_round(
     checkpoints: CheckpointStore,
     train: bool = True,
     nonce: str = "",
+    secure: SecureJoin | None = None,
 ) -> HospitalResult:
-    """Validate the global model on local validation data, then (if `train`) train and upload."""
+    """Validate the global model on local validation data, then (if `train`) train and upload the
+    update - or, under secure aggregation, only its masked form (the update never leaves in the clear)."""
     data = load_local_data(hospital, cfg)
-    model = model_from_weights(cfg, checkpoints.get_weights(global_ref))
+    start_weights = checkpoints.get_weights(global_ref)
+    model = model_from_weights(cfg, start_weights)
     start = time.perf_counter()
     probs = predict(model, data.val)
     val_cm = confusion_matrix(data.val.labels, probs.argmax(axis=1), cfg.model.num_classes)
-    loss, update = float("nan"), None
+    loss, update, metrics = float("nan"), None, {"val_samples": float(len(data.val))}
     if train:
+        if secure is not None:
+            secure.prepare()  # key exchange and shares first: a failure in training is then recoverable
         seed = derive_seed(cfg.seed, server_round, hospital.name)
         torch.manual_seed(seed)
         mu = make_strategy(cfg.strategy).proximal_mu
         loss = train_epochs(model, data.train, cfg.training, cfg.data.augment, seed, proximal_mu=mu)
     local_s = time.perf_counter() - start
-    if train:
+    if train and secure is None:
         update = checkpoints.put_weights(server_round, state_to_numpy(model.state_dict()), hospital=hospital.name)
+    elif train and secure is not None:
+        vector, clipped = encode_update(cfg.secure_aggregation, state_to_numpy(model.state_dict()), start_weights,
+                                        len(data.train))
+        secure.submit(vector)
+        metrics["clipped_coordinates"] = float(clipped)
     return HospitalResult(
         hospital=hospital.name, round=server_round, num_examples=len(data.train), update=update,
         train_loss=loss, val_confusion=tuple(tuple(int(v) for v in row) for row in val_cm), local_s=local_s,
-        metrics={"val_samples": float(len(data.val))}, nonce=nonce,
+        metrics=metrics, nonce=nonce,
     )

@@ -52,13 +52,15 @@ def round_metrics(
 
 
 def round_markdown(federation_id: str, server_round: int, outcomes: Sequence[Outcome],
-                   validation: dict[str, float], evaluation: Evaluation, timing: dict[str, float]) -> str:
+                   validation: dict[str, float], evaluation: Evaluation, timing: dict[str, float],
+                   secure: str = "") -> str:
     """A short human summary of one round for the Prefect UI."""
     m, results = evaluation.metrics, accepted_results(outcomes)
     lines = [
         f"# {federation_id}: round {server_round}",
         f"{len(results)} hospitals, {sum(r.num_examples for r in results)} training samples; "
         f"round {timing['round_s']:.2f} s (slowest hospital {timing['local_s_max']:.2f} s).",
+        *([f"**{secure}.**"] if secure else []),
         "",
         "| held-out test | value |", "| --- | --- |",
         *[f"| {k} | {m[k]:.4f} |" for k in ("mcc", "roc_auc", "balanced_accuracy", "accuracy")],
@@ -73,7 +75,7 @@ def _not_accepted(outcomes: Sequence[Outcome]) -> list[str]:
     others = [o for o in outcomes if o.result is None or o.status != "accepted"]
     if not others:
         return []
-    return ["", "| not in this round's aggregate | status | reason |", "| --- | --- | --- |",
+    return ["", "| did not answer cleanly | status | reason |", "| --- | --- | --- |",
             *[f"| {o.hospital} | {o.status} | {o.reason} |" for o in others]]
 
 

@@ -21,6 +21,7 @@ def _stack(updates: list[ClientUpdate], key: str) -> np.ndarray:
 class Median:
     name = "median"
     proximal_mu = 0.0
+    needs_each_update = True
 
     def aggregate(
         self, server_round: int, current: Weights, updates: list[ClientUpdate], state: StrategyState
@@ -28,10 +29,17 @@ class Median:
         out = {k: np.median(_stack(updates, k), axis=0).astype(w.dtype) for k, w in current.items()}
         return out, StrategyState(step=state.step + 1)
 
+    def aggregate_mean(
+        self, server_round: int, current: Weights, mean: Weights, state: StrategyState
+    ) -> tuple[Weights, StrategyState]:
+        raise ConfigError(f"strategy {self.name} needs each hospital's update; it cannot run on a securely "
+                          f"aggregated mean")
+
 
 class TrimmedMean:
     name = "trimmed_mean"
     proximal_mu = 0.0
+    needs_each_update = True
 
     def __init__(self, trim_fraction: float = 0.1) -> None:
         if not 0 <= trim_fraction < 0.5:
@@ -43,3 +51,9 @@ class TrimmedMean:
     ) -> tuple[Weights, StrategyState]:
         out = {k: trim_mean(_stack(updates, k), self.beta, axis=0).astype(w.dtype) for k, w in current.items()}
         return out, StrategyState(step=state.step + 1)
+
+    def aggregate_mean(
+        self, server_round: int, current: Weights, mean: Weights, state: StrategyState
+    ) -> tuple[Weights, StrategyState]:
+        raise ConfigError(f"strategy {self.name} needs each hospital's update; it cannot run on a securely "
+                          f"aggregated mean")

@@ -33,11 +33,18 @@ class StrategyState:
 class Strategy(Protocol):
     name: str
     proximal_mu: float  # > 0: hospitals add (mu/2)||w - w_global||^2 to their loss (FedProx)
+    needs_each_update: bool  # True: works only on individual updates (robust ones), not under SecAgg
 
     def aggregate(
         self, server_round: int, current: Weights, updates: list[ClientUpdate], state: StrategyState
     ) -> tuple[Weights, StrategyState]:
         """New global weights (and state) from the current ones and this round's updates."""
+        ...
+
+    def aggregate_mean(
+        self, server_round: int, current: Weights, mean: Weights, state: StrategyState
+    ) -> tuple[Weights, StrategyState]:
+        """The same from only the sample-weighted mean of the updates (what secure aggregation yields)."""
         ...
 
 
@@ -46,6 +53,7 @@ class FedAvg:
 
     name = "fedavg"
     proximal_mu = 0.0
+    needs_each_update = False
 
     def aggregate(
         self, server_round: int, current: Weights, updates: list[ClientUpdate], state: StrategyState
@@ -53,4 +61,9 @@ class FedAvg:
         from primia.federation.fedavg import weighted_average
 
         mean = weighted_average([u.weights for u in updates], [u.num_examples for u in updates])
+        return self.aggregate_mean(server_round, current, mean, state)
+
+    def aggregate_mean(
+        self, server_round: int, current: Weights, mean: Weights, state: StrategyState
+    ) -> tuple[Weights, StrategyState]:
         return mean, StrategyState(step=state.step + 1)

@@ -124,12 +124,25 @@ class CheckpointStore:
 
     def find_json(self, server_round: int, name: str) -> dict[str, Any] | None:
         """A JSON object looked up by name (None if absent), authenticated by its GCM tag and location."""
+        data = self.find_object(server_round, name)
+        return None if data is None else json.loads(data)
+
+    def find_object(self, server_round: int, name: str) -> bytes | None:
+        """An object's plaintext looked up by name (None if absent), authenticated like get_object."""
         key = self.key_for(server_round, name)
-        if not self.store.exists(key):
-            return None
-        data, meta = self.store.get_with_metadata(key)
+        try:
+            data, meta = self.store.get_with_metadata(key)
+        except StoreError as exc:
+            if not self.store.exists(key):
+                return None
+            raise exc from None
         where = envelope.Location(self.store.bucket, key, self.federation_id, server_round)
-        return json.loads(envelope.open_sealed(envelope.Sealed(data, meta), self.ring, where, None))
+        return envelope.open_sealed(envelope.Sealed(data, meta), self.ring, where, None)
+
+    def names(self, server_round: int, folder: str) -> set[str]:
+        """Names of the objects directly inside `folder` of a round (one listing request)."""
+        prefix = self.key_for(server_round, folder)
+        return {o.key[len(prefix):] for o in self.store.list(prefix) if "/" not in o.key[len(prefix):]}
 
     # ----------------------------------------------------------------- rounds
     def commit(self, server_round: int, refs: dict[str, CheckpointRef]) -> CommittedRound:

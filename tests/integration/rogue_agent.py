@@ -22,7 +22,7 @@ from primia.federation.signed import _result_from, sign_result, to_dict
 
 @flow(name="local-training", persist_result=False)
 def local_training(server_round: int, global_ref: dict[str, Any], spec: dict[str, Any], nonce: str,
-                   train: bool = True) -> dict[str, Any]:
+                   train: bool = True, secagg: dict[str, Any] | None = None) -> dict[str, Any]:
     agent, store = runtime.settings().hospital, runtime.checkpoints(spec["federation_id"])
     kept = Path(os.environ["PRIMIA_TEST_ROGUE_DIR"]) / "round-1.json"
     if server_round == 4:

@@ -1,0 +1,111 @@
+"""Secure aggregation inside a federated round: the plan the coordinator sends, the hospital's part
+around its training, and the coordinator's part that yields only the weighted mean of the updates."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from primia.config import LocalSpec
+from primia.federation.policy import ACCEPTED, Outcome
+from primia.federation.secure_update import decode_mean, vector_length
+from primia.messages import CheckpointRef
+from primia.secure.protocol import Client, Params, Signer, Verifier
+from primia.secure.transport import Channel, Deadlines, Gone, HospitalSide, ServerLog, serve
+from primia.store.checkpoints import CheckpointStore
+from primia.store.weights import encode as encode_weights
+
+MEAN_NAME = "secagg/mean.safetensors"
+
+
+def plan(cfg: LocalSpec, server_round: int, hospitals: list[str], start_weights: Mapping[str, Any],
+         round_timeout_s: float) -> dict[str, Any]:
+    """Public parameters of this round's aggregation (a fresh session per attempt) for every party."""
+    sa = cfg.secure_aggregation
+    params = Params(cfg.federation_id, server_round, secrets.token_hex(8), tuple(sorted(hospitals)),
+                    vector_length(dict(start_weights)), sa.bits, sa.neighbours, sa.threshold_fraction)
+    return {"params": params.to_dict(), "wait_s": round_timeout_s + 3 * sa.stage_timeout_s}
+
+
+def registry_verifier(signing_keys: Mapping[str, str]) -> Verifier:
+    """Checks stage messages against registered Ed25519 keys (hospital -> base64 raw public key)."""
+    keys = {h: Ed25519PublicKey.from_public_bytes(base64.b64decode(k)) for h, k in signing_keys.items()}
+
+    def verify(hospital: str, message: bytes, signature: bytes) -> bool:
+        key = keys.get(hospital)
+        if key is None:
+            return False
+        try:
+            key.verify(signature, message)
+            return True
+        except InvalidSignature:
+            return False
+
+    return verify
+
+
+def hospital_side(store: CheckpointStore, round_plan: dict[str, Any], me: str, signer: Signer,
+                  verify: Verifier) -> HospitalSide:
+    params = Params.from_dict(round_plan["params"])
+    return HospitalSide(Channel(store, params), Client(params, me, signer, verify), float(round_plan["wait_s"]))
+
+
+@dataclass(frozen=True)
+class SecureOutcome:
+    mean: CheckpointRef  # start + weighted mean delta, stored (encrypted) for the strategy to use
+    num_examples: int
+    included: tuple[str, ...]
+    recovered: tuple[str, ...]
+    excluded: tuple[str, ...]
+    reasons: dict[str, str] = field(default_factory=dict)
+    summary: str = ""
+
+
+def coordinate(store: CheckpointStore, cfg: LocalSpec, round_plan: dict[str, Any], start_ref: CheckpointRef,
+               verify: Verifier, started: float, round_timeout_s: float, gone: Gone) -> SecureOutcome:
+    """Run the coordinator's stages; raises SecAggAbort (after telling the hospitals) below threshold."""
+    params, sa = Params.from_dict(round_plan["params"]), cfg.secure_aggregation
+    log = ServerLog()
+    unmasked = serve(Channel(store, params), verify, Deadlines(sa.stage_timeout_s, started + round_timeout_s),
+                     gone, log)
+    mean, n_total = decode_mean(sa, unmasked.total, store.get_weights(start_ref))
+    ref = store.put_object(params.round, MEAN_NAME, encode_weights(mean))
+    graph = "SecAgg" if params.k == len(params.parties) - 1 else f"SecAgg+ (k={params.k})"
+    summary = (f"secure aggregation ON: {graph}, threshold {params.threshold} of {params.k + 1}, ring Z_2^{sa.bits}, "
+               f"{sa.frac_bits} fractional bits, clip {sa.clip:g}; in the sum: {', '.join(unmasked.included)}"
+               + (f"; recovered after dropping: {', '.join(unmasked.recovered)}" if unmasked.recovered else "")
+               + (f"; masks removed for: {', '.join(unmasked.excluded)}" if unmasked.excluded else ""))
+    return SecureOutcome(ref, n_total, unmasked.included, unmasked.recovered, unmasked.excluded,
+                         dict(log.reasons), summary)
+
+
+
+@dataclass(frozen=True)
+class RoundAnswers:
+    """What one attempt of a round produced: an outcome per asked hospital and, under secure
+    aggregation, the unmasked mean (or why the protocol aborted)."""
+
+    outcomes: list[Outcome]
+    secure: SecureOutcome | None = None
+    aborted: str = ""
+
+
+def annotate(outcomes: list[Outcome], secure: SecureOutcome | None) -> list[Outcome]:
+    """Add what the protocol knows to the outcomes of hospitals that did not answer cleanly."""
+    if secure is None:
+        return outcomes
+    out = []
+    for o in outcomes:
+        extra = ""
+        if o.hospital in secure.recovered:
+            extra = "its masked update is in the sum: self-mask rebuilt from its neighbours' shares"
+        elif o.status != ACCEPTED and o.hospital in secure.reasons:
+            extra = secure.reasons[o.hospital]
+        out.append(replace(o, reason=f"{o.reason}; {extra}") if extra else o)
+    return out

@@ -1,0 +1,91 @@
+"""Run the whole protocol in one process: for tests, the benchmark and known-answer checks.
+
+Every message still goes through signing, verification, sealing and the same stage functions as the
+distributed path; only the transport (the object store) is replaced by dictionaries.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from primia.secure.protocol import Client, Params, Signer, Unmasked, Verifier, accept, require, sign, unmask_sum
+
+
+def identities(parties: list[str] | tuple[str, ...]) -> tuple[dict[str, Signer], Verifier]:
+    """Fresh Ed25519 keys per party (a simulation's stand-in for the registry)."""
+    keys = {p: Ed25519PrivateKey.generate() for p in parties}
+    publics = {p: k.public_key() for p, k in keys.items()}
+
+    def verify(hospital: str, message: bytes, signature: bytes) -> bool:
+        try:
+            publics[hospital].verify(signature, message)
+            return True
+        except (KeyError, InvalidSignature):
+            return False
+
+    return {p: k.sign for p, k in keys.items()}, verify
+
+
+@dataclass
+class Faults:
+    """Who stops where (names), and shares to corrupt in transit: (sender, recipient)."""
+
+    before_share: set[str] = field(default_factory=set)
+    before_mask: set[str] = field(default_factory=set)
+    before_unmask: set[str] = field(default_factory=set)
+    tamper: set[tuple[str, str]] = field(default_factory=set)
+
+
+@dataclass
+class Run:
+    result: Unmasked
+    client_s: dict[str, float]  # each hospital's protocol time (advertise + share + mask + unmask)
+    server_s: float  # the coordinator's unmasking (sum, reconstruction, mask removal)
+    masked: dict[str, np.ndarray]  # what the coordinator received from each hospital
+
+
+def run(params: Params, vectors: dict[str, np.ndarray], faults: Faults | None = None,
+        keys: tuple[dict[str, Signer], Verifier] | None = None,
+        on_masked: Callable[[str, np.ndarray], None] | None = None) -> Run:
+    faults = faults or Faults()
+    signers, verify = keys or identities(params.parties)
+    clients = {p: Client(params, p, signers[p], verify) for p in params.parties}
+    spent = dict.fromkeys(params.parties, 0.0)
+
+    def timed(p: str, fn: Callable[..., Any], *args: Any) -> Any:
+        start = time.perf_counter()
+        out = fn(*args)
+        spent[p] += time.perf_counter() - start
+        return out
+
+    adverts = {p: timed(p, c.advertise) for p, c in clients.items()}
+    u1, _ = accept(params, "advertise", adverts, verify, frozenset(params.parties))
+    require(params, "advertise", set(u1))
+    alive = [p for p in u1 if p not in faults.before_share]
+    shares = {p: timed(p, clients[p].share, u1) for p in alive}
+    for sender, recipient in faults.tamper:  # a faulty sender: its signature is valid, the box is not
+        boxes = shares[sender]["payload"]["boxes"]
+        ct = boxes[recipient]["ct"]
+        boxes[recipient] = {**boxes[recipient], "ct": ct[:-8] + ("AAAAAAAA" if ct[-8:] != "AAAAAAAA" else "BBBBBBBB")}
+        shares[sender] = sign(params, "share", sender, {"boxes": boxes}, signers[sender])
+    u2, _ = accept(params, "share", shares, verify, frozenset(u1))
+    require(params, "share", set(u2))
+    masked: dict[str, np.ndarray] = {}
+    for p in [p for p in u2 if p not in faults.before_mask]:
+        _, masked[p] = timed(p, clients[p].mask, u2, vectors[p])
+        if on_masked:
+            on_masked(p, masked[p])
+    require(params, "mask", set(masked))
+    reveals = {p: timed(p, clients[p].unmask, sorted(masked))
+               for p in masked if p not in faults.before_unmask}
+    reveals, _ = accept(params, "unmask", reveals, verify, frozenset(masked))
+    start = time.perf_counter()
+    result = unmask_sum(params, u1, frozenset(u2), masked, reveals)
+    return Run(result, spent, time.perf_counter() - start, masked)
