@@ -53,7 +53,8 @@ class Run:
 
 def run(params: Params, vectors: dict[str, np.ndarray], faults: Faults | None = None,
         keys: tuple[dict[str, Signer], Verifier] | None = None,
-        on_masked: Callable[[str, np.ndarray], None] | None = None) -> Run:
+        on_masked: Callable[[str, np.ndarray], None] | None = None,
+        on_reveal: Callable[[str, dict[str, Any]], None] | None = None) -> Run:
     faults = faults or Faults()
     signers, verify = keys or identities(params.parties)
     clients = {p: Client(params, p, signers[p], verify) for p in params.parties}
@@ -85,6 +86,9 @@ def run(params: Params, vectors: dict[str, np.ndarray], faults: Faults | None = 
     require(params, "mask", set(masked))
     reveals = {p: timed(p, clients[p].unmask, sorted(masked))
                for p in masked if p not in faults.before_unmask}
+    for p, message in reveals.items():
+        if on_reveal:
+            on_reveal(p, message)
     reveals, _ = accept(params, "unmask", reveals, verify, frozenset(masked))
     start = time.perf_counter()
     result = unmask_sum(params, u1, frozenset(u2), masked, reveals)

@@ -141,8 +141,9 @@ class CheckpointStore:
 
     def names(self, server_round: int, folder: str) -> set[str]:
         """Names of the objects directly inside `folder` of a round (one listing request)."""
-        prefix = self.key_for(server_round, folder)
-        return {o.key[len(prefix):] for o in self.store.list(prefix) if "/" not in o.key[len(prefix):]}
+        prefix = self.round_prefix(server_round) + folder
+        names = (o.key[len(prefix):] for o in self.store.list(prefix))
+        return {n.removesuffix(".enc") for n in names if "/" not in n and n.endswith(".enc")}
 
     # ----------------------------------------------------------------- rounds
     def commit(self, server_round: int, refs: dict[str, CheckpointRef]) -> CommittedRound:

@@ -1,0 +1,169 @@
+"""The SecAgg/SecAgg+ protocol: exact weighted FedAvg, masked inputs look uniform, dropout recovery,
+clean aborts, tampering and forged messages caught, and the coordinator never holds an update."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from primia.config import SecureAggregationConfig
+from primia.federation.fedavg import weighted_average
+from primia.federation.secure_update import decode_mean, encode_update, fixed_point, vector_length
+from primia.secure import inmemory
+from primia.secure.protocol import Client, Params, ProtocolViolation, SecAggAbort, sign, verified
+from primia.secure.transport import Channel, Deadlines, HospitalSide, serve
+from primia.store.checkpoints import CheckpointStore
+from tests.fakes import MemoryObjectStore
+from tests.helpers import make_keyring
+
+SA = SecureAggregationConfig()
+
+
+def _weights(rng: np.random.Generator, size: int) -> dict[str, np.ndarray]:
+    return {"conv.weight": rng.normal(0, 1, (size, 2)).astype(np.float32), "bias": rng.normal(0, 1, 3).astype(np.float32)}
+
+
+def _setup(n: int, size: int, seed: int) -> tuple[dict, dict, dict, dict[str, int]]:
+    rng = np.random.default_rng(seed)
+    start = _weights(rng, size)
+    names = [f"h{i}" for i in range(n)]
+    local = {h: {k: (v + rng.normal(0, 0.05, v.shape)).astype(np.float32) for k, v in start.items()} for h in names}
+    counts = {h: int(rng.integers(1, 500)) for h in names}
+    vectors = {h: encode_update(SA, local[h], start, counts[h])[0] for h in names}
+    return start, local, vectors, counts
+
+
+def _params(names: list[str], length: int, **kw: object) -> Params:
+    return Params("fed", 1, "sess", tuple(sorted(names)), length, **kw)  # type: ignore[arg-type]
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(2, 7), size=st.integers(1, 200), seed=st.integers(0, 10_000))
+def test_unmasked_aggregate_is_weighted_fedavg_within_the_quantization_bound(n: int, size: int, seed: int) -> None:
+    start, local, vectors, counts = _setup(n, size, seed)
+    run = inmemory.run(_params(list(vectors), vector_length(start)), vectors)
+    mean, total = decode_mean(SA, run.result.total, start)
+    expect = weighted_average([local[h] for h in sorted(local)], [counts[h] for h in sorted(local)])
+    assert total == sum(counts.values())
+    bound = n * fixed_point(SA).bound / total + 1e-6  # + float32 storage of the result
+    for k in start:
+        assert np.abs(mean[k].astype(np.float64) - expect[k]).max() <= bound
+
+
+def test_secagg_plus_graph_gives_the_same_sum_with_fewer_partners() -> None:
+    start, local, vectors, counts = _setup(12, 50, 1)
+    params = _params(list(vectors), vector_length(start))
+    assert params.k < 11  # a sparse graph
+    run = inmemory.run(params, vectors)
+    mean, _ = decode_mean(SA, run.result.total, start)
+    expect = weighted_average([local[h] for h in sorted(local)], [counts[h] for h in sorted(local)])
+    assert np.abs(mean["bias"] - expect["bias"]).max() < 1e-4
+
+
+def test_a_masked_update_is_uniform_and_uncorrelated_with_the_update() -> None:
+    """The coordinator's view of one hospital: chi-square on residues, correlation with the update."""
+    length = 200_000
+    structured = np.zeros(length, dtype=np.uint32)  # the most recognisable update there is: all zero ...
+    structured[::2] = 1000  # ... but for a stripe
+    vectors = {"a": structured, "b": structured.copy(), "c": structured.copy()}
+    run = inmemory.run(_params(["a", "b", "c"], length), vectors)
+    y = run.masked["a"]
+    for residues in (y & 0xFF, y >> 24):  # low and high byte: 256 bins, about 780 per bin
+        counts = np.bincount(residues.astype(np.int64), minlength=256)
+        assert stats.chisquare(counts).pvalue > 1e-4
+    r = np.corrcoef(y.astype(np.float64), structured.astype(np.float64))[0, 1]
+    assert abs(r) < 0.02
+    assert np.array_equal(run.result.total, structured * 3)  # and yet the sum is exact
+
+
+def test_dropouts_after_masking_are_recovered_and_before_masking_excluded() -> None:
+    start, local, vectors, counts = _setup(5, 20, 2)
+    params = _params(list(vectors), vector_length(start))
+    faults = inmemory.Faults(before_mask={"h1"}, before_unmask={"h3"})
+    run = inmemory.run(params, vectors, faults)
+    assert run.result.included == ("h0", "h2", "h3", "h4") and run.result.recovered == ("h3",)
+    assert run.result.excluded == ("h1",)
+    mean, total = decode_mean(SA, run.result.total, start)
+    sent = [h for h in sorted(local) if h != "h1"]  # h3 sent its vector, then dropped: it counts
+    expect = weighted_average([local[h] for h in sent], [counts[h] for h in sent])
+    assert total == sum(counts[h] for h in sent)
+    assert np.abs(mean["conv.weight"] - expect["conv.weight"]).max() < 1e-4
+
+
+def test_fewer_than_threshold_survivors_abort_cleanly() -> None:
+    _, _, vectors, _ = _setup(4, 5, 3)
+    params = _params(list(vectors), vectors["h0"].size)
+    assert params.threshold == 3
+    with pytest.raises(SecAggAbort, match="threshold is 3; no partial model is stored"):
+        inmemory.run(params, vectors, inmemory.Faults(before_unmask={"h0", "h1"}))
+    with pytest.raises(SecAggAbort, match="threshold is 3"):
+        inmemory.run(params, vectors, inmemory.Faults(before_mask={"h0", "h1"}))
+
+
+def test_a_tampered_share_fails_its_tag_and_the_rest_still_unmask() -> None:
+    _, _, vectors, _ = _setup(5, 5, 4)
+    params = _params(list(vectors), vectors["h0"].size)
+    seen: dict[str, dict] = {}
+    run = inmemory.run(params, vectors, inmemory.Faults(tamper={("h0", "h2")}, before_unmask={"h0"}),
+                       on_reveal=seen.__setitem__)
+    assert "AES-GCM tag" in seen["h2"]["payload"]["bad"]["h0"]
+    assert run.result.recovered == ("h0",)  # h0's self-mask rebuilt from the other, intact shares
+    assert np.array_equal(run.result.total, sum(vectors.values()))  # type: ignore[arg-type]
+
+
+def test_forged_replayed_and_foreign_messages_are_rejected() -> None:
+    signers, verify = inmemory.identities(["a", "b"])
+    params = _params(["a", "b"], 4)
+    good = Client(params, "a", signers["a"], verify).advertise()
+    assert verified(params, "advertise", good, verify)["hospital"] == "a"
+    forged = sign(params, "advertise", "a", good["payload"] | {"c_pk": good["payload"]["s_pk"]}, signers["b"])
+    with pytest.raises(ProtocolViolation, match="signature does not verify"):
+        verified(params, "advertise", forged, verify)
+    other_round = Params("fed", 2, "sess", ("a", "b"), 4)
+    with pytest.raises(ProtocolViolation, match="expected"):
+        verified(other_round, "advertise", good, verify)
+    with pytest.raises(ProtocolViolation, match="not a party"):
+        Client(params, "mallory", signers["a"], verify)
+
+
+def test_through_the_store_the_coordinator_never_holds_an_update_in_the_clear(tmp_path: Path) -> None:
+    """Hospitals (threads) and the coordinator talk only through the encrypted store; afterwards every
+    object there is opened and none holds a hospital's update or its encoding."""
+    start, local, vectors, counts = _setup(3, 2000, 5)
+    store = CheckpointStore(MemoryObjectStore(), "fed", make_keyring(tmp_path))
+    params = _params(list(vectors), vector_length(start))
+    signers, verify = inmemory.identities(params.parties)
+    errors: list[BaseException] = []
+
+    def hospital(h: str) -> None:
+        try:
+            side = HospitalSide(Channel(store, params, 0.01), Client(params, h, signers[h], verify), 30.0)
+            side.prepare()
+            side.submit(vectors[h])
+        except BaseException as exc:  # noqa: BLE001  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hospital, args=(h,)) for h in params.parties]
+    for t in threads:
+        t.start()
+    import time
+
+    result = serve(Channel(store, params, 0.01), verify, Deadlines(30.0, time.monotonic() + 60), lambda: set())
+    for t in threads:
+        t.join()
+    assert not errors
+    mean, _ = decode_mean(SA, result.total, start)
+    expect = weighted_average([local[h] for h in sorted(local)], [counts[h] for h in sorted(local)])
+    assert np.abs(mean["conv.weight"] - expect["conv.weight"]).max() < 1e-4
+    secrets_in_clear = [vectors[h].tobytes() for h in vectors] + [v.tobytes() for h in local for v in local[h].values()]
+    for key in store.store.objects:  # type: ignore[attr-defined]
+        name = key.removeprefix(store.round_prefix(1)).removesuffix(".enc")
+        plain = store.find_object(1, name)
+        assert plain is not None
+        assert not any(s in plain for s in secrets_in_clear), f"{name} holds an update in the clear"
