@@ -248,6 +248,11 @@ class SecureAggregationConfig(_Strict):
 
         return frac_bits_for(self.bits, self.max_hospitals, self.max_examples, self.clip)
 
+    @property
+    def quantization_bound(self) -> float:
+        """Largest error per coordinate of the securely aggregated mean (unclipped updates)."""
+        return 2.0 ** -(self.frac_bits + 1)
+
 
 class LocalSpec(_Strict):
     """What a hospital needs to train a round: everything but who takes part and where data lives.

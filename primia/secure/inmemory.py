@@ -46,7 +46,7 @@ class Faults:
 @dataclass
 class Run:
     result: Unmasked
-    client_s: dict[str, float]  # each hospital's protocol time (advertise + share + mask + unmask)
+    client_s: dict[str, dict[str, float]]  # each hospital's protocol time per stage
     server_s: float  # the coordinator's unmasking (sum, reconstruction, mask removal)
     masked: dict[str, np.ndarray]  # what the coordinator received from each hospital
 
@@ -58,12 +58,12 @@ def run(params: Params, vectors: dict[str, np.ndarray], faults: Faults | None = 
     faults = faults or Faults()
     signers, verify = keys or identities(params.parties)
     clients = {p: Client(params, p, signers[p], verify) for p in params.parties}
-    spent = dict.fromkeys(params.parties, 0.0)
+    spent: dict[str, dict[str, float]] = {p: {} for p in params.parties}
 
     def timed(p: str, fn: Callable[..., Any], *args: Any) -> Any:
         start = time.perf_counter()
         out = fn(*args)
-        spent[p] += time.perf_counter() - start
+        spent[p][fn.__name__] = time.perf_counter() - start
         return out
 
     adverts = {p: timed(p, c.advertise) for p, c in clients.items()}
@@ -80,7 +80,7 @@ def run(params: Params, vectors: dict[str, np.ndarray], faults: Faults | None = 
     require(params, "share", set(u2))
     masked: dict[str, np.ndarray] = {}
     for p in [p for p in u2 if p not in faults.before_mask]:
-        _, masked[p] = timed(p, clients[p].mask, u2, vectors[p])
+        masked[p] = timed(p, clients[p].mask, u2, vectors[p])
         if on_masked:
             on_masked(p, masked[p])
     require(params, "mask", set(masked))

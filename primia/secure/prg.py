@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 SEED_BYTES = 32
 _NONCE = bytes(16)  # one mask per key: the counter block never repeats under one key
 _PAD_BYTES = 16  # one AES block
+CHUNK_BYTES = 1 << 18  # 256 KiB: a chunk of the vector and of the keystream stay in L2 together
 _DTYPES = {32: np.uint32, 64: np.uint64}
 
 
@@ -35,8 +36,19 @@ def expand(seed: bytes, count: int, bits: int, scratch: np.ndarray | None = None
     enc = Cipher(algorithms.AES(seed), modes.CTR(_NONCE)).encryptor()
     # keystream = AES-CTR of zeros, written straight into the array's buffer; cryptography wants
     # room for one block more than the input, hence the padded buffer
-    enc.update_into(memoryview(bytes(nbytes)), memoryview(buf).cast("B"))  # type: ignore[arg-type]
+    enc.update_into(_zeros(nbytes), memoryview(buf).cast("B"))  # type: ignore[arg-type]
     return buf[:count]
+
+
+_ZERO = bytearray()
+
+
+def _zeros(nbytes: int) -> memoryview:
+    """A shared read-only run of zero bytes (allocating and faulting in fresh zeros costs as much as AES)."""
+    global _ZERO
+    if len(_ZERO) < nbytes:
+        _ZERO = bytearray(nbytes)
+    return memoryview(_ZERO)[:nbytes]
 
 
 def scratch_for(count: int, bits: int) -> np.ndarray:
@@ -46,8 +58,28 @@ def scratch_for(count: int, bits: int) -> np.ndarray:
 
 def add_mask(acc: np.ndarray, seed: bytes, sign: int = 1, scratch: np.ndarray | None = None) -> None:
     """acc += sign * PRG(seed), in place, modulo 2^bits (numpy's unsigned arithmetic wraps)."""
-    mask = expand(seed, acc.size, acc.dtype.itemsize * 8, scratch)
-    if sign >= 0:
-        np.add(acc, mask, out=acc)
-    else:
-        np.subtract(acc, mask, out=acc)
+    apply_masks(acc, [(seed, sign)])
+
+
+def apply_masks(acc: np.ndarray, masks: list[tuple[bytes, int]], chunk: int = CHUNK_BYTES) -> None:
+    """acc += sum of sign * PRG(seed) over `masks`, in place, modulo 2^bits.
+
+    Works chunk by chunk: each mask's keystream for a chunk is added while both sit in the CPU cache,
+    so the vector is read and written once however many masks there are, and the cost is the PRG's."""
+    if not acc.flags.c_contiguous or acc.ndim != 1:
+        raise ValueError("masks apply to a contiguous 1-D ring vector")
+    for seed, _ in masks:
+        if len(seed) != SEED_BYTES:
+            raise ValueError(f"PRG seed must be {SEED_BYTES} bytes, got {len(seed)}")
+    itemsize = acc.dtype.itemsize
+    step = max(1, chunk // itemsize)
+    encs = [(Cipher(algorithms.AES(seed), modes.CTR(_NONCE)).encryptor(), sign) for seed, sign in masks]
+    buf = np.empty(step + _PAD_BYTES // itemsize, dtype=acc.dtype)
+    out = memoryview(buf).cast("B")  # type: ignore[arg-type]
+    zeros = memoryview(bytes(step * itemsize))
+    for lo in range(0, acc.size, step):
+        part = acc[lo:lo + step]
+        n = part.size
+        for enc, sign in encs:  # each encryptor continues its own counter from the previous chunk
+            enc.update_into(zeros[: n * itemsize], out)
+            (np.add if sign >= 0 else np.subtract)(part, buf[:n], out=part)

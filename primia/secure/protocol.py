@@ -40,7 +40,7 @@ from primia.secure.agreement import (
     seal_share,
     unb64,
 )
-from primia.secure.prg import add_mask, ring_dtype, scratch_for
+from primia.secure.prg import apply_masks, ring_dtype
 
 Signer = Callable[[bytes], bytes]
 Verifier = Callable[[str, bytes, bytes], bool]  # (hospital, message, signature) -> valid under its registered key
@@ -185,8 +185,9 @@ class Client:
         self.own_shares = (b_shares[x_me], s_shares[x_me])
         return sign(self.params, "share", self.me, {"boxes": boxes}, self.signer)
 
-    def mask(self, shares: dict[str, dict[str, Any]], vector: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
-        """Stage 3, given roster U2 (the share messages of everyone who shared): the masked vector."""
+    def mask(self, shares: dict[str, dict[str, Any]], vector: np.ndarray) -> np.ndarray:
+        """Stage 3, given roster U2 (the share messages of everyone who shared): the masked vector.
+        Its signed message (`mask_message`) follows once the transport knows the vector's digest."""
         if self.me not in shares:
             raise ProtocolViolation(f"{self.me} is missing from roster U2")
         if vector.dtype != ring_dtype(self.params.bits) or vector.shape != (self.params.length,):
@@ -199,14 +200,15 @@ class Client:
                     raise ProtocolViolation(f"{sender} shared but sent nothing to its neighbour {self.me}")
                 self.shared_with_me[sender] = box
         self.u2 = frozenset(shares)
+        masks = [(self.b_seed, 1)] + [
+            (pair_seed(self.params.ctx, self.me, self.s_key, peer, self.peers[peer]["s"]), 1 if self.me < peer else -1)
+            for peer in sorted(self.u2 & set(self.peers))]
         y = vector.copy()
-        scratch = scratch_for(y.size, self.params.bits)
-        add_mask(y, self.b_seed, 1, scratch)
-        for peer in sorted(self.u2 & set(self.peers)):
-            seed = pair_seed(self.params.ctx, self.me, self.s_key, peer, self.peers[peer]["s"])
-            add_mask(y, seed, 1 if self.me < peer else -1, scratch)
-        body = {"sha256": hashlib.sha256(y.tobytes()).hexdigest(), "length": int(y.size)}
-        return sign(self.params, "mask", self.me, body, self.signer), y
+        apply_masks(y, masks)
+        return y
+
+    def mask_message(self, sha256: str) -> dict[str, Any]:
+        return sign(self.params, "mask", self.me, {"sha256": sha256, "length": self.params.length}, self.signer)
 
     def unmask(self, survivors: list[str]) -> dict[str, Any]:
         """Stage 4, given roster U3 (who sent a masked vector): reveal b-shares of survivors, s-shares of
@@ -278,14 +280,13 @@ def unmask_sum(params: Params, adverts: dict[str, dict[str, Any]], shared: froze
     total = np.zeros(params.length, dtype=ring_dtype(params.bits))
     for y in vectors.values():
         np.add(total, y, out=total)
-    scratch = scratch_for(params.length, params.bits)
-    for j in sorted(u3):  # self-masks of everyone whose vector is in the sum
-        add_mask(total, _reconstruct(params, j, "b_shares", reveals), -1, scratch)
+    masks = [(_reconstruct(params, j, "b_shares", reveals), -1) for j in sorted(u3)]  # everyone's self-mask
     for j in sorted(shared - u3):  # shared keys, sent no vector: its partners' pairwise masks remain
         s_key = X25519PrivateKey.from_private_bytes(_reconstruct(params, j, "s_shares", reveals))
         for k in sorted(nbrs[j] & u3):
             s_pk_k = unb64(adverts[k]["payload"]["s_pk"])
-            add_mask(total, pair_seed(params.ctx, j, s_key, k, s_pk_k), -1 if k < j else 1, scratch)
+            masks.append((pair_seed(params.ctx, j, s_key, k, s_pk_k), -1 if k < j else 1))
+    apply_masks(total, masks)
     recovered = tuple(sorted(u3 - set(reveals)))
     return Unmasked(total, tuple(sorted(u3)), recovered, tuple(sorted(shared - u3)))
 
@@ -299,10 +300,6 @@ def _reconstruct(params: Params, owner: str, kind: str, reveals: dict[str, dict[
                           f"{owner}'s {what} were revealed, threshold is {params.threshold}; no partial model "
                           f"is stored")
     return shamir.combine(shares, params.threshold)
-
-
-def digest_ok(message: dict[str, Any], vector: np.ndarray) -> bool:
-    return bool(message["payload"]["sha256"] == hashlib.sha256(vector.tobytes()).hexdigest())
 
 
 def encode_vector(vector: np.ndarray) -> bytes:

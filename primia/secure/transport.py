@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from primia.errors import PrimiaError
+from primia.messages import CheckpointRef
 from primia.secure import protocol as p
 from primia.store.checkpoints import CheckpointStore
 
@@ -29,14 +31,21 @@ class Channel:
     def post(self, stage: str, hospital: str, message: dict[str, Any]) -> None:
         self.store.put_json(self.round, f"{self.base}/{stage}/{hospital}.json", message)
 
-    def post_vector(self, hospital: str, vector: np.ndarray) -> None:
-        self.store.put_object(self.round, f"{self.base}/vectors/{hospital}.bin", p.encode_vector(vector))
+    def post_vector(self, hospital: str, vector: np.ndarray) -> str:
+        """Store a masked vector; its sha256 (of the sealed object) goes into the signed mask message."""
+        return self.store.put_object(self.round, self._vector(hospital), p.encode_vector(vector)).sha256
 
-    def read_vector(self, hospital: str) -> np.ndarray:
-        data = self.store.find_object(self.round, f"{self.base}/vectors/{hospital}.bin")
-        if data is None:
-            raise p.ProtocolViolation(f"{hospital}: sent a mask message but no masked vector")
-        return p.decode_vector(data, self.params)
+    def read_vector(self, hospital: str, sha256: str) -> np.ndarray:
+        """The masked vector, checked against the digest its sender signed."""
+        ref = CheckpointRef(self.store.store.bucket, self.store.key_for(self.round, self._vector(hospital)), sha256,
+                            self.round)
+        try:
+            return p.decode_vector(self.store.get_object(ref), self.params)
+        except PrimiaError as exc:
+            raise p.ProtocolViolation(f"{hospital}: masked vector missing or not the one it signed ({exc})") from None
+
+    def _vector(self, hospital: str) -> str:
+        return f"{self.base}/vectors/{hospital}.bin"
 
     def posted(self, stage: str) -> set[str]:
         return {name.removesuffix(".json") for name in self.store.names(self.round, f"{self.base}/{stage}/")}
@@ -97,9 +106,9 @@ class HospitalSide:
 
     def submit(self, vector: np.ndarray) -> None:
         c, me = self.channel, self.client.me
-        message, masked = self.client.mask(self.shares, vector)
-        c.post_vector(me, masked)  # the vector first: a mask message always has its vector
-        c.post("mask", me, message)
+        masked = self.client.mask(self.shares, vector)
+        digest = c.post_vector(me, masked)  # the vector first: a mask message always has its vector
+        c.post("mask", me, self.client.mask_message(digest))
         survivors = c.await_roster("mask", self._deadline())["masked"]
         c.post("unmask", me, self.client.unmask(survivors))
 
@@ -110,8 +119,14 @@ class HospitalSide:
 # ------------------------------------------------------------------ coordinator
 @dataclass(frozen=True)
 class Deadlines:
-    stage_s: float  # advertise, share, unmask: no training in between
-    mask_at: float  # monotonic time by which masked vectors must be in (the round's timeout: training)
+    """Stage waits: advertise and share within stage_s (and the round), masked vectors by the round's
+    end (training happens in between), unmask within stage_s after that."""
+
+    stage_s: float
+    mask_at: float  # monotonic time: the round's timeout
+
+    def stage(self) -> float:
+        return min(time.monotonic() + self.stage_s, self.mask_at)
 
 
 @dataclass
@@ -155,17 +170,15 @@ def _serve(c: Channel, verify: p.Verifier, deadlines: Deadlines, gone: Gone, log
         p.require(params, name, set(good))
         return good
 
-    adverts = stage("advertise", everyone, time.monotonic() + deadlines.stage_s)
+    adverts = stage("advertise", everyone, deadlines.stage())
     c.publish("advertise", {"adverts": adverts})
-    shares = stage("share", set(adverts), time.monotonic() + deadlines.stage_s)
+    shares = stage("share", set(adverts), deadlines.stage())
     c.publish("share", {"shares": shares})
     masks = stage("mask", set(shares), deadlines.mask_at)
     vectors = {}
     for h, message in masks.items():
         try:
-            vectors[h] = c.read_vector(h)
-            if not p.digest_ok(message, vectors[h]):
-                raise p.ProtocolViolation(f"{h}: masked vector does not match its signed sha256")
+            vectors[h] = c.read_vector(h, str(message["payload"]["sha256"]))
         except p.ProtocolViolation as exc:
             vectors.pop(h, None)
             log.rejected({h: str(exc)})

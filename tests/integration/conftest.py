@@ -68,3 +68,15 @@ def federation_raw(root: Path, federation_id: str, rounds: int = 2) -> dict[str,
         "hospitals": [{"name": s, "data": {"path": str(root / s)}} for s in ("h1", "h2", "h3")],
         "test_data": {"path": str(root / "test")},
     }
+
+
+def round_one_gap(secure_fid: str, plain_fid: str) -> float:
+    """Largest difference of round 1's global weights between two runs of the same federation (same
+    start, same local training): secure aggregation's quantization alone. Later rounds train on from
+    slightly different weights, so they drift further than the bound."""
+    from primia import runtime
+
+    a, b = (runtime.checkpoints(f) for f in (secure_fid, plain_fid))
+    wa = a.get_weights(a.load_round(1).ref("global.safetensors"))
+    wb = b.get_weights(b.load_round(1).ref("global.safetensors"))
+    return max(float(abs(wa[k].astype("float64") - wb[k]).max()) for k in wa)

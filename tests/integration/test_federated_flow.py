@@ -11,10 +11,11 @@ from mlflow.tracking import MlflowClient
 
 from infra import stack
 from primia import runtime
-from primia.config import load_settings, parse_federation_config
+from primia.config import SecureAggregationConfig, load_settings, parse_federation_config
+from primia.store import weights as wcodec
 from primia.store.checkpoints import CheckpointStore
 from primia.store.s3 import ObjectStore
-from tests.integration.conftest import federation_raw
+from tests.integration.conftest import federation_raw, round_one_gap
 
 pytestmark = pytest.mark.integration
 
@@ -57,11 +58,14 @@ def test_checkpoints_in_s3(federated: dict[str, Any]) -> None:
         for name in ("global.safetensors", "strategy.json", "rng.json", "round.json"):
             assert f"federations/it-fed/rounds/{r:05d}/{name}.enc" in keys
         assert f"federations/it-fed/rounds/{r:05d}/manifest.json" in keys
-    for r in (1, 2):
-        for h in ("h1", "h2", "h3"):
-            assert f"federations/it-fed/rounds/{r:05d}/updates/{h}.safetensors.enc" in keys
+    for r in (1, 2):  # secure aggregation (the default): masked vectors and the unmasked mean, no update
+        prefix = f"federations/it-fed/rounds/{r:05d}/"
+        assert not [k for k in keys if k.startswith(prefix + "updates/")]
+        assert prefix + "secagg/mean.safetensors.enc" in keys
+        vectors = sorted(k.rsplit("/", 1)[-1] for k in keys if k.startswith(prefix + "secagg/") and "/vectors/" in k)
+        assert vectors == ["h1.bin.enc", "h2.bin.enc", "h3.bin.enc"]
     fresh = CheckpointStore(store.store, "it-fed", store.ring)
-    assert "updates/h2.safetensors" in fresh.verify_round(2)
+    assert "global.safetensors" in fresh.verify_round(2)
     assert "head.weight" in fresh.get_weights(fresh.latest().ref("global.safetensors"))  # type: ignore[union-attr]
 
 
@@ -70,8 +74,10 @@ def test_no_plaintext_weights_in_any_bucket(federated: dict[str, Any]) -> None:
     latest = store.latest()
     assert latest is not None
     needles = []
-    for name in ("global.safetensors", "updates/h1.safetensors"):
-        for tensor in store.get_weights(latest.ref(name)).values():
+    mean = store.find_object(latest.round, "secagg/mean.safetensors")
+    assert mean is not None
+    for weights in (store.get_weights(latest.ref("global.safetensors")), wcodec.decode(mean)):
+        for tensor in weights.values():
             raw = tensor.tobytes()
             if len(raw) >= 64:
                 needles.append(raw[:64])
@@ -106,9 +112,25 @@ def test_prefect_run_and_round_table(federated: dict[str, Any]) -> None:
     assert fed_runs and fed_runs[0].state_type.value == "COMPLETED"
     assert len(arts) == 2 and arts[0].type == "table"
     assert "h1" in str(arts[0].data) and "val_mcc_incoming" in str(arts[0].data)
+    assert all("secure aggregation ON: SecAgg, threshold 2 of 3" in str(a.description) for a in arts)
+    assert "in the sum: h1, h2, h3" in str(summaries[0].data)
     h1 = [t for t in task_runs if t.name == "h1-round-1" and t.flow_run_id == fed_runs[0].id]
     assert h1 and "hospital:h1" in h1[0].tags
     assert len(summaries) == 2 and "round" in str(summaries[0].data) and "mcc" in str(summaries[0].data)
+
+
+def test_secure_aggregation_matches_the_plaintext_run_with_the_same_seeds(
+    federated: dict[str, Any], federation_dirs: Path,
+) -> None:
+    from flows.federated_training import federated_training
+
+    raw = federation_raw(federation_dirs, "it-fed-plain", rounds=2)
+    raw["secure_aggregation"] = {"enabled": False}
+    plain = federated_training(parse_federation_config(raw))
+    for metric in ("mcc", "roc_auc", "balanced_accuracy"):
+        assert federated["last_round_test"][metric] == pytest.approx(plain["last_round_test"][metric], abs=0.02)
+    assert round_one_gap("it-fed", "it-fed-plain") <= SecureAggregationConfig().quantization_bound + 1e-6
+
 
 
 def test_centralized_flow(live_stack: stack.StackState, federation_dirs: Path) -> None:

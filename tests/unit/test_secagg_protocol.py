@@ -26,7 +26,8 @@ SA = SecureAggregationConfig()
 
 
 def _weights(rng: np.random.Generator, size: int) -> dict[str, np.ndarray]:
-    return {"conv.weight": rng.normal(0, 1, (size, 2)).astype(np.float32), "bias": rng.normal(0, 1, 3).astype(np.float32)}
+    return {"conv.weight": rng.normal(0, 1, (size, 2)).astype(np.float32),
+            "bias": rng.normal(0, 1, 3).astype(np.float32)}
 
 
 def _setup(n: int, size: int, seed: int) -> tuple[dict, dict, dict, dict[str, int]]:
