@@ -70,7 +70,7 @@ def dispatch_round(
         verify = registry_verifier({h: r.signing_public_key for h, r in registry.items() if r.status == "active"})
         try:
             secure = coordinate(runtime.checkpoints(cfg.federation_id), cfg, round_plan, global_ref, verify, started,
-                                cfg.policy.round_timeout_s, _Gone(runs))
+                                cfg.policy.round_timeout_s, _Gone(runs), cfg.policy.min_hospitals)
         except SecAggAbort as exc:
             aborted = str(exc)
     _wait(runs, started + cfg.policy.round_timeout_s, cfg.policy.round_timeout_s)

@@ -21,4 +21,4 @@ def secure_aggregation(cfg: FederationConfig, server_round: int, round_plan: dic
                        global_ref: CheckpointRef, verify: Verifier, started: float, gone: Gone) -> SecureOutcome:
     """Collect masked updates and unmask only their weighted sum; raises SecAggAbort below threshold."""
     return coordinate(runtime.checkpoints(cfg.federation_id), cfg, round_plan, global_ref, verify, started,
-                      cfg.policy.round_timeout_s, gone)
+                      cfg.policy.round_timeout_s, gone, cfg.policy.min_hospitals)

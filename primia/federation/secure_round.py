@@ -68,12 +68,12 @@ class SecureOutcome:
 
 
 def coordinate(store: CheckpointStore, cfg: LocalSpec, round_plan: dict[str, Any], start_ref: CheckpointRef,
-               verify: Verifier, started: float, round_timeout_s: float, gone: Gone) -> SecureOutcome:
+               verify: Verifier, started: float, round_timeout_s: float, gone: Gone, quorum: int = 0) -> SecureOutcome:
     """Run the coordinator's stages; raises SecAggAbort (after telling the hospitals) below threshold."""
     params, sa = Params.from_dict(round_plan["params"]), cfg.secure_aggregation
     log = ServerLog()
     unmasked = serve(Channel(store, params), verify, Deadlines(sa.stage_timeout_s, started + round_timeout_s),
-                     gone, log)
+                     gone, log, quorum)
     mean, n_total = decode_mean(sa, unmasked.total, store.get_weights(start_ref))
     ref = store.put_object(params.round, MEAN_NAME, encode_weights(mean))
     graph = "SecAgg" if params.k == len(params.parties) - 1 else f"SecAgg+ (k={params.k})"

@@ -145,12 +145,13 @@ class ServerLog:
 
 
 def serve(channel: Channel, verify: p.Verifier, deadlines: Deadlines, gone: Gone,
-          log: ServerLog | None = None) -> p.Unmasked:
+          log: ServerLog | None = None, quorum: int = 0) -> p.Unmasked:
     """Drive the four stages for the coordinator; publishes `abort` (and raises SecAggAbort) when the
-    survivors fall below the threshold, so hospitals stop waiting and nothing partial is used."""
+    survivors fall below the threshold - or below the round's quorum, which can then no longer be
+    met - so hospitals stop waiting and nothing partial is used."""
     log = log or ServerLog()
     try:
-        return _serve(channel, verify, deadlines, gone, log)
+        return _serve(channel, verify, deadlines, gone, log, quorum)
     except p.SecAggAbort as exc:
         channel.abort(str(exc))
         raise
@@ -159,7 +160,8 @@ def serve(channel: Channel, verify: p.Verifier, deadlines: Deadlines, gone: Gone
         raise
 
 
-def _serve(c: Channel, verify: p.Verifier, deadlines: Deadlines, gone: Gone, log: ServerLog) -> p.Unmasked:
+def _serve(c: Channel, verify: p.Verifier, deadlines: Deadlines, gone: Gone, log: ServerLog,
+           quorum: int) -> p.Unmasked:
     params, everyone = c.params, set(c.params.parties)
 
     def stage(name: str, expected: set[str], deadline: float) -> dict[str, dict[str, Any]]:
@@ -168,6 +170,10 @@ def _serve(c: Channel, verify: p.Verifier, deadlines: Deadlines, gone: Gone, log
         good, bad = p.accept(params, name, raw, verify, frozenset(expected))
         log.rejected(bad)
         p.require(params, name, set(good))
+        if len(good) < quorum:
+            why = "; ".join(f"{h}: {r}" for h, r in sorted(log.reasons.items()))
+            raise p.SecAggAbort(f"round {params.round}: {len(good)} of {len(everyone)} hospitals remain in secure "
+                                f"aggregation after stage {name}, quorum is {quorum} (policy.min_hospitals) [{why}]")
         return good
 
     adverts = stage("advertise", everyone, deadlines.stage())

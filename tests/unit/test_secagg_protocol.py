@@ -168,3 +168,17 @@ def test_through_the_store_the_coordinator_never_holds_an_update_in_the_clear(tm
         plain = store.find_object(1, name)
         assert plain is not None
         assert not any(s in plain for s in secrets_in_clear), f"{name} holds an update in the clear"
+
+
+def test_the_coordinator_stops_early_when_the_quorum_can_no_longer_be_met(tmp_path: Path) -> None:
+    import time
+
+    store = CheckpointStore(MemoryObjectStore(), "fed", make_keyring(tmp_path))
+    params = _params(["h0", "h1", "h2"], 4)
+    signers, verify = inmemory.identities(params.parties)
+    for h in ("h0", "h1"):  # h2's run has ended without a word
+        Channel(store, params).post("advertise", h, Client(params, h, signers[h], verify).advertise())
+    with pytest.raises(SecAggAbort, match=r"2 of 3 hospitals remain .* after stage advertise, quorum is 3 .*h2: "):
+        serve(Channel(store, params, 0.01), verify, Deadlines(30.0, time.monotonic() + 60), lambda: {"h2"}, quorum=3)
+    with pytest.raises(SecAggAbort, match="quorum is 3"):  # the hospitals are told, and stop waiting
+        Channel(store, params, 0.01).await_roster("advertise", time.monotonic() + 5)
