@@ -24,11 +24,17 @@ from primia.config import FederationConfig
 from primia.errors import RoundFailedError
 from primia.federation.coordinator import Selection, pooled_validation
 from primia.federation.policy import ACCEPTED, DROPPED, Outcome, accepted_results, check_quorum, roster, sample
-from primia.federation.secure_round import RoundAnswers, annotate, plan
+from primia.federation.secure_round import RoundAnswers, annotate, plan, start_of
 from primia.messages import CheckpointRef, HospitalResult
 from primia.secure.inmemory import identities as simulated_identities
 from primia.secure.protocol import SecAggAbort
-from tasks.coordinator import aggregate_updates, evaluate_global, find_resume_point, initialize_global_model
+from tasks.coordinator import (
+    aggregate_updates,
+    evaluate_global,
+    find_resume_point,
+    initialize_global_model,
+    normalization_from,
+)
 from tasks.dispatch import dispatch_round
 from tasks.hospital import local_training
 from tasks.registry import list_hospitals
@@ -45,7 +51,8 @@ def federated_training(config: FederationConfig) -> dict[str, Any]:
     resume = find_resume_point(cfg)
     if resume is None:
         run_id = start_tracking(cfg, mode="federated")
-        global_ref, selection, first = initialize_global_model(cfg, run_id), Selection(), 1
+        normalization = input_normalization(cfg, run_id) if cfg.data.normalize == "federated" else None
+        global_ref, selection, first = initialize_global_model(cfg, run_id, normalization), Selection(), 1
     else:  # continue from the last committed round, in the same MLflow run
         run_id = start_tracking(cfg, mode="federated", resume_run_id=resume.run_id)
         global_ref, selection, first = resume.global_ref, resume.selection, resume.round + 1
@@ -73,6 +80,13 @@ def federated_training(config: FederationConfig) -> dict[str, Any]:
     return finish_tracking(cfg, run_id, selection, {r: f.result() for r, f in evaluations.items()}, timings)
 
 
+def input_normalization(cfg: FederationConfig, run_id: str) -> tuple[float, float]:
+    """Before round 1: the pooled pixel mean and std of every hospital's training images, through
+    secure aggregation (PriMIA's federated normalisation, here sample-weighted)."""
+    answers = run_round(cfg, 0, None, run_id, train=False, stats=True)
+    return normalization_from(cfg, answers)
+
+
 def roster_of_round(cfg: FederationConfig) -> tuple[str, ...]:
     """Re-read each round in distributed mode, so a revoked hospital takes part in no later round."""
     mode = runtime.settings().mode
@@ -83,14 +97,14 @@ def roster_of_round(cfg: FederationConfig) -> tuple[str, ...]:
                   [r.hospital for r in records if r.status != "active"])
 
 
-def run_round(cfg: FederationConfig, server_round: int, global_ref: CheckpointRef, run_id: str,
-              train: bool = True) -> RoundAnswers:
+def run_round(cfg: FederationConfig, server_round: int, global_ref: CheckpointRef | None, run_id: str,
+              train: bool = True, stats: bool = False) -> RoundAnswers:
     """Ask the round's sample of hospitals; retry below quorum (or after an aborted secure
     aggregation) as the policy says, then fail clearly."""
     policy, logger = cfg.policy, get_run_logger()
     for attempt in range(policy.round_retries + 1):
         chosen = sample(roster_of_round(cfg), policy, cfg.seed, server_round, attempt)
-        answers = _dispatch(cfg, server_round, global_ref, chosen, train, attempt)
+        answers = _dispatch(cfg, server_round, global_ref, chosen, train, attempt, stats)
         try:
             if answers.aborted:
                 raise RoundFailedError(answers.aborted)
@@ -99,26 +113,27 @@ def run_round(cfg: FederationConfig, server_round: int, global_ref: CheckpointRe
         except RoundFailedError as exc:
             record_failed_round(run_id, cfg.federation_id, server_round, attempt, answers.outcomes, str(exc))
             if attempt == policy.round_retries:
+                after = f"resume after round {global_ref.round}" if global_ref else "start it afresh"
                 raise RoundFailedError(f"{exc}; nothing was committed for round {server_round}: run the federation "
-                                       f"again to resume after round {global_ref.round}") from None
+                                       f"again to {after}") from None
             logger.warning("%s; trying again in %g s", exc, policy.retry_wait_s)
             time.sleep(policy.retry_wait_s)
     raise AssertionError("unreachable")
 
 
-def _dispatch(cfg: FederationConfig, server_round: int, global_ref: CheckpointRef, chosen: list[str], train: bool,
-              attempt: int) -> RoundAnswers:
+def _dispatch(cfg: FederationConfig, server_round: int, global_ref: CheckpointRef | None, chosen: list[str],
+              train: bool, attempt: int, stats: bool = False) -> RoundAnswers:
     round_plan = None
-    if train and cfg.secure_aggregation.enabled:  # validation-only passes send no update to protect
-        start = runtime.checkpoints(cfg.federation_id).get_weights(global_ref)
+    if (train or stats) and cfg.secure_aggregation.enabled:  # validation-only passes send nothing to protect
+        start = start_of(runtime.checkpoints(cfg.federation_id), None if stats else global_ref)
         round_plan = plan(cfg, server_round, chosen, start, cfg.policy.round_timeout_s)
     if runtime.settings().mode == "distributed":
-        return dispatch_round(cfg, server_round, global_ref, chosen, train, attempt, round_plan)
-    return _embedded(cfg, server_round, global_ref, chosen, train, round_plan)
+        return dispatch_round(cfg, server_round, global_ref, chosen, train, attempt, round_plan, stats)
+    return _embedded(cfg, server_round, global_ref, chosen, train, round_plan, stats)
 
 
-def _embedded(cfg: FederationConfig, server_round: int, global_ref: CheckpointRef, chosen: list[str],
-              train: bool, round_plan: dict[str, Any] | None) -> RoundAnswers:
+def _embedded(cfg: FederationConfig, server_round: int, global_ref: CheckpointRef | None, chosen: list[str],
+              train: bool, round_plan: dict[str, Any] | None, stats: bool) -> RoundAnswers:
     """One concurrent local-training task per hospital, tagged with its name; late ones are dropped.
     Under secure aggregation the simulated hospitals sign with keys made for this round."""
     started, futures = time.monotonic(), {}
@@ -127,7 +142,7 @@ def _embedded(cfg: FederationConfig, server_round: int, global_ref: CheckpointRe
     for name in chosen:
         with tags(f"hospital:{name}"):
             futures[name] = local_training.submit(by_name[name], server_round, global_ref, cfg, train=train,
-                                                  secagg=round_plan, keys=(signers[name], verify))
+                                                  secagg=round_plan, keys=(signers[name], verify), stats=stats)
     secure, aborted = None, ""
     if round_plan is not None:
         def gone() -> set[str]:

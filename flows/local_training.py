@@ -19,18 +19,20 @@ from tasks.registry import list_hospitals
 
 @flow(name="local-training", persist_result=False, log_prints=False)
 def local_training(
-    server_round: int, global_ref: dict[str, Any], spec: dict[str, Any], nonce: str, train: bool = True,
-    secagg: dict[str, Any] | None = None,
+    server_round: int, global_ref: dict[str, Any] | None, spec: dict[str, Any], nonce: str, train: bool = True,
+    secagg: dict[str, Any] | None = None, stats: bool = False,
 ) -> dict[str, Any]:
     """Validate the incoming global model, train on local data, upload the update (or, with `secagg`,
-    take part in secure aggregation: only a masked update leaves), store a signed answer."""
+    take part in secure aggregation: only a masked update leaves), store a signed answer. With `stats`
+    (before round 1) it only contributes its image intensity moments for input normalisation."""
     agent, logger = runtime.settings().hospital, get_run_logger()
     store, identity = runtime.checkpoints(spec["federation_id"]), runtime.identity()
     secure = None
-    if secagg is not None and train:  # peers' keys are checked against the registry, not the coordinator's word
+    if secagg is not None and (train or stats):  # peers' keys: checked against the registry, not the coordinator
         keys = {r.hospital: r.signing_public_key for r in list_hospitals() if r.status == "active"}
         secure = hospital_side(store, secagg, str(agent.name), identity.signing.sign, registry_verifier(keys))
-    signed = answer_dispatch(agent, identity, store, server_round, global_ref, spec, nonce, train, secure)
+    signed = answer_dispatch(agent, identity, store, server_round, global_ref, spec, nonce, train, secure,
+                             stats)
     p = signed.payload
     logger.info("%s round %d: %d samples, loss %.4f, %.2f s local", p["hospital"], server_round, p["num_examples"],
                 p["train_loss"], p["local_s"])

@@ -160,9 +160,14 @@ class AugmentConfig(_Strict):
 
 
 class DataConfig(_Strict):
+    """normalize: 'federated' standardises inputs with the pooled pixel mean and std of all hospitals'
+    training images, computed before round 1 through secure aggregation (no hospital reveals its
+    own); 'none' feeds images as preprocessed (scaled to [0, 1])."""
+
     image_size: int = Field(default=64, ge=8, le=512)
     val_fraction: float = Field(default=0.1, gt=0, lt=0.5)
     augment: AugmentConfig = AugmentConfig()
+    normalize: Literal["federated", "none"] = "federated"
 
 
 class TrainingConfig(_Strict):

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from primia import runtime
 from primia.config import FederationConfig
+from primia.data.statistics import STATS_KEY, mean_std, pooled_moments
 from primia.federation import coordinator as core
 from primia.federation.checkpointing import GLOBAL, ResumePoint, commit_round, load_strategy_state, resume_point
+from primia.federation.policy import accepted_results
+from primia.federation.secure_round import RoundAnswers
 from primia.federation.strategies import make_strategy
 from primia.federation.strategy import StrategyState
 from primia.messages import CheckpointRef, HospitalResult
@@ -22,11 +26,28 @@ def find_resume_point(cfg: FederationConfig) -> ResumePoint | None:
 
 
 @task(name="initialize-global-model", cache_policy=NO_CACHE, persist_result=False)
-def initialize_global_model(cfg: FederationConfig, run_id: str) -> CheckpointRef:
+def initialize_global_model(cfg: FederationConfig, run_id: str,
+                            normalization: tuple[float, float] | None = None) -> CheckpointRef:
+    """Round 0: the seeded initial model, with the federation's input normalisation in its weights."""
     store = runtime.checkpoints(cfg.federation_id)
-    committed = commit_round(store, cfg, 0, core.initial_weights(cfg), [], core.Selection(), run_id,
+    committed = commit_round(store, cfg, 0, core.initial_weights(cfg, normalization), [], core.Selection(), run_id,
                              make_strategy(cfg.strategy), StrategyState())
+    if normalization is not None:
+        runtime.tracker(run_id).log_metrics({"input_mean": normalization[0], "input_std": normalization[1]}, step=0)
     return committed.ref(GLOBAL)
+
+
+@task(name="input-normalization", cache_policy=NO_CACHE, persist_result=False)
+def normalization_from(cfg: FederationConfig, answers: RoundAnswers) -> tuple[float, float]:
+    """(mean, std) from the statistics pass: the unmasked mean under secure aggregation, else the
+    weighted mean of the moments the hospitals reported."""
+    if answers.secure is not None:
+        moments = runtime.checkpoints(cfg.federation_id).get_weights(answers.secure.mean)[STATS_KEY]
+    else:
+        results = accepted_results(answers.outcomes)
+        moments = pooled_moments([np.array([r.metrics["input_mean_moment"], r.metrics["input_square_moment"]])
+                                  for r in results], [r.num_examples for r in results])
+    return mean_std(moments)
 
 
 @task(name="aggregate-and-commit", cache_policy=NO_CACHE, persist_result=False,

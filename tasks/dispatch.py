@@ -52,8 +52,8 @@ def deployment_name(entry: PrimiaHospital) -> str:
 @task(name="dispatch-round", cache_policy=NO_CACHE, persist_result=False,
       task_run_name="dispatch-round-{server_round}-attempt-{attempt}")
 def dispatch_round(
-    cfg: FederationConfig, server_round: int, global_ref: CheckpointRef, hospitals: list[str], train: bool,
-    attempt: int, round_plan: dict[str, Any] | None = None,
+    cfg: FederationConfig, server_round: int, global_ref: CheckpointRef | None, hospitals: list[str], train: bool,
+    attempt: int, round_plan: dict[str, Any] | None = None, stats: bool = False,
 ) -> RoundAnswers:
     """Run the round at the given hospitals' agents; one Outcome per hospital, in order. With a
     secure-aggregation plan the coordinator runs its side of the protocol while the hospitals train.
@@ -64,7 +64,7 @@ def dispatch_round(
     spec = cfg.local_spec().model_dump(mode="json")
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(hospitals)))) as pool:  # API calls overlap
         runs = list(pool.map(lambda h: contextvars.copy_context().run(
-            _start, cfg, registry, h, server_round, global_ref, spec, train, round_plan), hospitals))
+            _start, cfg, registry, h, server_round, global_ref, spec, train, round_plan, stats), hospitals))
     secure, aborted = None, ""
     if round_plan is not None:
         verify = registry_verifier({h: r.signing_public_key for h, r in registry.items() if r.status == "active"})
@@ -111,15 +111,15 @@ class _Gone:
 
 
 def _start(cfg: FederationConfig, registry: dict[str, PrimiaHospital], hospital: str, server_round: int,
-           global_ref: CheckpointRef, spec: dict[str, Any], train: bool,
-           round_plan: dict[str, Any] | None) -> _Dispatch:
+           global_ref: CheckpointRef | None, spec: dict[str, Any], train: bool,
+           round_plan: dict[str, Any] | None, stats: bool) -> _Dispatch:
     d = _Dispatch(hospital, secrets.token_hex(16), time.monotonic())
     entry = registry.get(hospital)
     if entry is None or entry.status != "active":
         d.outcome = Outcome(hospital, DROPPED, "not an active registered hospital")
         return d
-    params = {"server_round": server_round, "global_ref": asdict(global_ref), "spec": spec, "nonce": d.nonce,
-              "train": train, "secagg": round_plan}
+    params = {"server_round": server_round, "global_ref": asdict(global_ref) if global_ref else None, "spec": spec,
+              "nonce": d.nonce, "train": train, "secagg": round_plan, "stats": stats}
     try:
         d.flow_run = run_deployment(  # type: ignore[assignment]  # sync call inside a flow
             deployment_name(entry), parameters=params, timeout=0,

@@ -18,7 +18,8 @@ from primia.secure.transport import Gone
 @task(name="secure-aggregation", cache_policy=NO_CACHE, persist_result=False,
       task_run_name="secure-aggregation-{server_round}")
 def secure_aggregation(cfg: FederationConfig, server_round: int, round_plan: dict[str, Any],
-                       global_ref: CheckpointRef, verify: Verifier, started: float, gone: Gone) -> SecureOutcome:
+                       global_ref: CheckpointRef | None, verify: Verifier, started: float, gone: Gone
+                       ) -> SecureOutcome:
     """Collect masked updates and unmask only their weighted sum; raises SecAggAbort below threshold."""
     return coordinate(runtime.checkpoints(cfg.federation_id), cfg, round_plan, global_ref, verify, started,
                       cfg.policy.round_timeout_s, gone, cfg.policy.min_hospitals)

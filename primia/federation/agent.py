@@ -13,7 +13,7 @@ from typing import Any
 
 from primia.config import AgentSettings, HospitalConfig, LocalSpec
 from primia.errors import ConfigError
-from primia.federation.hospital import SecureJoin, run_local_round
+from primia.federation.hospital import SecureJoin, run_local_round, run_local_statistics
 from primia.federation.identity import Identity
 from primia.federation.signed import SignedResult, sign_result, to_dict
 from primia.messages import CheckpointRef
@@ -33,15 +33,20 @@ def hospital_config(agent: AgentSettings) -> HospitalConfig:
 
 def answer_dispatch(
     agent: AgentSettings, identity: Identity, store: CheckpointStore, server_round: int,
-    global_ref: dict[str, Any], spec: dict[str, Any], nonce: str, train: bool = True,
-    secure: SecureJoin | None = None,
+    global_ref: dict[str, Any] | None, spec: dict[str, Any], nonce: str, train: bool = True,
+    secure: SecureJoin | None = None, stats: bool = False,
 ) -> SignedResult:
     hospital = hospital_config(agent)
     if identity.public.hospital != hospital.name:
         raise ConfigError(f"identity belongs to {identity.public.hospital!r}, agent is {hospital.name!r}")
     local_spec = LocalSpec.model_validate(spec)
-    result = run_local_round(hospital, server_round, CheckpointRef(**global_ref), local_spec, store, train, nonce,
-                             secure)
+    if stats:
+        result = run_local_statistics(hospital, server_round, local_spec, nonce, secure)
+    elif global_ref is None:
+        raise ConfigError(f"round {server_round}: a training dispatch needs the global model's reference")
+    else:
+        result = run_local_round(hospital, server_round, CheckpointRef(**global_ref), local_spec, store, train,
+                                 nonce, secure)
     signed = sign_result(identity.signing, local_spec.federation_id, result)
     store.put_json(server_round, result_name(hospital.name, nonce), to_dict(signed))
     return signed

@@ -15,7 +15,7 @@ from primia.errors import PrimiaError
 from primia.federation.hospital import check_classes, model_from_weights
 from primia.federation.strategy import ClientUpdate, Strategy, StrategyState
 from primia.messages import CheckpointRef, HospitalResult
-from primia.models.factory import build_model
+from primia.models.factory import build_model, set_input_normalization
 from primia.store.checkpoints import CheckpointStore
 from primia.store.weights import Weights, state_to_numpy
 from primia.training.loops import predict
@@ -26,8 +26,11 @@ from primia.training.metrics import (
 )
 
 
-def initial_weights(cfg: FederationConfig) -> Weights:
-    return state_to_numpy(build_model(cfg.model, seed=cfg.seed).state_dict())
+def initial_weights(cfg: FederationConfig, normalization: tuple[float, float] | None = None) -> Weights:
+    model = build_model(cfg.model, seed=cfg.seed)
+    if normalization is not None:
+        set_input_normalization(model, *normalization)
+    return state_to_numpy(model.state_dict())
 
 
 def load_test_set(cfg: FederationConfig) -> ImageSet:

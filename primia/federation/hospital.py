@@ -17,6 +17,7 @@ from primia.config import HospitalConfig, LocalSpec
 from primia.data.imageset import ImageSet
 from primia.data.partition import group_split
 from primia.data.sources import cached_source
+from primia.data.statistics import STATS_KEY, local_moments
 from primia.errors import DataError
 from primia.federation.secure_update import encode_update
 from primia.federation.strategies import make_strategy
@@ -114,3 +115,23 @@ def run_local_round(
         train_loss=loss, val_confusion=tuple(tuple(int(v) for v in row) for row in val_cm), local_s=local_s,
         metrics=metrics, nonce=nonce,
     )
+
+
+def run_local_statistics(hospital: HospitalConfig, server_round: int, cfg: LocalSpec, nonce: str = "",
+                         secure: SecureJoin | None = None) -> HospitalResult:
+    """The hospital's intensity moments for input normalisation: only masked under secure
+    aggregation, else (its privacy switched off by configuration) in the result's metrics."""
+    data = load_local_data(hospital, cfg)
+    start = time.perf_counter()
+    moments = local_moments(data.train.images)
+    metrics = {"val_samples": float(len(data.val))}
+    if secure is not None:
+        zero = {STATS_KEY: np.zeros(2)}
+        secure.prepare()
+        secure.submit(encode_update(cfg.secure_aggregation, {STATS_KEY: moments}, zero, len(data.train))[0])
+    else:
+        metrics |= {"input_mean_moment": float(moments[0]), "input_square_moment": float(moments[1])}
+    empty = tuple(tuple(0 for _ in range(cfg.model.num_classes)) for _ in range(cfg.model.num_classes))
+    return HospitalResult(hospital=hospital.name, round=server_round, num_examples=len(data.train), update=None,
+                          train_loss=float("nan"), val_confusion=empty, local_s=time.perf_counter() - start,
+                          metrics=metrics, nonce=nonce)

@@ -9,10 +9,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from primia.config import LocalSpec
+from primia.data.statistics import STATS_KEY
+from primia.errors import RoundFailedError
 from primia.federation.policy import ACCEPTED, Outcome
 from primia.federation.secure_update import decode_mean, vector_length
 from primia.messages import CheckpointRef
@@ -24,10 +27,16 @@ from primia.store.weights import encode as encode_weights
 MEAN_NAME = "secagg/mean.safetensors"
 
 
+STATS_START = {STATS_KEY: np.zeros(2)}  # what the normalisation pass aggregates "updates" of
+
+
 def plan(cfg: LocalSpec, server_round: int, hospitals: list[str], start_weights: Mapping[str, Any],
          round_timeout_s: float) -> dict[str, Any]:
     """Public parameters of this round's aggregation (a fresh session per attempt) for every party."""
     sa = cfg.secure_aggregation
+    if len(hospitals) < 2:
+        raise RoundFailedError(f"round {server_round}: secure aggregation needs at least 2 hospitals, the round has "
+                               f"{len(hospitals)} (raise policy.sample_fraction or register more hospitals)")
     params = Params(cfg.federation_id, server_round, secrets.token_hex(8), tuple(sorted(hospitals)),
                     vector_length(dict(start_weights)), sa.bits, sa.neighbours, sa.threshold_fraction)
     return {"params": params.to_dict(), "wait_s": round_timeout_s + 3 * sa.stage_timeout_s}
@@ -67,14 +76,19 @@ class SecureOutcome:
     summary: str = ""
 
 
-def coordinate(store: CheckpointStore, cfg: LocalSpec, round_plan: dict[str, Any], start_ref: CheckpointRef,
+def start_of(store: CheckpointStore, global_ref: CheckpointRef | None) -> dict[str, np.ndarray]:
+    """What the round's updates are deltas from: the global model, or zeros for the statistics pass."""
+    return dict(STATS_START) if global_ref is None else store.get_weights(global_ref)
+
+
+def coordinate(store: CheckpointStore, cfg: LocalSpec, round_plan: dict[str, Any], start_ref: CheckpointRef | None,
                verify: Verifier, started: float, round_timeout_s: float, gone: Gone, quorum: int = 0) -> SecureOutcome:
     """Run the coordinator's stages; raises SecAggAbort (after telling the hospitals) below threshold."""
     params, sa = Params.from_dict(round_plan["params"]), cfg.secure_aggregation
     log = ServerLog()
     unmasked = serve(Channel(store, params), verify, Deadlines(sa.stage_timeout_s, started + round_timeout_s),
                      gone, log, quorum)
-    mean, n_total = decode_mean(sa, unmasked.total, store.get_weights(start_ref))
+    mean, n_total = decode_mean(sa, unmasked.total, start_of(store, start_ref))
     ref = store.put_object(params.round, MEAN_NAME, encode_weights(mean))
     graph = "SecAgg" if params.k == len(params.parties) - 1 else f"SecAgg+ (k={params.k})"
     summary = (f"secure aggregation ON: {graph}, threshold {params.threshold} of {params.k + 1}, ring Z_2^{sa.bits}, "

@@ -91,7 +91,28 @@ def build_model(
     errors = ModuleValidator.validate(model, strict=False)
     if errors:
         raise ConfigError(f"model {cfg.name} is not DP-ready: {errors[0]}".splitlines()[0])
+    return with_input_normalization(model)
+
+
+def with_input_normalization(model: nn.Module) -> nn.Module:
+    """Inputs are standardised inside the model: (x - input_mean) / input_std. The two buffers are part
+    of the weights, so the federation's (securely aggregated) statistics travel with every checkpoint
+    and a served model normalises exactly as it was trained. Identity until they are set."""
+    model.register_buffer("input_mean", torch.zeros(()))
+    model.register_buffer("input_std", torch.ones(()))
+    model.register_forward_pre_hook(_standardize)
     return model
+
+
+def set_input_normalization(model: nn.Module, mean: float, std: float) -> None:
+    if not std > 0:
+        raise ConfigError(f"input normalisation: std must be > 0, got {std}")
+    model.input_mean.fill_(mean)  # type: ignore[operator]
+    model.input_std.fill_(std)  # type: ignore[operator]
+
+
+def _standardize(module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    return ((args[0] - module.input_mean) / module.input_std, *args[1:])  # type: ignore[operator]
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -132,10 +132,10 @@ class CheckpointStore:
         key = self.key_for(server_round, name)
         try:
             data, meta = self.store.get_with_metadata(key)
-        except StoreError as exc:
+        except StoreError:
             if not self.store.exists(key):
                 return None
-            raise exc from None
+            data, meta = self.store.get_with_metadata(key)  # written between the two requests
         where = envelope.Location(self.store.bucket, key, self.federation_id, server_round)
         return envelope.open_sealed(envelope.Sealed(data, meta), self.ring, where, None)
 

@@ -10,9 +10,10 @@ import torch
 
 from primia.config import FederationConfig
 from primia.data.imageset import ImageSet
+from primia.data.statistics import local_moments, mean_std
 from primia.federation.hospital import derive_seed, load_local_data
 from primia.messages import HospitalResult
-from primia.models.factory import build_model
+from primia.models.factory import build_model, set_input_normalization
 from primia.store.weights import Weights, state_to_numpy
 from primia.training.loops import make_optimizer, predict, train_epochs
 from primia.training.metrics import confusion_matrix
@@ -27,6 +28,8 @@ class CentralizedTrainer:
         self.train = ImageSet.concat([p.train for p in parts])
         self.val = ImageSet.concat([p.val for p in parts])
         self.model = build_model(cfg.model, seed=cfg.seed)
+        if cfg.data.normalize == "federated":  # pooled statistics: what the federation computes securely
+            set_input_normalization(self.model, *mean_std(local_moments(self.train.images)))
         self.optimizer = make_optimizer(self.model, cfg.training)
 
     @property

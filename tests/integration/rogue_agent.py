@@ -21,15 +21,16 @@ from primia.federation.signed import _result_from, sign_result, to_dict
 
 
 @flow(name="local-training", persist_result=False)
-def local_training(server_round: int, global_ref: dict[str, Any], spec: dict[str, Any], nonce: str,
-                   train: bool = True, secagg: dict[str, Any] | None = None) -> dict[str, Any]:
+def local_training(server_round: int, global_ref: dict[str, Any] | None, spec: dict[str, Any], nonce: str,
+                   train: bool = True, secagg: dict[str, Any] | None = None, stats: bool = False) -> dict[str, Any]:
     agent, store = runtime.settings().hospital, runtime.checkpoints(spec["federation_id"])
     kept = Path(os.environ["PRIMIA_TEST_ROGUE_DIR"]) / "round-1.json"
     if server_round == 4:
         from tasks.registry import revoke
 
         revoke(str(agent.name))
-    signed = answer_dispatch(agent, runtime.identity(), store, server_round, global_ref, spec, nonce, train)
+    signed = answer_dispatch(agent, runtime.identity(), store, server_round, global_ref, spec, nonce, train,
+                             stats=stats)
     if server_round == 1:
         kept.write_text(json.dumps(to_dict(signed)))
     elif server_round == 2:  # replay last round's signed answer into this dispatch

@@ -69,6 +69,26 @@ def test_checkpoints_in_s3(federated: dict[str, Any]) -> None:
     assert "head.weight" in fresh.get_weights(fresh.latest().ref("global.safetensors"))  # type: ignore[union-attr]
 
 
+def test_round_zero_carries_the_securely_pooled_input_normalisation(
+    federated: dict[str, Any], federation_dirs: Path,
+) -> None:
+    import numpy as np
+
+    from primia.data.statistics import local_moments, mean_std
+    from primia.federation.hospital import load_local_data
+
+    cfg = parse_federation_config(federation_raw(federation_dirs, "it-fed", rounds=2))
+    mean, std = mean_std(local_moments(np.concatenate([load_local_data(h, cfg).train.images for h in cfg.hospitals])))
+    store = runtime.checkpoints("it-fed")
+    for r in (0, 2):  # set before round 1, carried unchanged by every aggregation
+        w = store.get_weights(store.load_round(r).ref("global.safetensors"))
+        assert float(w["input_mean"]) == pytest.approx(mean, abs=1e-3) and float(w["input_std"]) == pytest.approx(
+            std, abs=1e-3)
+    assert abs(std - 1.0) > 0.1  # not the identity
+    client = MlflowClient(load_settings().mlflow.tracking_uri)
+    assert client.get_metric_history(federated["mlflow_run_id"], "input_std")[0].value == pytest.approx(std, abs=1e-3)
+
+
 def test_no_plaintext_weights_in_any_bucket(federated: dict[str, Any]) -> None:
     store = runtime.checkpoints("it-fed")
     latest = store.latest()

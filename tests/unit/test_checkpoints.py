@@ -168,3 +168,30 @@ def test_resume_point_and_config_guard(ring: KeyRing) -> None:
     with pytest.raises(ConfigError, match="different config"):
         resume_point(store, changed)
     assert resume_point(store, cfg.model_copy(update={"rounds": 50})) is not None  # type: ignore[attr-defined]
+
+
+def test_find_object_sees_an_object_written_between_its_two_requests(ring: KeyRing) -> None:
+    """Polling readers (secure aggregation's rosters) race writers: a miss followed by 'it exists'
+    must read the object, not fail."""
+
+    class Racy(MemoryObjectStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pending: tuple[str, bytes, dict[str, str]] | None = None
+
+        def get_with_metadata(self, key: str) -> tuple[bytes, dict[str, str]]:
+            if self.pending is not None and key == self.pending[0]:
+                _, data, meta = self.pending
+                self.pending = None
+                out = super().get_with_metadata("missing")  # raises: not there yet ...
+                self.objects[key], self.meta[key] = data, meta  # ... and then it is
+                return out
+            return super().get_with_metadata(key)
+
+    writer = CheckpointStore(MemoryObjectStore(), "f", ring)
+    writer.put_json(1, "roster.json", {"a": 1})
+    key = writer.key_for(1, "roster.json")
+    racy = Racy()
+    racy.pending = (key, writer.store.objects[key], writer.store.meta[key])  # type: ignore[attr-defined]
+    assert CheckpointStore(racy, "f", ring).find_json(1, "roster.json") == {"a": 1}
+    assert CheckpointStore(MemoryObjectStore(), "f", ring).find_json(1, "roster.json") is None
