@@ -183,9 +183,8 @@ def test_find_object_sees_an_object_written_between_its_two_requests(ring: KeyRi
             if self.pending is not None and key == self.pending[0]:
                 _, data, meta = self.pending
                 self.pending = None
-                out = super().get_with_metadata("missing")  # raises: not there yet ...
-                self.objects[key], self.meta[key] = data, meta  # ... and then it is
-                return out
+                self.objects[key], self.meta[key] = data, meta  # written just after this miss
+                raise StoreError(f"object store: {key} does not exist")
             return super().get_with_metadata(key)
 
     writer = CheckpointStore(MemoryObjectStore(), "f", ring)
