@@ -328,6 +328,30 @@ def bench_dispatch(
         console.print_json(json.dumps(result))
 
 
+@bench_app.command("secagg")
+@friendly
+def bench_secagg(
+    clients: int = typer.Option(10, min=2, help="Hospitals taking part."),
+    params: int = typer.Option(11_700_000, min=1, help="Update size (11.7 M is ResNet-18)."),
+    repeats: int = typer.Option(3, min=1, help="Repetitions; medians are reported."),
+    store_rounds: bool = typer.Option(True, help="Also time plain and secure rounds through the live S3 store "
+                                                 "(needs `primia stack up`)."),
+    scaling: bool = typer.Option(True, help="Also time client masking at 10, 25, 50 and 100 clients (1 M params)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Secure aggregation (SecAgg+) against baselines in the same run: client masking vs the PRG alone,
+    server unmasking vs plain FedAvg, and one round through the encrypted store with and without it."""
+    if store_rounds:
+        connect()
+    from bench.secagg import bench_secagg as run
+
+    result = run(clients, params, repeats, store_rounds, (10, 25, 50, 100) if scaling else ())
+    if as_json:
+        print(json.dumps(result))
+    else:
+        console.print_json(json.dumps(result))
+
+
 @bench_app.command("checkpoint")
 @friendly
 def bench_checkpoint(

@@ -19,7 +19,7 @@ from primia.data.partition import group_split
 from primia.data.sources import cached_source
 from primia.data.statistics import STATS_KEY, local_moments
 from primia.errors import DataError
-from primia.federation.secure_update import encode_update
+from primia.federation.secure_update import encode_update, statistics_config
 from primia.federation.strategies import make_strategy
 from primia.messages import CheckpointRef, HospitalResult
 from primia.models.factory import build_model
@@ -128,7 +128,8 @@ def run_local_statistics(hospital: HospitalConfig, server_round: int, cfg: Local
     if secure is not None:
         zero = {STATS_KEY: np.zeros(2)}
         secure.prepare()
-        secure.submit(encode_update(cfg.secure_aggregation, {STATS_KEY: moments}, zero, len(data.train))[0])
+        sa = statistics_config(cfg.secure_aggregation)
+        secure.submit(encode_update(sa, {STATS_KEY: moments}, zero, len(data.train))[0])
     else:
         metrics |= {"input_mean_moment": float(moments[0]), "input_square_moment": float(moments[1])}
     empty = tuple(tuple(0 for _ in range(cfg.model.num_classes)) for _ in range(cfg.model.num_classes))

@@ -17,7 +17,7 @@ from primia.config import LocalSpec
 from primia.data.statistics import STATS_KEY
 from primia.errors import RoundFailedError
 from primia.federation.policy import ACCEPTED, Outcome
-from primia.federation.secure_update import decode_mean, vector_length
+from primia.federation.secure_update import decode_mean, statistics_config, vector_length
 from primia.messages import CheckpointRef
 from primia.secure.protocol import Client, Params, Signer, Verifier
 from primia.secure.transport import Channel, Deadlines, Gone, HospitalSide, ServerLog, serve
@@ -33,7 +33,7 @@ STATS_START = {STATS_KEY: np.zeros(2)}  # what the normalisation pass aggregates
 def plan(cfg: LocalSpec, server_round: int, hospitals: list[str], start_weights: Mapping[str, Any],
          round_timeout_s: float) -> dict[str, Any]:
     """Public parameters of this round's aggregation (a fresh session per attempt) for every party."""
-    sa = cfg.secure_aggregation
+    sa = statistics_config(cfg.secure_aggregation) if STATS_KEY in start_weights else cfg.secure_aggregation
     if len(hospitals) < 2:
         raise RoundFailedError(f"round {server_round}: secure aggregation needs at least 2 hospitals, the round has "
                                f"{len(hospitals)} (raise policy.sample_fraction or register more hospitals)")
@@ -84,7 +84,8 @@ def start_of(store: CheckpointStore, global_ref: CheckpointRef | None) -> dict[s
 def coordinate(store: CheckpointStore, cfg: LocalSpec, round_plan: dict[str, Any], start_ref: CheckpointRef | None,
                verify: Verifier, started: float, round_timeout_s: float, gone: Gone, quorum: int = 0) -> SecureOutcome:
     """Run the coordinator's stages; raises SecAggAbort (after telling the hospitals) below threshold."""
-    params, sa = Params.from_dict(round_plan["params"]), cfg.secure_aggregation
+    params = Params.from_dict(round_plan["params"])
+    sa = cfg.secure_aggregation if start_ref is not None else statistics_config(cfg.secure_aggregation)
     log = ServerLog()
     unmasked = serve(Channel(store, params), verify, Deadlines(sa.stage_timeout_s, started + round_timeout_s),
                      gone, log, quorum)

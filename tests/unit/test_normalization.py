@@ -10,7 +10,7 @@ from primia.config import SecureAggregationConfig
 from primia.data.statistics import STATS_KEY, local_moments, mean_std, pooled_moments
 from primia.errors import ConfigError
 from primia.federation.secure_round import STATS_START
-from primia.federation.secure_update import decode_mean, encode_update, vector_length
+from primia.federation.secure_update import decode_mean, encode_update, statistics_config, vector_length
 from primia.models.factory import build_model, set_input_normalization
 from primia.secure import inmemory
 from primia.secure.protocol import Params
@@ -33,15 +33,15 @@ def test_weighted_moments_give_the_pooled_mean_and_std_exactly() -> None:
 
 
 def test_securely_aggregated_statistics_match_within_the_quantization_bound() -> None:
-    sa, parts = SecureAggregationConfig(), _hospitals()
+    sa, parts = statistics_config(SecureAggregationConfig()), _hospitals()
     names = ["a", "b", "c"]
     vectors = {n: encode_update(sa, {STATS_KEY: local_moments(p)}, STATS_START, len(p))[0]
                for n, p in zip(names, parts, strict=True)}
-    run = inmemory.run(Params("fed", 0, "stats", tuple(names), vector_length(STATS_START)), vectors)
+    run = inmemory.run(Params("fed", 0, "stats", tuple(names), vector_length(STATS_START), bits=64), vectors)
     moments, count = decode_mean(sa, run.result.total, STATS_START)
     expect = pooled_moments([local_moments(p) for p in parts], [len(p) for p in parts])
     assert count == sum(len(p) for p in parts)
-    assert np.abs(moments[STATS_KEY] - expect).max() <= sa.quantization_bound
+    assert np.abs(moments[STATS_KEY] - expect).max() <= sa.quantization_bound < 1e-11
 
 
 def test_the_model_standardises_its_input_with_buffers_in_its_weights() -> None:
