@@ -136,7 +136,7 @@ def _secure_round(store: Any, p: Params, sa: SecureAggregationConfig, vectors: d
     def hospital(name: str) -> None:
         side = HospitalSide(Channel(store, p, 0.05), Client(p, name, signers[name], verify), 120.0)
         side.prepare()
-        side.submit(vectors[name])
+        side.submit(vectors[name].copy())  # stands in for encoding the update (masked in place)
 
     _threads([coordinator, *[functools.partial(hospital, n) for n in p.parties]])
     total = result[0].total

@@ -80,7 +80,7 @@ def run(params: Params, vectors: dict[str, np.ndarray], faults: Faults | None = 
     require(params, "share", set(u2))
     masked: dict[str, np.ndarray] = {}
     for p in [p for p in u2 if p not in faults.before_mask]:
-        masked[p] = timed(p, clients[p].mask, u2, vectors[p])
+        masked[p] = timed(p, clients[p].mask, u2, vectors[p].copy())  # masked in place: keep the caller's
         if on_masked:
             on_masked(p, masked[p])
     require(params, "mask", set(masked))

@@ -187,7 +187,9 @@ class Client:
 
     def mask(self, shares: dict[str, dict[str, Any]], vector: np.ndarray) -> np.ndarray:
         """Stage 3, given roster U2 (the share messages of everyone who shared): the masked vector.
-        Its signed message (`mask_message`) follows once the transport knows the vector's digest."""
+        Masks `vector` in place (the hospital's encoded update, of no use afterwards: no second copy of
+        a model-sized array). Its signed message (`mask_message`) follows once the transport knows the
+        vector's digest."""
         if self.me not in shares:
             raise ProtocolViolation(f"{self.me} is missing from roster U2")
         if vector.dtype != ring_dtype(self.params.bits) or vector.shape != (self.params.length,):
@@ -203,9 +205,8 @@ class Client:
         masks = [(self.b_seed, 1)] + [
             (pair_seed(self.params.ctx, self.me, self.s_key, peer, self.peers[peer]["s"]), 1 if self.me < peer else -1)
             for peer in sorted(self.u2 & set(self.peers))]
-        y = vector.copy()
-        apply_masks(y, masks)
-        return y
+        apply_masks(vector, masks)
+        return vector
 
     def mask_message(self, sha256: str) -> dict[str, Any]:
         return sign(self.params, "mask", self.me, {"sha256": sha256, "length": self.params.length}, self.signer)

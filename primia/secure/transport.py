@@ -105,6 +105,7 @@ class HospitalSide:
         self.shares = c.await_roster("share", self._deadline())["shares"]
 
     def submit(self, vector: np.ndarray) -> None:
+        """Mask `vector` (in place), send it, then help unmask the others."""
         c, me = self.channel, self.client.me
         masked = self.client.mask(self.shares, vector)
         digest = c.post_vector(me, masked)  # the vector first: a mask message always has its vector

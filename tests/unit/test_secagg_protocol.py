@@ -146,7 +146,7 @@ def test_through_the_store_the_coordinator_never_holds_an_update_in_the_clear(tm
         try:
             side = HospitalSide(Channel(store, params, 0.01), Client(params, h, signers[h], verify), 30.0)
             side.prepare()
-            side.submit(vectors[h])
+            side.submit(vectors[h].copy())  # masked in place: keep the clear one to search for
         except BaseException as exc:  # noqa: BLE001  # reported below
             errors.append(exc)
 
