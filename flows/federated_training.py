@@ -21,7 +21,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from primia import progress, runtime
 from primia.config import FederationConfig
-from primia.errors import RoundFailedError
+from primia.errors import ConfigError, RoundFailedError
 from primia.federation.coordinator import Selection, pooled_validation
 from primia.federation.policy import ACCEPTED, DROPPED, Outcome, accepted_results, check_quorum, roster, sample
 from primia.federation.secure_round import RoundAnswers, annotate, plan, start_of
@@ -42,9 +42,11 @@ from tasks.reporting import record_failed_round, record_round
 from tasks.secure import secure_aggregation
 from tasks.tracking import finish_tracking, start_tracking
 
+EMBEDDED_MAX_HOSPITALS = 56  # simulated hospitals in one round: each a thread of the flow's task runner
+
 
 @flow(name="federated-training", flow_run_name="{config.federation_id}", persist_result=False,
-      task_runner=ThreadPoolTaskRunner(max_workers=16))  # type: ignore[arg-type]  # Prefect stub
+      task_runner=ThreadPoolTaskRunner(max_workers=EMBEDDED_MAX_HOSPITALS + 8))  # type: ignore[arg-type]  # Prefect stub
 def federated_training(config: FederationConfig) -> dict[str, Any]:
     cfg = config
     roster_of_round(cfg)  # fail before anything is stored if the hospitals cannot make a quorum
@@ -137,6 +139,10 @@ def _embedded(cfg: FederationConfig, server_round: int, global_ref: CheckpointRe
     """One concurrent local-training task per hospital, tagged with its name; late ones are dropped.
     Under secure aggregation the simulated hospitals sign with keys made for this round."""
     started, futures = time.monotonic(), {}
+    if round_plan is not None and len(chosen) > EMBEDDED_MAX_HOSPITALS:  # they all wait at once for rosters
+        raise ConfigError(f"embedded mode runs secure aggregation with at most {EMBEDDED_MAX_HOSPITALS} hospitals "
+                          f"a round (threads), this round has {len(chosen)}: lower policy.sample_fraction or run "
+                          f"distributed")
     by_name = {h.name: h for h in cfg.hospitals}
     signers, verify = simulated_identities(chosen)
     for name in chosen:

@@ -12,7 +12,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from primia import runtime
-from primia.federation.agent import answer_dispatch
+from primia.federation.agent import answer_dispatch, check_plan
 from primia.federation.secure_round import hospital_side, registry_verifier
 from tasks.registry import list_hospitals
 
@@ -26,6 +26,7 @@ def local_training(
     take part in secure aggregation: only a masked update leaves), store a signed answer. With `stats`
     (before round 1) it only contributes its image intensity moments for input normalisation."""
     agent, logger = runtime.settings().hospital, get_run_logger()
+    check_plan(agent, train, stats, secagg)  # the hospital's privacy floor, before anything is read
     store, identity = runtime.checkpoints(spec["federation_id"]), runtime.identity()
     secure = None
     if secagg is not None and (train or stats):  # peers' keys: checked against the registry, not the coordinator

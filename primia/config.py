@@ -76,6 +76,10 @@ class AgentSettings(BaseModel):
     keys_dir: Path | None = None  # default: <home>/hospitals/<name>
     passphrase: SecretStr | None = None  # for an encrypted identity file
     launch_socket: Path | None = None  # set by `primia agent start` for the warm launcher
+    # The hospital's own privacy floor, whatever the coordinator asks: no update (or image statistics)
+    # leaves in the clear, and no aggregation with a threshold below this fraction of a neighbourhood.
+    require_secure_aggregation: bool = True
+    min_threshold_fraction: float = Field(default=0.5, ge=0.5, lt=1)
 
 
 class MlflowSettings(BaseModel):

@@ -31,6 +31,20 @@ def hospital_config(agent: AgentSettings) -> HospitalConfig:
     return HospitalConfig(name=agent.name, data=agent.data)
 
 
+def check_plan(agent: AgentSettings, train: bool, stats: bool, secagg: dict[str, Any] | None) -> None:
+    """The hospital's own privacy floor: refuse a dispatch that would send an update or statistics in
+    the clear, or aggregate with a weaker threshold, when its settings require better."""
+    sends = train or stats
+    if sends and secagg is None and agent.require_secure_aggregation:
+        raise ConfigError(f"hospital {agent.name} requires secure aggregation (PRIMIA_HOSPITAL__REQUIRE_SECURE_"
+                          f"AGGREGATION) and the coordinator asked for a plaintext update: refused")
+    if sends and secagg is not None:
+        fraction = float(secagg["params"].get("threshold_fraction", 0))
+        if fraction < agent.min_threshold_fraction:
+            raise ConfigError(f"hospital {agent.name} requires a secure-aggregation threshold fraction of at least "
+                              f"{agent.min_threshold_fraction} and was offered {fraction}: refused")
+
+
 def answer_dispatch(
     agent: AgentSettings, identity: Identity, store: CheckpointStore, server_round: int,
     global_ref: dict[str, Any] | None, spec: dict[str, Any], nonce: str, train: bool = True,

@@ -88,6 +88,10 @@ def run_local_round(
 ) -> HospitalResult:
     """Validate the global model on local validation data, then (if `train`) train and upload the
     update - or, under secure aggregation, only its masked form (the update never leaves in the clear)."""
+    if train and secure is not None:
+        # key exchange and shares first, within the protocol's stage deadline (a cold start or a slow
+        # data read cannot miss it), and a failure in what follows is then recoverable from the shares
+        secure.prepare()
     data = load_local_data(hospital, cfg)
     start_weights = checkpoints.get_weights(global_ref)
     model = model_from_weights(cfg, start_weights)
@@ -96,8 +100,6 @@ def run_local_round(
     val_cm = confusion_matrix(data.val.labels, probs.argmax(axis=1), cfg.model.num_classes)
     loss, update, metrics = float("nan"), None, {"val_samples": float(len(data.val))}
     if train:
-        if secure is not None:
-            secure.prepare()  # key exchange and shares first: a failure in training is then recoverable
         seed = derive_seed(cfg.seed, server_round, hospital.name)
         torch.manual_seed(seed)
         mu = make_strategy(cfg.strategy).proximal_mu
@@ -121,13 +123,14 @@ def run_local_statistics(hospital: HospitalConfig, server_round: int, cfg: Local
                          secure: SecureJoin | None = None) -> HospitalResult:
     """The hospital's intensity moments for input normalisation: only masked under secure
     aggregation, else (its privacy switched off by configuration) in the result's metrics."""
+    if secure is not None:
+        secure.prepare()
     data = load_local_data(hospital, cfg)
     start = time.perf_counter()
     moments = local_moments(data.train.images)
     metrics = {"val_samples": float(len(data.val))}
     if secure is not None:
         zero = {STATS_KEY: np.zeros(2)}
-        secure.prepare()
         sa = statistics_config(cfg.secure_aggregation)
         secure.submit(encode_update(sa, {STATS_KEY: moments}, zero, len(data.train))[0])
     else:

@@ -34,6 +34,9 @@ def encode_update(cfg: SecureAggregationConfig, local: Weights, start: Weights, 
     fp = fixed_point(cfg)
     delta = np.concatenate([(local[k].astype(np.float64) - start[k].astype(np.float64)).ravel()
                             for k in sorted(start)])
+    if not np.isfinite(delta).all():  # a diverged model would silently wreck (or vanish from) the sum
+        raise PrimiaError(f"the update has {int((~np.isfinite(delta)).sum())} non-finite values (training "
+                          f"diverged): refusing to send it")
     body, clipped = fp.encode(delta, num_examples)
     return np.concatenate([body, fp.encode_int(np.array([num_examples]))]), clipped
 

@@ -84,8 +84,10 @@ def run(params: Params, vectors: dict[str, np.ndarray], faults: Faults | None = 
         if on_masked:
             on_masked(p, masked[p])
     require(params, "mask", set(masked))
-    reveals = {p: timed(p, clients[p].unmask, sorted(masked))
-               for p in masked if p not in faults.before_unmask}
+    confirms = {p: timed(p, clients[p].confirm, sorted(masked)) for p in masked if p not in faults.before_unmask}
+    confirms, _ = accept(params, "confirm", confirms, verify, frozenset(masked))
+    require(params, "confirm", set(confirms))
+    reveals = {p: timed(p, clients[p].unmask, confirms) for p in confirms}
     for p, message in reveals.items():
         if on_reveal:
             on_reveal(p, message)

@@ -8,7 +8,10 @@ Stages, each a message from every surviving hospital, then a roster from the coo
                coordinator: roster U2 of hospitals that shared
   3 mask       hospital: y = x + PRG(b) + sum_j +-PRG(s_ij) over neighbours j in U2, in Z_2^bits
                coordinator: roster U3 of hospitals that sent y (fewer than t: abort)
-  4 unmask     hospital: for each neighbour j that shared with it, opens the box and reveals j's
+  4 confirm    hospital: signs the roster U3 it was given (Bonawitz's consistency check)
+               coordinator: relays the signatures; a hospital reveals nothing unless at least t
+               hospitals signed the very U3 it was given and t of its own neighbourhood are in U3
+  5 unmask     hospital: for each neighbour j that shared with it, opens the box and reveals j's
                b-share if j sent y (j in U3), else j's s-key share (j dropped: its pairwise masks
                must be removed) - never both
                coordinator: reconstructs each b_j (j in U3) and each dropped s key from t shares,
@@ -44,7 +47,7 @@ from primia.secure.prg import apply_masks, ring_dtype
 
 Signer = Callable[[bytes], bytes]
 Verifier = Callable[[str, bytes, bytes], bool]  # (hospital, message, signature) -> valid under its registered key
-STAGES = ("advertise", "share", "mask", "unmask")
+STAGES = ("advertise", "share", "mask", "confirm", "unmask")
 
 
 class SecAggAbort(RuntimeError):  # noqa: N818  # an outcome of the protocol, not a programming error
@@ -148,6 +151,8 @@ class Client:
     peers: dict[str, dict[str, bytes]] = field(default_factory=dict)  # neighbour -> {"c": pk, "s": pk}
     shared_with_me: dict[str, dict[str, Any]] = field(default_factory=dict)  # sender -> its box for me
     u2: frozenset[str] = frozenset()
+    u3: frozenset[str] = frozenset()
+    bad: dict[str, str] = field(default_factory=dict)  # senders whose shares for me are missing or tampered
     own_shares: tuple[shamir.Share, shamir.Share] | None = None  # this hospital's own (b, s) shares
 
     def __post_init__(self) -> None:
@@ -197,10 +202,11 @@ class Client:
         for sender, message in shares.items():
             if sender in self.peers:
                 payload = verified(self.params, "share", message, self.verify)
-                box = payload["boxes"].get(self.me)
-                if box is None:
-                    raise ProtocolViolation(f"{sender} shared but sent nothing to its neighbour {self.me}")
-                self.shared_with_me[sender] = box
+                box = payload["boxes"].get(self.me) if payload["hospital"] == sender else None
+                if box is None:  # its shares for me are missing: the others' shares must do
+                    self.bad[sender] = f"{sender} shared but sent nothing to its neighbour {self.me}"
+                else:
+                    self.shared_with_me[sender] = box
         self.u2 = frozenset(shares)
         masks = [(self.b_seed, 1)] + [
             (pair_seed(self.params.ctx, self.me, self.s_key, peer, self.peers[peer]["s"]), 1 if self.me < peer else -1)
@@ -211,17 +217,37 @@ class Client:
     def mask_message(self, sha256: str) -> dict[str, Any]:
         return sign(self.params, "mask", self.me, {"sha256": sha256, "length": self.params.length}, self.signer)
 
-    def unmask(self, survivors: list[str]) -> dict[str, Any]:
-        """Stage 4, given roster U3 (who sent a masked vector): reveal b-shares of survivors, s-shares of
-        those who shared but sent no vector; never both for one hospital."""
+    def confirm(self, survivors: list[str]) -> dict[str, Any]:
+        """Stage 4, given roster U3 (who sent a masked vector): sign it, so a coordinator that tells
+        different hospitals different rosters (to unmask one hospital's vector) is caught."""
         u3 = frozenset(survivors)
         if not u3 <= self.u2 or self.me not in u3:
             raise ProtocolViolation(f"{self.me}: roster U3 {sorted(u3)} is not a subset of U2 containing it")
-        if len(u3) < self.params.threshold:
-            raise SecAggAbort(f"only {len(u3)} hospitals sent masked vectors, threshold is {self.params.threshold}")
+        mine = (self.params.neighbours()[self.me] | {self.me}) & u3
+        if len(u3) < self.params.threshold or len(mine) < self.params.threshold:
+            raise SecAggAbort(f"{self.me}: only {len(mine)} of its neighbourhood sent masked vectors, threshold is "
+                              f"{self.params.threshold}")
+        self.u3 = u3
+        return sign(self.params, "confirm", self.me, {"u3": sorted(u3)}, self.signer)
+
+    def unmask(self, confirmations: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """Stage 5, given the coordinator's relay of confirmations: when at least t hospitals of U3 signed
+        the same U3, reveal b-shares of survivors and s-shares of those who shared but sent no vector;
+        never both for one hospital."""
+        agreeing = set()
+        for h, message in confirmations.items():
+            payload = verified(self.params, "confirm", message, self.verify)
+            if payload["hospital"] != h or h not in self.u3:
+                raise ProtocolViolation(f"{self.me}: confirmation of {h} is not from a member of U3")
+            if frozenset(payload["u3"]) != self.u3:
+                raise ProtocolViolation(f"{self.me}: {h} was given a different U3: the coordinator is inconsistent")
+            agreeing.add(h)
+        if self.me not in agreeing or len(agreeing) < self.params.threshold:
+            raise SecAggAbort(f"{self.me}: only {len(agreeing)} hospitals confirmed U3, threshold is "
+                              f"{self.params.threshold}")
         if self.own_shares is None:
             raise ProtocolViolation(f"{self.me}: unmask before share")
-        b_out, s_out, bad = {self.me: _hex(self.own_shares[0])}, {}, {}
+        b_out, s_out, bad = {self.me: _hex(self.own_shares[0])}, {}, dict(self.bad)
         for sender, box in self.shared_with_me.items():
             try:
                 plain = open_share(self.params.ctx, sender, self.peers[sender]["c"], self.me, self.c_key, box)
@@ -229,7 +255,7 @@ class Client:
                 bad[sender] = str(exc)
                 continue
             half = len(plain) // 2
-            if sender in u3:
+            if sender in self.u3:
                 b_out[sender] = plain[:half].hex()
             else:
                 s_out[sender] = plain[half:].hex()
@@ -284,6 +310,9 @@ def unmask_sum(params: Params, adverts: dict[str, dict[str, Any]], shared: froze
     masks = [(_reconstruct(params, j, "b_shares", reveals), -1) for j in sorted(u3)]  # everyone's self-mask
     for j in sorted(shared - u3):  # shared keys, sent no vector: its partners' pairwise masks remain
         s_key = X25519PrivateKey.from_private_bytes(_reconstruct(params, j, "s_shares", reveals))
+        if raw_public(s_key) != unb64(adverts[j]["payload"]["s_pk"]):
+            raise SecAggAbort(f"secure aggregation aborted in round {params.round}: {j}'s mask key rebuilt from "
+                              f"shares does not match its signed public key; no partial model is stored")
         for k in sorted(nbrs[j] & u3):
             s_pk_k = unb64(adverts[k]["payload"]["s_pk"])
             masks.append((pair_seed(params.ctx, j, s_key, k, s_pk_k), -1 if k < j else 1))
@@ -293,14 +322,30 @@ def unmask_sum(params: Params, adverts: dict[str, dict[str, Any]], shared: froze
 
 
 def _reconstruct(params: Params, owner: str, kind: str, reveals: dict[str, dict[str, Any]]) -> bytes:
-    shares = [shamir.Share.from_bytes(bytes.fromhex(r["payload"][kind][owner]))
-              for r in reveals.values() if owner in r["payload"][kind]]
+    """The owner's secret from the revealed shares of its holders (its neighbours and itself); a share
+    that claims another holder's index, or one from a non-holder, is not used."""
+    holders = params.neighbours()[owner] | {owner}
+    shares = []
+    for revealer, r in reveals.items():
+        text = r["payload"][kind].get(owner)
+        if text is None or revealer not in holders:
+            continue
+        try:
+            share = shamir.Share.from_bytes(bytes.fromhex(text))
+        except (ValueError, shamir.ShamirError):
+            continue
+        if share.x == params.index(revealer):
+            shares.append(share)
+    what = "self-mask seed" if kind == "b_shares" else "mask key"
     if len(shares) < params.threshold:
-        what = "self-mask seed" if kind == "b_shares" else "mask key"
-        raise SecAggAbort(f"secure aggregation aborted in round {params.round}: only {len(shares)} shares of "
+        raise SecAggAbort(f"secure aggregation aborted in round {params.round}: only {len(shares)} valid shares of "
                           f"{owner}'s {what} were revealed, threshold is {params.threshold}; no partial model "
                           f"is stored")
-    return shamir.combine(shares, params.threshold)
+    try:
+        return shamir.combine(shares, params.threshold)
+    except shamir.ShamirError as exc:
+        raise SecAggAbort(f"secure aggregation aborted in round {params.round}: {owner}'s {what} does not "
+                          f"reconstruct ({exc}); no partial model is stored") from None
 
 
 def encode_vector(vector: np.ndarray) -> bytes:

@@ -105,13 +105,15 @@ class HospitalSide:
         self.shares = c.await_roster("share", self._deadline())["shares"]
 
     def submit(self, vector: np.ndarray) -> None:
-        """Mask `vector` (in place), send it, then help unmask the others."""
+        """Mask `vector` (in place), send it, confirm the survivors, then help unmask the others."""
         c, me = self.channel, self.client.me
         masked = self.client.mask(self.shares, vector)
         digest = c.post_vector(me, masked)  # the vector first: a mask message always has its vector
         c.post("mask", me, self.client.mask_message(digest))
         survivors = c.await_roster("mask", self._deadline())["masked"]
-        c.post("unmask", me, self.client.unmask(survivors))
+        c.post("confirm", me, self.client.confirm(survivors))
+        confirmations = c.await_roster("confirm", self._deadline())["confirmations"]
+        c.post("unmask", me, self.client.unmask(confirmations))
 
     def _deadline(self) -> float:
         return time.monotonic() + self.wait_s
@@ -171,7 +173,7 @@ def _serve(c: Channel, verify: p.Verifier, deadlines: Deadlines, gone: Gone, log
         good, bad = p.accept(params, name, raw, verify, frozenset(expected))
         log.rejected(bad)
         p.require(params, name, set(good))
-        if len(good) < quorum:
+        if name in ("advertise", "share", "mask") and len(good) < quorum:  # later dropouts still count
             why = "; ".join(f"{h}: {r}" for h, r in sorted(log.reasons.items()))
             raise p.SecAggAbort(f"round {params.round}: {len(good)} of {len(everyone)} hospitals remain in secure "
                                 f"aggregation after stage {name}, quorum is {quorum} (policy.min_hospitals) [{why}]")
@@ -191,7 +193,9 @@ def _serve(c: Channel, verify: p.Verifier, deadlines: Deadlines, gone: Gone, log
             log.rejected({h: str(exc)})
     p.require(params, "mask", set(vectors))
     c.publish("mask", {"masked": sorted(vectors)})
-    reveals = stage("unmask", set(vectors), time.monotonic() + deadlines.stage_s)
+    confirms = stage("confirm", set(vectors), time.monotonic() + deadlines.stage_s)
+    c.publish("confirm", {"confirmations": confirms})
+    reveals = stage("unmask", set(confirms), time.monotonic() + deadlines.stage_s)
     for h, r in reveals.items():
         for sender, why in r["payload"].get("bad", {}).items():
             log.reasons.setdefault(sender, f"secure aggregation: {h} reports {why}")

@@ -38,7 +38,9 @@ class Agents:
 
     def start(self, name: str) -> None:
         log = self.root / "logs" / f"{name}.log"
-        self.procs[name] = spawn_agent(name, self.data(name), log, env={"PRIMIA_TEST_ROGUE_DIR": str(self.rogue_dir)})
+        env = {"PRIMIA_TEST_ROGUE_DIR": str(self.rogue_dir),
+               "PRIMIA_HOSPITAL__REQUIRE_SECURE_AGGREGATION": "false"}  # plaintext comparison and rogue runs
+        self.procs[name] = spawn_agent(name, self.data(name), log, env=env)
         wait_online(f"hospital-{name}", self.procs[name], log)
 
     def kill(self, name: str) -> None:

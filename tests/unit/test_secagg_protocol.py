@@ -182,3 +182,61 @@ def test_the_coordinator_stops_early_when_the_quorum_can_no_longer_be_met(tmp_pa
         serve(Channel(store, params, 0.01), verify, Deadlines(30.0, time.monotonic() + 60), lambda: {"h2"}, quorum=3)
     with pytest.raises(SecAggAbort, match="quorum is 3"):  # the hospitals are told, and stop waiting
         Channel(store, params, 0.01).await_roster("advertise", time.monotonic() + 5)
+
+
+def _masked_clients(n: int) -> tuple[Params, dict[str, Client], dict]:
+    """n clients through advertise, share and mask with honest rosters; returns them ready to confirm."""
+    names = [f"h{i}" for i in range(n)]
+    params = _params(names, 4)
+    signers, verify = inmemory.identities(names)
+    clients = {h: Client(params, h, signers[h], verify) for h in names}
+    adverts = {h: c.advertise() for h, c in clients.items()}
+    shares = {h: c.share(adverts) for h, c in clients.items()}
+    for c in clients.values():
+        c.mask(shares, np.zeros(4, dtype=np.uint32))
+    return params, clients, adverts
+
+
+def test_a_coordinator_telling_hospitals_different_rosters_gets_no_shares() -> None:
+    """The attack on a missing consistency check: tell each of the target's neighbours a different
+    U3 so that each reveals both the target's self-mask share and its partners' key shares."""
+    params, clients, _ = _masked_clients(5)
+    views = {h: ["h0", h] + (["h4"] if h != "h4" else []) for h in ("h1", "h2", "h3")}
+    confirms = {h: clients[h].confirm(sorted(set(v))) for h, v in views.items() if len(set(v)) >= 3}
+    for h in confirms:  # every relayed set disagrees with the receiver's own view, or is too small
+        with pytest.raises((ProtocolViolation, SecAggAbort)):
+            clients[h].unmask(confirms)
+    with pytest.raises(SecAggAbort, match="confirmed U3"):  # relaying only its own signature is not enough
+        clients["h1"].unmask({"h1": confirms["h1"]})
+
+
+def test_a_share_claiming_another_holders_index_is_not_used() -> None:
+    """A (faulty or malicious) hospital reveals a share under someone else's x: it is skipped and the
+    honest shares still rebuild the seed, so the sum is exact."""
+    from primia.secure import shamir
+
+    names = [f"h{i}" for i in range(5)]
+    params = _params(names, 6)
+    signers, verify = inmemory.identities(names)
+    vectors = {h: np.arange(6, dtype=np.uint32) * (i + 1) for i, h in enumerate(names)}
+
+    def forge(hospital: str, message: dict) -> None:
+        if hospital == "h1":
+            payload = dict(message["payload"])
+            shares = dict(payload["b_shares"])
+            shares["h0"] = shamir.Share(params.index("h2"), 12345).to_bytes().hex()
+            payload["b_shares"] = shares
+            message["payload"] = {k: v for k, v in payload.items()
+                                  if k not in ("stage", "hospital", "federation", "round", "session")}
+            message.update(sign(params, "unmask", "h1", message["payload"], signers["h1"]))
+
+    run = inmemory.run(params, vectors, keys=(signers, verify), on_reveal=forge)
+    assert np.array_equal(run.result.total, sum(vectors.values()))  # type: ignore[arg-type]
+
+
+def test_a_diverged_update_is_refused_before_it_is_masked() -> None:
+    from primia.errors import PrimiaError
+
+    start = {"w": np.zeros(3, dtype=np.float32)}
+    with pytest.raises(PrimiaError, match="non-finite"):
+        encode_update(SA, {"w": np.array([0.1, np.nan, 0.2], dtype=np.float32)}, start, 10)

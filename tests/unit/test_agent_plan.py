@@ -1,0 +1,28 @@
+"""A hospital agent's own privacy floor holds whatever the coordinator's dispatch asks."""
+
+from __future__ import annotations
+
+import pytest
+
+from primia.config import AgentSettings
+from primia.errors import ConfigError
+from primia.federation.agent import check_plan
+
+PLAN = {"params": {"threshold_fraction": 0.5}, "wait_s": 10}
+
+
+def test_a_plaintext_update_or_statistics_request_is_refused_by_default() -> None:
+    agent = AgentSettings(name="h1")
+    for train, stats in ((True, False), (False, True)):
+        with pytest.raises(ConfigError, match="requires secure aggregation .* refused"):
+            check_plan(agent, train, stats, None)
+    check_plan(agent, False, False, None)  # validation only: nothing to protect is sent
+    check_plan(agent, True, False, PLAN)
+
+
+def test_a_weak_threshold_is_refused_and_the_floor_can_be_lowered_only_to_plaintext_by_choice() -> None:
+    with pytest.raises(ConfigError, match="at least 0.5 and was offered 0.2"):
+        check_plan(AgentSettings(name="h1"), True, False, {"params": {"threshold_fraction": 0.2}})
+    check_plan(AgentSettings(name="h1", require_secure_aggregation=False), True, False, None)
+    with pytest.raises(ValueError):
+        AgentSettings(name="h1", min_threshold_fraction=0.3)
