@@ -54,20 +54,23 @@ class Channel:
         return self.store.find_json(self.round, f"{self.base}/{stage}/{hospital}.json")
 
     def publish(self, stage: str, roster: dict[str, Any]) -> None:
-        self.store.put_json(self.round, f"{self.base}/roster-{stage}.json", roster)
+        self.store.put_json(self.round, f"{self.base}/rosters/{stage}.json", roster)
 
     def abort(self, reason: str) -> None:
-        self.store.put_json(self.round, f"{self.base}/abort.json", {"reason": reason})
+        self.store.put_json(self.round, f"{self.base}/rosters/abort.json", {"reason": reason})
 
     def await_roster(self, stage: str, deadline: float) -> dict[str, Any]:
-        """The coordinator's roster after `stage`; raises on its abort or when the deadline passes."""
+        """The coordinator's roster after `stage`; raises on its abort or when the deadline passes.
+        One listing request per poll (rosters and the abort notice share a folder): a cheap wait."""
         while True:
-            roster = self.store.find_json(self.round, f"{self.base}/roster-{stage}.json")
-            if roster is not None:
-                return roster
-            aborted = self.store.find_json(self.round, f"{self.base}/abort.json")
-            if aborted is not None:
-                raise p.SecAggAbort(str(aborted["reason"]))
+            present = self.store.names(self.round, f"{self.base}/rosters/")
+            if "abort.json" in present:
+                aborted = self.store.find_json(self.round, f"{self.base}/rosters/abort.json")
+                raise p.SecAggAbort(str((aborted or {}).get("reason", "aborted by the coordinator")))
+            if f"{stage}.json" in present:
+                roster = self.store.find_json(self.round, f"{self.base}/rosters/{stage}.json")
+                if roster is not None:
+                    return roster
             if time.monotonic() > deadline:
                 raise p.SecAggAbort(f"no roster after stage {stage} from the coordinator in time")
             time.sleep(self.poll_s)
