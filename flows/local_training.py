@@ -13,7 +13,8 @@ from prefect import flow, get_run_logger
 
 from primia import runtime
 from primia.federation.agent import answer_dispatch, check_plan
-from primia.federation.secure_round import hospital_side, registry_verifier
+from primia.federation.secure_round import hospital_side
+from primia.signing import verifier_for
 from tasks.registry import list_hospitals
 
 
@@ -31,7 +32,7 @@ def local_training(
     secure = None
     if secagg is not None and (train or stats):  # peers' keys: checked against the registry, not the coordinator
         keys = {r.hospital: r.signing_public_key for r in list_hospitals() if r.status == "active"}
-        secure = hospital_side(store, secagg, str(agent.name), identity.signing.sign, registry_verifier(keys))
+        secure = hospital_side(store, secagg, str(agent.name), identity.signing.sign, verifier_for(keys))
     signed = answer_dispatch(agent, identity, store, server_round, global_ref, spec, nonce, train, secure,
                              stats)
     p = signed.payload

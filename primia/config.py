@@ -245,6 +245,13 @@ class SecureAggregationConfig(_Strict):
     threshold_fraction: float = Field(default=0.5, gt=0, lt=1)
     stage_timeout_s: float = Field(default=120.0, gt=0, le=86_400)
 
+    @field_validator("neighbours")
+    @classmethod
+    def _even_degree(cls, v: int) -> int:
+        if v and (v < 2 or v % 2):
+            raise ValueError(f"must be 0 (automatic) or an even number >= 2 (a ring graph), got {v}")
+        return v
+
     @model_validator(mode="after")
     def _fits_the_ring(self) -> SecureAggregationConfig:
         if self.enabled:

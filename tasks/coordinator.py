@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from primia import runtime
 from primia.config import FederationConfig
-from primia.data.statistics import STATS_KEY, mean_std, pooled_moments
 from primia.federation import coordinator as core
 from primia.federation.checkpointing import GLOBAL, ResumePoint, commit_round, load_strategy_state, resume_point
-from primia.federation.policy import accepted_results
-from primia.federation.secure_round import RoundAnswers
+from primia.federation.secure_round import RoundAnswers, input_normalization
 from primia.federation.strategies import make_strategy
 from primia.federation.strategy import StrategyState
 from primia.messages import CheckpointRef, HospitalResult
@@ -39,15 +36,8 @@ def initialize_global_model(cfg: FederationConfig, run_id: str,
 
 @task(name="input-normalization", cache_policy=NO_CACHE, persist_result=False)
 def normalization_from(cfg: FederationConfig, answers: RoundAnswers) -> tuple[float, float]:
-    """(mean, std) from the statistics pass: the unmasked mean under secure aggregation, else the
-    weighted mean of the moments the hospitals reported."""
-    if answers.secure is not None:
-        moments = runtime.checkpoints(cfg.federation_id).get_weights(answers.secure.mean)[STATS_KEY]
-    else:
-        results = accepted_results(answers.outcomes)
-        moments = pooled_moments([np.array([r.metrics["input_mean_moment"], r.metrics["input_square_moment"]])
-                                  for r in results], [r.num_examples for r in results])
-    return mean_std(moments)
+    """(mean, std) of the hospitals' pixels from the statistics pass before round 1."""
+    return input_normalization(runtime.checkpoints(cfg.federation_id), answers)
 
 
 @task(name="aggregate-and-commit", cache_policy=NO_CACHE, persist_result=False,

@@ -27,10 +27,11 @@ from primia import runtime
 from primia.config import FederationConfig
 from primia.federation.agent import result_name
 from primia.federation.policy import ACCEPTED, DROPPED, REJECTED, Outcome
-from primia.federation.secure_round import RoundAnswers, annotate, coordinate, registry_verifier
+from primia.federation.secure_round import RoundAnswers, annotate, coordinate
 from primia.federation.signed import signed_from_dict, verify_result
 from primia.messages import CheckpointRef
 from primia.secure.protocol import SecAggAbort
+from primia.signing import verifier_for
 from tasks.registry import PrimiaHospital, list_hospitals
 
 POLL_SECONDS = 0.2  # the coordinator's wait loop: one light read of the round's flow runs per poll
@@ -67,7 +68,7 @@ def dispatch_round(
             _start, cfg, registry, h, server_round, global_ref, spec, train, round_plan, stats), hospitals))
     secure, aborted = None, ""
     if round_plan is not None:
-        verify = registry_verifier({h: r.signing_public_key for h, r in registry.items() if r.status == "active"})
+        verify = verifier_for({h: r.signing_public_key for h, r in registry.items() if r.status == "active"})
         try:
             secure = coordinate(runtime.checkpoints(cfg.federation_id), cfg, round_plan, global_ref, verify, started,
                                 cfg.policy.round_timeout_s, _Gone(runs), cfg.policy.min_hospitals)

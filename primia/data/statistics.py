@@ -19,6 +19,11 @@ from primia.errors import DataError
 STATS_KEY = "input_stats"  # a two-element "tensor": [E[x], E[x^2]] over pixels
 
 
+def stats_start() -> dict[str, np.ndarray]:
+    """What the normalisation pass's "updates" are deltas from: zeros (the moments are sent as they are)."""
+    return {STATS_KEY: np.zeros(2)}
+
+
 def local_moments(images: np.ndarray) -> np.ndarray:
     """[E[x], E[x^2]] over all pixels of a stack of equally sized images."""
     if images.size == 0:

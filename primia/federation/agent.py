@@ -17,6 +17,7 @@ from primia.federation.hospital import SecureJoin, run_local_round, run_local_st
 from primia.federation.identity import Identity
 from primia.federation.signed import SignedResult, sign_result, to_dict
 from primia.messages import CheckpointRef
+from primia.secure.protocol import Params, ProtocolViolation
 from primia.store.checkpoints import CheckpointStore
 
 
@@ -39,7 +40,11 @@ def check_plan(agent: AgentSettings, train: bool, stats: bool, secagg: dict[str,
         raise ConfigError(f"hospital {agent.name} requires secure aggregation (PRIMIA_HOSPITAL__REQUIRE_SECURE_"
                           f"AGGREGATION) and the coordinator asked for a plaintext update: refused")
     if sends and secagg is not None:
-        fraction = float(secagg["params"].get("threshold_fraction", 0))
+        try:
+            fraction = Params.from_dict(secagg["params"]).threshold_fraction
+        except (TypeError, KeyError, ProtocolViolation) as exc:
+            raise ConfigError(f"hospital {agent.name}: the dispatch's secure-aggregation plan is malformed: {exc}") \
+                from None
         if fraction < agent.min_threshold_fraction:
             raise ConfigError(f"hospital {agent.name} requires a secure-aggregation threshold fraction of at least "
                               f"{agent.min_threshold_fraction} and was offered {fraction}: refused")

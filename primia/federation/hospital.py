@@ -17,7 +17,7 @@ from primia.config import HospitalConfig, LocalSpec
 from primia.data.imageset import ImageSet
 from primia.data.partition import group_split
 from primia.data.sources import cached_source
-from primia.data.statistics import STATS_KEY, local_moments
+from primia.data.statistics import STATS_KEY, local_moments, stats_start
 from primia.errors import DataError
 from primia.federation.secure_update import encode_update, statistics_config
 from primia.federation.strategies import make_strategy
@@ -130,9 +130,8 @@ def run_local_statistics(hospital: HospitalConfig, server_round: int, cfg: Local
     moments = local_moments(data.train.images)
     metrics = {"val_samples": float(len(data.val))}
     if secure is not None:
-        zero = {STATS_KEY: np.zeros(2)}
         sa = statistics_config(cfg.secure_aggregation)
-        secure.submit(encode_update(sa, {STATS_KEY: moments}, zero, len(data.train))[0])
+        secure.submit(encode_update(sa, {STATS_KEY: moments}, stats_start(), len(data.train))[0])
     else:
         metrics |= {"input_mean_moment": float(moments[0]), "input_square_moment": float(moments[1])}
     empty = tuple(tuple(0 for _ in range(cfg.model.num_classes)) for _ in range(cfg.model.num_classes))

@@ -3,31 +3,26 @@ around its training, and the coordinator's part that yields only the weighted me
 
 from __future__ import annotations
 
-import base64
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from primia.config import LocalSpec
-from primia.data.statistics import STATS_KEY
+from primia.data.statistics import STATS_KEY, mean_std, pooled_moments, stats_start
 from primia.errors import RoundFailedError
-from primia.federation.policy import ACCEPTED, Outcome
+from primia.federation.policy import ACCEPTED, Outcome, accepted_results
 from primia.federation.secure_update import decode_mean, statistics_config, vector_length
 from primia.messages import CheckpointRef
-from primia.secure.protocol import Client, Params, Signer, Verifier
+from primia.secure.protocol import Client, Params, ProtocolViolation, Signer
 from primia.secure.transport import Channel, Deadlines, Gone, HospitalSide, ServerLog, serve
+from primia.signing import Verifier
 from primia.store.checkpoints import CheckpointStore
 from primia.store.weights import encode as encode_weights
 
 MEAN_NAME = "secagg/mean.safetensors"
-
-
-STATS_START = {STATS_KEY: np.zeros(2)}  # what the normalisation pass aggregates "updates" of
 
 
 def plan(cfg: LocalSpec, server_round: int, hospitals: list[str], start_weights: Mapping[str, Any],
@@ -42,27 +37,13 @@ def plan(cfg: LocalSpec, server_round: int, hospitals: list[str], start_weights:
     return {"params": params.to_dict(), "wait_s": round_timeout_s + 3 * sa.stage_timeout_s}
 
 
-def registry_verifier(signing_keys: Mapping[str, str]) -> Verifier:
-    """Checks stage messages against registered Ed25519 keys (hospital -> base64 raw public key)."""
-    keys = {h: Ed25519PublicKey.from_public_bytes(base64.b64decode(k)) for h, k in signing_keys.items()}
-
-    def verify(hospital: str, message: bytes, signature: bytes) -> bool:
-        key = keys.get(hospital)
-        if key is None:
-            return False
-        try:
-            key.verify(signature, message)
-            return True
-        except InvalidSignature:
-            return False
-
-    return verify
-
-
 def hospital_side(store: CheckpointStore, round_plan: dict[str, Any], me: str, signer: Signer,
                   verify: Verifier) -> HospitalSide:
-    params = Params.from_dict(round_plan["params"])
-    return HospitalSide(Channel(store, params), Client(params, me, signer, verify), float(round_plan["wait_s"]))
+    try:
+        params, wait_s = Params.from_dict(round_plan["params"]), float(round_plan["wait_s"])
+    except (TypeError, KeyError, ValueError) as exc:
+        raise ProtocolViolation(f"secure-aggregation plan needs 'params' and a numeric 'wait_s': {exc}") from None
+    return HospitalSide(Channel(store, params), Client(params, me, signer, verify), wait_s)
 
 
 @dataclass(frozen=True)
@@ -78,7 +59,7 @@ class SecureOutcome:
 
 def start_of(store: CheckpointStore, global_ref: CheckpointRef | None) -> dict[str, np.ndarray]:
     """What the round's updates are deltas from: the global model, or zeros for the statistics pass."""
-    return dict(STATS_START) if global_ref is None else store.get_weights(global_ref)
+    return stats_start() if global_ref is None else store.get_weights(global_ref)
 
 
 def coordinate(store: CheckpointStore, cfg: LocalSpec, round_plan: dict[str, Any], start_ref: CheckpointRef | None,
@@ -99,8 +80,6 @@ def coordinate(store: CheckpointStore, cfg: LocalSpec, round_plan: dict[str, Any
     return SecureOutcome(ref, n_total, unmasked.included, unmasked.recovered, unmasked.excluded,
                          dict(log.reasons), summary)
 
-
-
 @dataclass(frozen=True)
 class RoundAnswers:
     """What one attempt of a round produced: an outcome per asked hospital and, under secure
@@ -109,6 +88,18 @@ class RoundAnswers:
     outcomes: list[Outcome]
     secure: SecureOutcome | None = None
     aborted: str = ""
+
+
+def input_normalization(store: CheckpointStore, answers: RoundAnswers) -> tuple[float, float]:
+    """(mean, std) from the statistics pass: the unmasked mean under secure aggregation, else the
+    weighted mean of the moments the hospitals reported in the clear."""
+    if answers.secure is not None:
+        moments = store.get_weights(answers.secure.mean)[STATS_KEY]
+    else:
+        results = accepted_results(answers.outcomes)
+        moments = pooled_moments([np.array([r.metrics["input_mean_moment"], r.metrics["input_square_moment"]])
+                                  for r in results], [r.num_examples for r in results])
+    return mean_std(moments)
 
 
 def annotate(outcomes: list[Outcome], secure: SecureOutcome | None) -> list[Outcome]:

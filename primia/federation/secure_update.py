@@ -2,7 +2,8 @@
 
 The vector is weight * clip(local - global) in fixed point, tensor by tensor in name order, followed
 by the weight itself (the sample count) as a plain integer: the unmasked sum carries both the
-numerator and the denominator of sample-weighted FedAvg, so no hospital's count is revealed either.
+numerator and the denominator of sample-weighted FedAvg. (Each hospital's count is still in its signed
+answer for the round table; taking it out of there is a follow-up.)
 """
 
 from __future__ import annotations

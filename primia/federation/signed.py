@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from primia.messages import CheckpointRef, HospitalResult
+from primia.signing import canonical_json, ed25519_valid
 
 
 class RegistryEntry(Protocol):
@@ -33,7 +32,7 @@ class SignedResult:
 
     @property
     def digest(self) -> str:
-        return hashlib.sha256(_canonical(self.payload)).hexdigest()
+        return hashlib.sha256(canonical_json(self.payload)).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -44,13 +43,11 @@ class Verdict:
     result: HospitalResult | None = None
 
 
-def _canonical(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
 
 
 def sign_result(key: Ed25519PrivateKey, federation: str, result: HospitalResult) -> SignedResult:
     payload = {"federation": federation, **asdict(result)}
-    return SignedResult(payload, base64.b64encode(key.sign(_canonical(payload))).decode())
+    return SignedResult(payload, base64.b64encode(key.sign(canonical_json(payload))).decode())
 
 
 def _result_from(payload: dict[str, Any]) -> HospitalResult:
@@ -88,9 +85,10 @@ def verify_result(
     if entry.status != "active":
         return Verdict(hospital, False, f"hospital is {entry.status}")
     try:
-        public = Ed25519PublicKey.from_public_bytes(base64.b64decode(entry.signing_public_key))
-        public.verify(base64.b64decode(signed.signature), _canonical(signed.payload))
-    except (InvalidSignature, ValueError):
+        signature = base64.b64decode(signed.signature, validate=True)
+    except ValueError:
+        signature = b""
+    if not ed25519_valid(entry.signing_public_key, canonical_json(signed.payload), signature):
         return Verdict(hospital, False, "signature does not verify against the registered key")
     if signed.payload.get("federation") != federation:
         return Verdict(hospital, False, f"signed for federation {signed.payload.get('federation')!r}")

@@ -73,10 +73,11 @@ def _to_ring(values: np.ndarray, dtype: type[np.unsignedinteger]) -> np.ndarray:
     return values.astype(dtype)  # C cast: keeps the low bits, i.e. two's complement modulo 2^bits
 
 
-def signed(ring: np.ndarray) -> np.ndarray:
-    """Ring elements as signed integers (the upper half of the ring is negative)."""
-    return ring.view(np.int32 if ring.dtype == np.uint32 else np.int64).astype(np.float64)
-
-
 def signed_int(ring: np.ndarray) -> np.ndarray:
+    """Ring elements as signed integers (the upper half of the ring is negative)."""
     return ring.view(np.int32 if ring.dtype == np.uint32 else np.int64).astype(np.int64)
+
+
+def signed(ring: np.ndarray) -> np.ndarray:
+    """The same as floats, for decoding."""
+    return signed_int(ring).astype(np.float64)

@@ -6,31 +6,26 @@ distributed path; only the transport (the object store) is replaced by dictionar
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from primia.secure.protocol import Client, Params, Signer, Unmasked, Verifier, accept, require, sign, unmask_sum
+from primia.secure.protocol import Client, Params, Signer, Unmasked, accept, require, sign, unmask_sum
+from primia.signing import Verifier, verifier_for
 
 
 def identities(parties: list[str] | tuple[str, ...]) -> tuple[dict[str, Signer], Verifier]:
     """Fresh Ed25519 keys per party (a simulation's stand-in for the registry)."""
     keys = {p: Ed25519PrivateKey.generate() for p in parties}
-    publics = {p: k.public_key() for p, k in keys.items()}
-
-    def verify(hospital: str, message: bytes, signature: bytes) -> bool:
-        try:
-            publics[hospital].verify(signature, message)
-            return True
-        except (KeyError, InvalidSignature):
-            return False
-
-    return {p: k.sign for p, k in keys.items()}, verify
+    publics = {p: base64.b64encode(k.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+               for p, k in keys.items()}
+    return {p: k.sign for p, k in keys.items()}, verifier_for(publics)
 
 
 @dataclass

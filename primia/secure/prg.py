@@ -56,7 +56,7 @@ def scratch_for(count: int, bits: int) -> np.ndarray:
     return np.empty(count + _PAD_BYTES // dtype.itemsize, dtype=dtype)
 
 
-def add_mask(acc: np.ndarray, seed: bytes, sign: int = 1, scratch: np.ndarray | None = None) -> None:
+def add_mask(acc: np.ndarray, seed: bytes, sign: int = 1) -> None:
     """acc += sign * PRG(seed), in place, modulo 2^bits (numpy's unsigned arithmetic wraps)."""
     apply_masks(acc, [(seed, sign)])
 

@@ -22,7 +22,6 @@ The coordinator only ever holds masked vectors, their sum and the seeds the prot
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,10 +43,9 @@ from primia.secure.agreement import (
     unb64,
 )
 from primia.secure.prg import apply_masks, ring_dtype
+from primia.signing import Verifier, canonical_json
 
 Signer = Callable[[bytes], bytes]
-Verifier = Callable[[str, bytes, bytes], bool]  # (hospital, message, signature) -> valid under its registered key
-STAGES = ("advertise", "share", "mask", "confirm", "unmask")
 
 
 class SecAggAbort(RuntimeError):  # noqa: N818  # an outcome of the protocol, not a programming error
@@ -73,6 +71,10 @@ class Params:
 
     def __post_init__(self) -> None:
         ring_dtype(self.bits)
+        if self.degree and self.degree < len(self.parties) - 1 and (self.degree < 2 or self.degree % 2):
+            raise ProtocolViolation(f"SecAgg+ degree must be 0, even and >= 2, or >= parties-1, got {self.degree}")
+        if not 0 < self.threshold_fraction < 1:
+            raise ProtocolViolation(f"threshold_fraction must be in (0, 1), got {self.threshold_fraction}")
         if len(self.parties) < 2:
             raise ProtocolViolation(f"secure aggregation needs at least 2 hospitals, got {list(self.parties)}")
         if tuple(sorted(self.parties)) != self.parties:
@@ -103,15 +105,22 @@ class Params:
                 "threshold_fraction": self.threshold_fraction}
 
     @staticmethod
-    def from_dict(data: dict[str, Any]) -> Params:
-        return Params(**{**data, "parties": tuple(data["parties"])})
+    def from_dict(data: Any) -> Params:
+        """Parameters as received (a dispatch's `secagg.params`); anything malformed is a ProtocolViolation."""
+        try:
+            return Params(**{**data, "parties": tuple(data["parties"])})
+        except (TypeError, KeyError, ValueError) as exc:
+            if isinstance(exc, ProtocolViolation):
+                raise
+            raise ProtocolViolation(f"secure-aggregation parameters are malformed ({type(exc).__name__}: {exc}); "
+                                    f"expected {sorted(Params.__dataclass_fields__)}") from None
 
 
 # ------------------------------------------------------------------ signed messages
 def sign(params: Params, stage: str, hospital: str, body: dict[str, Any], signer: Signer) -> dict[str, Any]:
     payload = {"stage": stage, "hospital": hospital, "federation": params.federation, "round": params.round,
                "session": params.session, **body}
-    return {"payload": payload, "signature": b64(signer(_canonical(payload)))}
+    return {"payload": payload, "signature": b64(signer(canonical_json(payload)))}
 
 
 def verified(params: Params, stage: str, message: dict[str, Any], verify: Verifier) -> dict[str, Any]:
@@ -127,13 +136,32 @@ def verified(params: Params, stage: str, message: dict[str, Any], verify: Verifi
         raise ProtocolViolation(f"{hospital}: {stage} message is for {got}, expected {expected}")
     if hospital not in params.parties:
         raise ProtocolViolation(f"{hospital}: not a party of this aggregation")
-    if not verify(hospital, _canonical(payload), signature):
+    if not verify(hospital, canonical_json(payload), signature):
         raise ProtocolViolation(f"{hospital}: {stage} message signature does not verify against the registered key")
+    _check_body(stage, hospital, payload)
     return dict(payload)
 
 
-def _canonical(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+_BODY: dict[str, dict[str, type]] = {
+    "advertise": {"c_pk": str, "s_pk": str}, "share": {"boxes": dict}, "mask": {"sha256": str},
+    "confirm": {"u3": list}, "unmask": {"b_shares": dict, "s_shares": dict, "bad": dict},
+}
+
+
+def _check_body(stage: str, hospital: str, payload: dict[str, Any]) -> None:
+    """A signed message can still be malformed (a faulty hospital): reject it here, with a reason,
+    rather than fail later inside another party's arithmetic."""
+    for name, kind in _BODY.get(stage, {}).items():
+        if not isinstance(payload.get(name), kind):
+            raise ProtocolViolation(f"{hospital}: {stage} message needs {name!r} as a {kind.__name__}")
+    if stage == "advertise":
+        for name in ("c_pk", "s_pk"):
+            try:
+                key = unb64(payload[name])
+            except ValueError:
+                key = b""
+            if len(key) != 32:
+                raise ProtocolViolation(f"{hospital}: advertised {name} is not a base64 32-byte X25519 key")
 
 
 # ------------------------------------------------------------------ hospital side
@@ -346,10 +374,6 @@ def _reconstruct(params: Params, owner: str, kind: str, reveals: dict[str, dict[
     except shamir.ShamirError as exc:
         raise SecAggAbort(f"secure aggregation aborted in round {params.round}: {owner}'s {what} does not "
                           f"reconstruct ({exc}); no partial model is stored") from None
-
-
-def encode_vector(vector: np.ndarray) -> bytes:
-    return vector.tobytes()
 
 
 def decode_vector(data: bytes, params: Params) -> np.ndarray:

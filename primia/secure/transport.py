@@ -33,7 +33,7 @@ class Channel:
 
     def post_vector(self, hospital: str, vector: np.ndarray) -> str:
         """Store a masked vector; its sha256 (of the sealed object) goes into the signed mask message."""
-        return self.store.put_object(self.round, self._vector(hospital), p.encode_vector(vector)).sha256
+        return self.store.put_object(self.round, self._vector(hospital), vector.tobytes()).sha256
 
     def read_vector(self, hospital: str, sha256: str) -> np.ndarray:
         """The masked vector, checked against the digest its sender signed."""

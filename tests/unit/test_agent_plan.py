@@ -7,8 +7,15 @@ import pytest
 from primia.config import AgentSettings
 from primia.errors import ConfigError
 from primia.federation.agent import check_plan
+from primia.secure.protocol import Params
 
-PLAN = {"params": {"threshold_fraction": 0.5}, "wait_s": 10}
+
+def _plan(fraction: float) -> dict:
+    return {"params": Params("fed", 1, "s", ("h1", "h2", "h3"), 10, threshold_fraction=fraction).to_dict(),
+            "wait_s": 10}
+
+
+PLAN = _plan(0.5)
 
 
 def test_a_plaintext_update_or_statistics_request_is_refused_by_default() -> None:
@@ -22,7 +29,13 @@ def test_a_plaintext_update_or_statistics_request_is_refused_by_default() -> Non
 
 def test_a_weak_threshold_is_refused_and_the_floor_can_be_lowered_only_to_plaintext_by_choice() -> None:
     with pytest.raises(ConfigError, match="at least 0.5 and was offered 0.2"):
-        check_plan(AgentSettings(name="h1"), True, False, {"params": {"threshold_fraction": 0.2}})
+        check_plan(AgentSettings(name="h1"), True, False, _plan(0.2))
     check_plan(AgentSettings(name="h1", require_secure_aggregation=False), True, False, None)
     with pytest.raises(ValueError):
         AgentSettings(name="h1", min_threshold_fraction=0.3)
+
+
+def test_a_malformed_plan_is_a_clear_refusal_not_a_traceback() -> None:
+    for bad in ({"params": {"threshold_fraction": 0.5}}, {"params": "x"}, {}):
+        with pytest.raises(ConfigError, match="secure-aggregation plan is malformed"):
+            check_plan(AgentSettings(name="h1"), True, False, bad)

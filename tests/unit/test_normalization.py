@@ -7,9 +7,8 @@ import pytest
 import torch
 
 from primia.config import SecureAggregationConfig
-from primia.data.statistics import STATS_KEY, local_moments, mean_std, pooled_moments
+from primia.data.statistics import STATS_KEY, local_moments, mean_std, pooled_moments, stats_start
 from primia.errors import ConfigError
-from primia.federation.secure_round import STATS_START
 from primia.federation.secure_update import decode_mean, encode_update, statistics_config, vector_length
 from primia.models.factory import build_model, set_input_normalization
 from primia.secure import inmemory
@@ -35,10 +34,10 @@ def test_weighted_moments_give_the_pooled_mean_and_std_exactly() -> None:
 def test_securely_aggregated_statistics_match_within_the_quantization_bound() -> None:
     sa, parts = statistics_config(SecureAggregationConfig()), _hospitals()
     names = ["a", "b", "c"]
-    vectors = {n: encode_update(sa, {STATS_KEY: local_moments(p)}, STATS_START, len(p))[0]
+    vectors = {n: encode_update(sa, {STATS_KEY: local_moments(p)}, stats_start(), len(p))[0]
                for n, p in zip(names, parts, strict=True)}
-    run = inmemory.run(Params("fed", 0, "stats", tuple(names), vector_length(STATS_START), bits=64), vectors)
-    moments, count = decode_mean(sa, run.result.total, STATS_START)
+    run = inmemory.run(Params("fed", 0, "stats", tuple(names), vector_length(stats_start()), bits=64), vectors)
+    moments, count = decode_mean(sa, run.result.total, stats_start())
     expect = pooled_moments([local_moments(p) for p in parts], [len(p) for p in parts])
     assert count == sum(len(p) for p in parts)
     assert np.abs(moments[STATS_KEY] - expect).max() <= sa.quantization_bound < 1e-11

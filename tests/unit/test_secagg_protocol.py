@@ -208,6 +208,12 @@ def test_a_coordinator_telling_hospitals_different_rosters_gets_no_shares() -> N
             clients[h].unmask(confirms)
     with pytest.raises(SecAggAbort, match="confirmed U3"):  # relaying only its own signature is not enough
         clients["h1"].unmask({"h1": confirms["h1"]})
+    # members of h1's roster who were shown another one: only the consistency check can tell
+    _, fresh, _ = _masked_clients(5)
+    other = {h: fresh[h].confirm(["h0", "h1", "h2", "h3", "h4"]) for h in ("h2", "h3")}
+    mine = fresh["h1"].confirm(["h0", "h1", "h2", "h3"])
+    with pytest.raises(ProtocolViolation, match="was given a different U3"):
+        fresh["h1"].unmask({"h1": mine, **other})
 
 
 def test_a_share_claiming_another_holders_index_is_not_used() -> None:
@@ -224,13 +230,17 @@ def test_a_share_claiming_another_holders_index_is_not_used() -> None:
         if hospital == "h1":
             payload = dict(message["payload"])
             shares = dict(payload["b_shares"])
-            shares["h0"] = shamir.Share(params.index("h2"), 12345).to_bytes().hex()
+            shares["h0"] = shamir.Share(params.index("h4"), 12345).to_bytes().hex()
             payload["b_shares"] = shares
             message["payload"] = {k: v for k, v in payload.items()
                                   if k not in ("stage", "hospital", "federation", "round", "session")}
             message.update(sign(params, "unmask", "h1", message["payload"], signers["h1"]))
 
-    run = inmemory.run(params, vectors, keys=(signers, verify), on_reveal=forge)
+    # h4 sends its vector and drops: its own share of h0's seed (x=5) is not revealed, so the forged
+    # x=5 would be taken as genuine were indices not checked against their revealer
+    run = inmemory.run(params, vectors, inmemory.Faults(before_unmask={"h4"}), keys=(signers, verify),
+                       on_reveal=forge)
+    assert run.result.recovered == ("h4",)
     assert np.array_equal(run.result.total, sum(vectors.values()))  # type: ignore[arg-type]
 
 
@@ -240,3 +250,24 @@ def test_a_diverged_update_is_refused_before_it_is_masked() -> None:
     start = {"w": np.zeros(3, dtype=np.float32)}
     with pytest.raises(PrimiaError, match="non-finite"):
         encode_update(SA, {"w": np.array([0.1, np.nan, 0.2], dtype=np.float32)}, start, 10)
+
+
+def test_signed_but_malformed_messages_and_plans_are_rejected_with_a_reason() -> None:
+    from primia.config import parse_federation_config
+    from primia.errors import ConfigError
+    from primia.secure.protocol import accept
+
+    signers, verify = inmemory.identities(["a", "b"])
+    params = _params(["a", "b"], 4)
+    bad_key = sign(params, "advertise", "a", {"c_pk": "bm90IGEga2V5", "s_pk": "x"}, signers["a"])
+    no_boxes = sign(params, "share", "b", {"boxes": "none"}, signers["b"])
+    good, why = accept(params, "advertise", {"a": bad_key}, verify, frozenset("ab"))
+    assert not good and "not a base64 32-byte X25519 key" in why["a"]
+    good, why = accept(params, "share", {"b": no_boxes}, verify, frozenset("ab"))
+    assert not good and "needs 'boxes' as a dict" in why["b"]
+    for data in ({"federation": "f"}, "x", {**params.to_dict(), "degree": 3, "parties": [f"h{i}" for i in range(9)]}):
+        with pytest.raises(ProtocolViolation):
+            Params.from_dict(data)
+    with pytest.raises(ConfigError, match="neighbours: .*even number >= 2"):
+        parse_federation_config({"federation_id": "f", "test_data": {"path": "/tmp"},
+                                 "secure_aggregation": {"neighbours": 3}})

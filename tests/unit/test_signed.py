@@ -8,8 +8,9 @@ from dataclasses import dataclass, replace
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from primia.federation.signed import SignedResult, _canonical, sign_result, verify_result
+from primia.federation.signed import SignedResult, sign_result, verify_result
 from primia.messages import CheckpointRef, HospitalResult
+from primia.signing import canonical_json
 
 
 @dataclass
@@ -69,6 +70,6 @@ def test_malformed_payload_is_rejected_not_raised() -> None:
     key = Ed25519PrivateKey.generate()
     signed = sign_result(key, "f", _result("a", 3))
     odd = SignedResult({**signed.payload, "surprise": 1}, "")
-    odd = SignedResult(odd.payload, base64.b64encode(key.sign(_canonical(odd.payload))).decode())
+    odd = SignedResult(odd.payload, base64.b64encode(key.sign(canonical_json(odd.payload))).decode())
     verdict = verify_result(odd, {"a": Entry("active", _pub(key))}, "f", 3, set())  # type: ignore[arg-type]
     assert not verdict.accepted and verdict.reason.startswith("malformed result")
