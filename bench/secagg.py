@@ -27,8 +27,8 @@ from primia.config import SecureAggregationConfig
 from primia.federation.fedavg import weighted_average
 from primia.secure import inmemory, prg
 from primia.secure.fixedpoint import FixedPoint
-from primia.secure.protocol import Client, Params
-from primia.secure.transport import Channel, Deadlines, HospitalSide, serve
+from primia.secure.protocol import Client, Floors, Params
+from primia.secure.transport import Channel, Coordinator, Deadlines, HospitalSide
 
 
 def _updates(clients: int, params: int, seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, int]]:
@@ -130,13 +130,17 @@ def _secure_round(store: Any, p: Params, sa: SecureAggregationConfig, vectors: d
     start = time.perf_counter()
     result: list[Any] = []
 
+    sign_c, check_c = inmemory.coordinator_identity()
+
     def coordinator() -> None:
-        result.append(serve(Channel(store, p, 0.05), verify, Deadlines(120.0, time.monotonic() + 300), set))
+        channel = Channel(store, lambda _: store, p, 0.05)
+        result.append(Coordinator(channel, verify, sign_c, Deadlines(120.0, time.monotonic() + 300), set).serve())
 
     def hospital(name: str) -> None:
-        side = HospitalSide(Channel(store, p, 0.05), Client(p, name, signers[name], verify), 120.0)
+        client = Client(p, name, signers[name], verify, Floors(min_parties=2, max_parties=len(p.parties)))
+        side = HospitalSide(Channel(store, lambda _: store, p, 0.05), client, 120.0, check_c)
         side.prepare()
-        side.submit(vectors[name].copy())  # stands in for encoding the update (masked in place)
+        side.submit(vectors[name].copy(), sa.max_examples)  # stands in for encoding the update (masked in place)
 
     _threads([coordinator, *[functools.partial(hospital, n) for n in p.parties]])
     total = result[0].total

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -16,6 +17,7 @@ from primia import progress
 from primia.config import FederationConfig
 from primia.federation.coordinator import Selection, pooled_validation
 from primia.federation.policy import ACCEPTED, Outcome
+from primia.federation.rounds import Pooled, RoundAnswers
 from tasks.centralized import centralized_epoch, prepare_centralized
 from tasks.coordinator import evaluate_global
 from tasks.reporting import record_round
@@ -33,16 +35,16 @@ def centralized_training(config: FederationConfig) -> dict[str, Any]:
     for epoch in range(1, trainer.epochs + 1):
         started = time.perf_counter()
         result, ref = centralized_epoch(trainer, epoch, selection.best_round)
-        validation = pooled_validation([result])
+        validation = pooled_validation(np.asarray(result.val_confusion))
         selection.offer(epoch, validation["val_mcc"], ref)
         evaluations[epoch] = evaluate_global.submit(cfg, ref)
         timing = {"round_s": time.perf_counter() - started, "local_s_max": result.local_s}
         timings.append(timing)
+        outcome = Outcome(result.hospital, ACCEPTED, "ok", result, result.local_s)
+        pooled = Pooled(result.num_examples, result.train_loss, np.asarray(result.val_confusion))
         records.append(record_round.submit(  # type: ignore[call-overload]  # Prefect resolves the future
-            run_id, f"{cfg.federation_id}-centralized", epoch, [Outcome(result.hospital, ACCEPTED, "ok", result,
-                                                                        result.local_s)],
-            validation, evaluations[epoch], timing,
-            epoch))
+            run_id, f"{cfg.federation_id}-centralized", epoch, RoundAnswers([outcome], pooled=pooled),
+            validation, evaluations[epoch], timing, epoch))
     for f in records:
         f.result()
     return finish_tracking(cfg, run_id, selection, {e: f.result() for e, f in evaluations.items()}, timings,

@@ -2,20 +2,23 @@
 
 Deployed once per hospital work pool (`hospital-NAME`, see prefect.yaml and `primia agent start`);
 the coordinator starts it with `run_deployment`, passing references only. Data path and keys come
-from the agent's own settings and never leave the hospital.
+from the agent's own settings and never leave the hospital; everything it receives is checked against
+the federation's signed roster and the hospital's own floors, not against the coordinator's servers.
 """
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from prefect import flow, get_run_logger
 
 from primia import runtime
-from primia.federation.agent import answer_dispatch, check_plan
+from primia.config import LocalSpec
+from primia.errors import ConfigError
+from primia.federation.agent import answer, check_plan, dispatch_from, floors, hospital_config
 from primia.federation.secure_round import hospital_side
-from primia.signing import verifier_for
-from tasks.registry import list_hospitals
+from primia.secure.ledger import FileLedger
 
 
 @flow(name="local-training", persist_result=False, log_prints=False)
@@ -23,19 +26,27 @@ def local_training(
     server_round: int, global_ref: dict[str, Any] | None, spec: dict[str, Any], nonce: str, train: bool = True,
     secagg: dict[str, Any] | None = None, stats: bool = False,
 ) -> dict[str, Any]:
-    """Validate the incoming global model, train on local data, upload the update (or, with `secagg`,
-    take part in secure aggregation: only a masked update leaves), store a signed answer. With `stats`
-    (before round 1) it only contributes its image intensity moments for input normalisation."""
+    """Validate the incoming global model, train on local data, and contribute the update, counts and
+    validation figures - under secure aggregation only in masked form; store a signed answer. With
+    `stats` (before round 1) it only contributes its image intensity moments for input normalisation."""
     agent, logger = runtime.settings().hospital, get_run_logger()
     check_plan(agent, train, stats, secagg)  # the hospital's privacy floor, before anything is read
-    store, identity = runtime.checkpoints(spec["federation_id"]), runtime.identity()
+    local_spec = LocalSpec.model_validate(spec)
+    roster, identity, hospital = runtime.roster(), runtime.identity(), hospital_config(agent)
+    entry = roster.active().get(hospital.name)
+    if entry is None or entry.fingerprint != identity.public.fingerprint:
+        raise ConfigError(f"hospital {hospital.name} is not active on the signed roster with these keys: refused")
+    store = runtime.checkpoints(local_spec.federation_id)  # the coordinator's: global models, rosters
+    outbox = runtime.checkpoints(local_spec.federation_id, entry.bucket)  # its own: messages, answers
+    d = dispatch_from(server_round, global_ref, nonce, train, stats, secagg)
     secure = None
-    if secagg is not None and (train or stats):  # peers' keys: checked against the registry, not the coordinator
-        keys = {r.hospital: r.signing_public_key for r in list_hospitals() if r.status == "active"}
-        secure = hospital_side(store, secagg, str(agent.name), identity.signing.sign, verifier_for(keys))
-    signed = answer_dispatch(agent, identity, store, server_round, global_ref, spec, nonce, train, secure,
-                             stats)
-    p = signed.payload
-    logger.info("%s round %d: %d samples, loss %.4f, %.2f s local", p["hospital"], server_round, p["num_examples"],
-                p["train_loss"], p["local_s"])
-    return {"hospital": p["hospital"], "round": server_round, "digest": signed.digest}
+    if secagg is not None:
+        model = d.global_ref.sha256 if d.global_ref is not None and not stats else ""
+        secure = hospital_side(store, outbox, secagg, hospital.name, identity.signing.sign, roster.verifier(),
+                               roster.coordinator_check, floors(agent, local_spec, frozenset(roster.active())),
+                               FileLedger(runtime.hospital_keys_dir() / "unmask-ledger.json"), model)
+    salt = secrets.token_hex(8) if agent.fresh_randomness else ""
+    signed = answer(hospital, identity.signing, store, outbox, d, local_spec, secure, salt)
+    logger.info("%s round %d: answered (%s), %.2f s local", hospital.name, server_round,
+                "masked" if secure is not None else "in the clear", signed.payload["local_s"])
+    return {"hospital": hospital.name, "round": server_round, "digest": signed.digest}

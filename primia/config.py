@@ -80,6 +80,23 @@ class AgentSettings(BaseModel):
     # leaves in the clear, and no aggregation with a threshold below this fraction of a neighbourhood.
     require_secure_aggregation: bool = True
     min_threshold_fraction: float = Field(default=0.5, ge=0.5, lt=1)
+    # Floors on the plans it takes part in: at least this many parties (a 2-party "sum" with a sybil
+    # is one hospital's update), and the number of other hospitals it assumes may collude with a
+    # malicious coordinator (sums need more than colluders + 1 parties; confirmations a quorum that
+    # two views cannot share).
+    min_parties: int = Field(default=3, ge=2, le=10_000)
+    colluders: int = Field(default=0, ge=0, le=10_000)
+    # A retried attempt trains afresh (fresh randomness), so two attempts never send the same update.
+    fresh_randomness: bool = True
+    authority_key: str | None = None  # the federation authority's public key to pin at enrolment
+
+
+class FederationSettings(BaseModel):
+    """The coordinator's side of the trust root: the federation authority's public key it pins (as every
+    hospital does) and where the authority's key and roster drafts live on the authority's machine."""
+
+    authority_key: str | None = None
+    authority_dir: Path | None = None  # default <home>/authority (local development: authority = operator)
 
 
 class MlflowSettings(BaseModel):
@@ -126,6 +143,7 @@ class Settings(BaseSettings):
     prefect: PrefectSettings = PrefectSettings()
     mlflow: MlflowSettings = MlflowSettings()
     hospital: AgentSettings = AgentSettings()
+    federation: FederationSettings = FederationSettings()
 
     @classmethod
     def settings_customise_sources(

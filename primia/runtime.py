@@ -9,10 +9,15 @@ from __future__ import annotations
 import base64
 import threading
 from functools import lru_cache
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from primia.config import Settings, load_settings
 from primia.errors import StoreError
 from primia.federation.identity import Identity, load_identity
+from primia.federation.roster import Pin, Roster
+from primia.federation.trust import fetch as fetch_roster
 from primia.messages import CheckpointRef
 from primia.store.checkpoints import CheckpointStore
 from primia.store.keys import KeyRing, load_keyring
@@ -30,7 +35,8 @@ def settings() -> Settings:
 @lru_cache(maxsize=1)
 def object_store() -> ObjectStore:
     store = ObjectStore(settings().s3, store=settings().store)
-    store.ensure_bucket(versioning=True)
+    if is_coordinator():  # a hospital may only read the coordinator's bucket
+        store.ensure_bucket(versioning=True)
     return store
 
 
@@ -43,18 +49,66 @@ def keyring() -> KeyRing:
 def identity() -> Identity:
     """This hospital agent's identity (private keys from its own keys folder)."""
     agent = settings().hospital
-    folder = agent.keys_dir or settings().home / "hospitals" / (agent.name or "unnamed")
-    return load_identity(folder, agent.passphrase.get_secret_value() if agent.passphrase else None)
+    return load_identity(hospital_keys_dir(), agent.passphrase.get_secret_value() if agent.passphrase else None)
 
 
-_checkpoint_stores: dict[str, CheckpointStore] = {}
+_checkpoint_stores: dict[tuple[str, str], CheckpointStore] = {}
 
 
-def checkpoints(federation_id: str) -> CheckpointStore:
+def bucket_store(bucket: str) -> ObjectStore:
+    """The object store on another bucket with this party's credentials (a hospital's mailbox)."""
     with _lock:
-        if federation_id not in _checkpoint_stores:
-            _checkpoint_stores[federation_id] = CheckpointStore(object_store(), federation_id, keyring())
-        return _checkpoint_stores[federation_id]
+        if bucket not in _bucket_stores:
+            _bucket_stores[bucket] = ObjectStore(settings().s3, bucket=bucket, store=settings().store)
+        return _bucket_stores[bucket]
+
+
+_bucket_stores: dict[str, ObjectStore] = {}
+
+
+def checkpoints(federation_id: str, bucket: str | None = None) -> CheckpointStore:
+    """A federation's checkpoints in the coordinator's bucket (default) or in `bucket` (a hospital's
+    mailbox). At a hospital, manifests are checked against the coordinator key of the signed roster."""
+    key = (federation_id, bucket or settings().s3.bucket)
+    with _lock:
+        if key not in _checkpoint_stores:
+            store = object_store() if bucket is None else bucket_store(bucket)
+            verify = None if is_coordinator() else _coordinator_public()
+            _checkpoint_stores[key] = CheckpointStore(store, federation_id, keyring(), verify)
+        return _checkpoint_stores[key]
+
+
+def is_coordinator() -> bool:
+    """A hospital agent names itself (PRIMIA_HOSPITAL__NAME); the coordinator does not."""
+    return settings().hospital.name is None
+
+
+def roster_pin() -> Pin:
+    """This party's pin of the federation authority key and the newest roster version it saw."""
+    s = settings()
+    if is_coordinator():
+        pin = Pin(s.home / "coordinator" / "roster-pin.json")
+        key = s.federation.authority_key
+    else:
+        pin = Pin(hospital_keys_dir() / "roster-pin.json")
+        key = s.hospital.authority_key
+    if key is not None:
+        pin.enrol(key)
+    return pin
+
+
+def roster() -> Roster:
+    """The signed roster, as published in the coordinator's bucket and checked against the pin."""
+    return fetch_roster(object_store(), roster_pin())
+
+
+def _coordinator_public() -> Ed25519PublicKey:
+    return Ed25519PublicKey.from_public_bytes(base64.b64decode(roster().coordinator_key))
+
+
+def hospital_keys_dir() -> Path:
+    agent = settings().hospital
+    return agent.keys_dir or settings().home / "hospitals" / (agent.name or "unnamed")
 
 
 def federation_of(ref: CheckpointRef) -> str:
@@ -90,3 +144,4 @@ def reset() -> None:
     identity.cache_clear()
     with _lock:
         _checkpoint_stores.clear()
+        _bucket_stores.clear()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
@@ -10,10 +12,12 @@ from primia import runtime
 from primia.config import FederationConfig
 from primia.federation import coordinator as core
 from primia.federation.checkpointing import GLOBAL, ResumePoint, commit_round, load_strategy_state, resume_point
-from primia.federation.secure_round import RoundAnswers, input_normalization
+from primia.federation.policy import accepted_results
+from primia.federation.rounds import RoundAnswers, input_normalization
 from primia.federation.strategies import make_strategy
 from primia.federation.strategy import StrategyState
-from primia.messages import CheckpointRef, HospitalResult
+from primia.messages import CheckpointRef
+from primia.store.checkpoints import CheckpointStore
 
 
 @task(name="resume-point", cache_policy=NO_CACHE, persist_result=False)
@@ -43,8 +47,8 @@ def normalization_from(cfg: FederationConfig, answers: RoundAnswers) -> tuple[fl
 @task(name="aggregate-and-commit", cache_policy=NO_CACHE, persist_result=False,
       task_run_name="aggregate-round-{server_round}")
 def aggregate_updates(
-    cfg: FederationConfig, server_round: int, global_ref: CheckpointRef, results: list[HospitalResult],
-    selection: core.Selection, run_id: str, secure_mean: CheckpointRef | None = None,
+    cfg: FederationConfig, server_round: int, global_ref: CheckpointRef, answers: RoundAnswers,
+    selection: core.Selection, run_id: str,
 ) -> CheckpointRef:
     """Aggregate the round's updates with the configured strategy (its state comes from the round the
     global model was committed with), commit the new global checkpoint, then apply retention.
@@ -52,10 +56,12 @@ def aggregate_updates(
     store, strategy = runtime.checkpoints(cfg.federation_id), make_strategy(cfg.strategy)
     state = load_strategy_state(store, global_ref.round)
     current = store.get_weights(global_ref)
+    secure_mean = answers.secure.mean if answers.secure else None
+    results = accepted_results(answers.outcomes)
     if secure_mean is not None:
         new, state = strategy.aggregate_mean(server_round, current, store.get_weights(secure_mean), state)
     else:
-        new, state = core.aggregate(strategy, server_round, current, results, store, state)
+        new, state = core.aggregate(strategy, server_round, current, results, runtime_mailbox(cfg), state)
     committed = commit_round(store, cfg, server_round, new, results, selection, run_id, strategy, state)
     store.apply_retention(cfg.checkpoints.keep_last, protect={selection.best_round})
     ref = committed.ref(GLOBAL)
@@ -65,7 +71,7 @@ def aggregate_updates(
                   "prefect.resource.name": cfg.federation_id},
         payload={"federation": cfg.federation_id, "round": server_round, "strategy": strategy.name,
                  "checkpoint": {"bucket": ref.bucket, "key": ref.key, "sha256": ref.sha256},
-                 "hospitals": [r.hospital for r in results], "num_examples": sum(r.num_examples for r in results),
+                 "hospitals": [r.hospital for r in results], "num_examples": answers.pooled.num_examples,
                  "secure_aggregation": secure_mean is not None},
     )
     return ref
@@ -75,3 +81,12 @@ def aggregate_updates(
 def evaluate_global(cfg: FederationConfig, ref: CheckpointRef) -> core.Evaluation:
     store = runtime.checkpoints(runtime.federation_of(ref))
     return core.evaluate(cfg, store.get_weights(ref), core.load_test_set(cfg))
+
+
+def runtime_mailbox(cfg: FederationConfig) -> Callable[[str], CheckpointStore]:
+    """Where plaintext updates are read from: each hospital's mailbox (its bucket in distributed mode)."""
+    if runtime.settings().mode == "embedded":
+        store = runtime.checkpoints(cfg.federation_id)
+        return lambda _: store
+    buckets = {h: e.bucket for h, e in runtime.roster().hospitals.items()}
+    return lambda hospital: runtime.checkpoints(cfg.federation_id, buckets[hospital])

@@ -10,18 +10,22 @@ from primia import progress, runtime
 from primia.federation.coordinator import Evaluation
 from primia.federation.policy import Outcome, accepted_results
 from primia.federation.report import failed_round_markdown, round_markdown, round_metrics, round_table
+from primia.federation.rounds import RoundAnswers
 
 
 @task(name="record-round", cache_policy=NO_CACHE, persist_result=False, task_run_name="record-round-{server_round}")
 def record_round(
-    run_id: str, federation_id: str, server_round: int, outcomes: list[Outcome], validation: dict[str, float],
-    evaluation: Evaluation, timing: dict[str, float], validation_step: int, secure: str = "",
+    run_id: str, federation_id: str, server_round: int, answers: RoundAnswers, validation: dict[str, float],
+    evaluation: Evaluation, timing: dict[str, float], validation_step: int,
 ) -> dict[str, float]:
     """Log the round's metrics; validation scores are logged at the step of the model they scored."""
-    metrics = round_metrics(accepted_results(outcomes), validation, evaluation, timing)
+    outcomes = answers.outcomes
+    secure = answers.secure.summary if answers.secure else "secure aggregation OFF"
+    metrics = round_metrics(accepted_results(outcomes), answers.pooled, evaluation, timing,
+                            per_hospital=answers.secure is None)
     metrics["hospitals_accepted"] = float(len(accepted_results(outcomes)))
     metrics["hospitals_not_accepted"] = float(len(outcomes) - len(accepted_results(outcomes)))
-    metrics["secure_aggregation"] = float(secure.startswith("secure aggregation ON"))
+    metrics["secure_aggregation"] = float(answers.secure is not None)
     runtime.tracker(run_id).log_metrics(metrics, step=server_round)
     if validation:
         runtime.tracker(run_id).log_metrics(validation, step=validation_step)
@@ -30,8 +34,8 @@ def record_round(
         description=f"**{federation_id}**, round {server_round}: test MCC {evaluation.metrics['mcc']:.3f}, "
                     f"ROC-AUC {evaluation.metrics['roc_auc']:.3f}; {timing['round_s']:.2f} s; {secure}",
     )
-    create_markdown_artifact(round_markdown(federation_id, server_round, outcomes, validation, evaluation, timing,
-                                            secure),
+    create_markdown_artifact(round_markdown(federation_id, server_round, outcomes, answers.pooled, validation,
+                                            evaluation, timing, secure),
                              key=f"{federation_id}-round-summary")
     progress.report("round", round=server_round, metrics=evaluation.metrics)
     return metrics

@@ -1,29 +1,25 @@
-"""A hospital agent's answer to one dispatch (distributed mode), without Prefect.
+"""A hospital's answer to one dispatch, the same in both modes, without Prefect.
 
-The coordinator sends references only: the round, the global checkpoint, the training spec and a
-fresh nonce. The agent trains on data only it knows (its own settings), uploads the update through
-the store, signs a small result (update reference and sha256, num_examples, metrics, the nonce)
-with its registered Ed25519 key and stores it where the coordinator will look for it.
+The coordinator sends references only (`primia.federation.rounds.Dispatch`). The hospital trains on
+data only it knows, takes part in secure aggregation (its plan checked against the hospital's own
+floors and the signed roster), signs a small result with its roster key and stores it in its own
+mailbox, where the coordinator looks for it.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from primia.config import AgentSettings, HospitalConfig, LocalSpec
 from primia.errors import ConfigError
 from primia.federation.hospital import SecureJoin, run_local_round, run_local_statistics
-from primia.federation.identity import Identity
+from primia.federation.rounds import Dispatch, result_name
 from primia.federation.signed import SignedResult, sign_result, to_dict
 from primia.messages import CheckpointRef
-from primia.secure.protocol import Params, ProtocolViolation
+from primia.secure.protocol import Floors, Params, ProtocolViolation
 from primia.store.checkpoints import CheckpointStore
-
-
-def result_name(hospital: str, nonce: str) -> str:
-    """Object name of a hospital's signed answer to one dispatch (inside the round's prefix)."""
-    return f"results/{hospital}-{nonce[:16]}.json"
 
 
 def hospital_config(agent: AgentSettings) -> HospitalConfig:
@@ -33,13 +29,14 @@ def hospital_config(agent: AgentSettings) -> HospitalConfig:
 
 
 def check_plan(agent: AgentSettings, train: bool, stats: bool, secagg: dict[str, Any] | None) -> None:
-    """The hospital's own privacy floor: refuse a dispatch that would send an update or statistics in
-    the clear, or aggregate with a weaker threshold, when its settings require better."""
-    sends = train or stats
-    if sends and secagg is None and agent.require_secure_aggregation:
+    """The hospital's own privacy floor: refuse a dispatch that would send an update, statistics or a
+    validation confusion matrix in the clear, or aggregate with a weaker threshold, when its settings
+    require better."""
+    if secagg is None and agent.require_secure_aggregation:
+        what = "an update" if train else "image statistics" if stats else "a validation confusion matrix"
         raise ConfigError(f"hospital {agent.name} requires secure aggregation (PRIMIA_HOSPITAL__REQUIRE_SECURE_"
-                          f"AGGREGATION) and the coordinator asked for a plaintext update: refused")
-    if sends and secagg is not None:
+                          f"AGGREGATION) and the coordinator asked for {what} in the clear: refused")
+    if secagg is not None:
         try:
             fraction = Params.from_dict(secagg["params"]).threshold_fraction
         except (TypeError, KeyError, ProtocolViolation) as exc:
@@ -50,26 +47,31 @@ def check_plan(agent: AgentSettings, train: bool, stats: bool, secagg: dict[str,
                               f"{agent.min_threshold_fraction} and was offered {fraction}: refused")
 
 
-def answer_dispatch(
-    agent: AgentSettings, identity: Identity, store: CheckpointStore, server_round: int,
-    global_ref: dict[str, Any] | None, spec: dict[str, Any], nonce: str, train: bool = True,
-    secure: SecureJoin | None = None, stats: bool = False,
-) -> SignedResult:
-    hospital = hospital_config(agent)
-    if identity.public.hospital != hospital.name:
-        raise ConfigError(f"identity belongs to {identity.public.hospital!r}, agent is {hospital.name!r}")
-    local_spec = LocalSpec.model_validate(spec)
-    if stats:
-        result = run_local_statistics(hospital, server_round, local_spec, nonce, secure)
-    elif global_ref is None:
-        raise ConfigError(f"round {server_round}: a training dispatch needs the global model's reference")
+def floors(agent: AgentSettings, spec: LocalSpec, members: frozenset[str] | None) -> Floors:
+    return Floors(members=members, min_parties=agent.min_parties, max_parties=spec.secure_aggregation.max_hospitals,
+                  min_threshold_fraction=agent.min_threshold_fraction, colluders=agent.colluders)
+
+
+def answer(hospital: HospitalConfig, key: Ed25519PrivateKey, store: CheckpointStore, outbox: CheckpointStore,
+           d: Dispatch, spec: LocalSpec, secure: SecureJoin | None = None, seed_salt: str = "") -> SignedResult:
+    """Run the hospital's part of the round, then sign and store its answer in its own mailbox."""
+    if d.stats:
+        result = run_local_statistics(hospital, d.server_round, spec, d.nonce, secure)
+    elif d.global_ref is None:
+        raise ConfigError(f"round {d.server_round}: a training or validation dispatch needs the global model")
     else:
-        result = run_local_round(hospital, server_round, CheckpointRef(**global_ref), local_spec, store, train,
-                                 nonce, secure)
-    signed = sign_result(identity.signing, local_spec.federation_id, result)
-    store.put_json(server_round, result_name(hospital.name, nonce), to_dict(signed))
+        result = run_local_round(hospital, d.server_round, d.global_ref, spec, store, d.train, d.nonce, secure,
+                                 seed_salt, outbox)
+    signed = sign_result(key, spec.federation_id, result)
+    outbox.put_json(d.server_round, result_name(hospital.name, d.nonce), to_dict(signed))
     return signed
 
 
-def ref_dict(ref: CheckpointRef) -> dict[str, Any]:
-    return asdict(ref)
+def dispatch_from(server_round: int, global_ref: dict[str, Any] | None, nonce: str, train: bool, stats: bool,
+                  secagg: dict[str, Any] | None) -> Dispatch:
+    """A dispatch from the parameters of a `local-training` flow run."""
+    try:
+        ref = CheckpointRef(**global_ref) if global_ref else None
+    except TypeError as exc:
+        raise ConfigError(f"round {server_round}: the global model reference is malformed ({exc})") from None
+    return Dispatch(server_round, ref, train, stats, nonce, secagg)

@@ -1,9 +1,9 @@
 """What a committed round holds, and where a federation resumes.
 
 A round's objects: global weights, strategy state (a server optimizer's moments, as safetensors),
-RNG state, round metadata (hospital results, selection state, MLflow run, config fingerprint) and
-the hospitals' updates; the signed manifest that lists them is written last. Hospitals start each
-round with a fresh local optimizer, so the server optimizer is the only optimizer state to keep.
+RNG state and round metadata (hospital results, selection state, MLflow run, config fingerprint);
+the signed manifest that lists them is written last. Hospitals start each round with a fresh local
+optimizer, so the server optimizer is the only optimizer state to keep.
 """
 
 from __future__ import annotations
@@ -82,9 +82,7 @@ def commit_round(
         "mlflow_run_id": run_id, "selection": selection.to_dict(),
         "results": [asdict(r) for r in results],
     })
-    for r in results:
-        if r.update is not None:
-            refs[f"updates/{r.hospital}.safetensors"] = r.update
+    # plaintext updates (secure aggregation off) stay in their hospitals' mailboxes; round.json names them
     return store.commit(server_round, refs)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -41,13 +41,14 @@ def load_test_set(cfg: FederationConfig) -> ImageSet:
 
 def aggregate(
     strategy: Strategy, server_round: int, current: Weights, results: Sequence[HospitalResult],
-    checkpoints: CheckpointStore, state: StrategyState,
+    mailbox: Callable[[str], CheckpointStore], state: StrategyState,
 ) -> tuple[Weights, StrategyState]:
+    """Plaintext aggregation (secure aggregation off): each update read from its hospital's mailbox."""
     updates = []
     for r in results:
         if r.update is None:
             raise PrimiaError(f"hospital {r.hospital} returned no update for round {server_round}")
-        updates.append(ClientUpdate(r.hospital, checkpoints.get_weights(r.update), r.num_examples))
+        updates.append(ClientUpdate(r.hospital, mailbox(r.hospital).get_weights(r.update), r.num_examples))
     return strategy.aggregate(server_round, current, updates, state)
 
 
@@ -65,10 +66,12 @@ def evaluate(cfg: FederationConfig, weights: Weights, test: ImageSet) -> Evaluat
     return Evaluation(metrics, test.labels, probs, test.class_names)
 
 
-def pooled_validation(results: Sequence[HospitalResult]) -> dict[str, float]:
-    """Validation scores of the incoming global model, pooled over hospitals by summing confusion
-    matrices: exact, and no hospital shares a prediction."""
-    cm = np.sum([np.asarray(r.val_confusion) for r in results], axis=0)
+def pooled_validation(cm: np.ndarray | None) -> dict[str, float]:
+    """Validation scores of the incoming global model from the hospitals' summed confusion matrices
+    (under secure aggregation only the sum exists): exact, and no hospital shares a prediction."""
+    if cm is None:
+        cm = np.zeros((2, 2), dtype=np.int64)
+    cm = np.asarray(cm)
     return {
         "val_mcc": mcc_from_confusion(cm),
         "val_balanced_accuracy": balanced_accuracy_from_confusion(cm),

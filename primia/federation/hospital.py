@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from primia.data.partition import group_split
 from primia.data.sources import cached_source
 from primia.data.statistics import STATS_KEY, local_moments, stats_start
 from primia.errors import DataError
-from primia.federation.secure_update import encode_update, statistics_config
+from primia.federation.secure_update import Contribution, Layout, encode, statistics_config
 from primia.federation.strategies import make_strategy
 from primia.messages import CheckpointRef, HospitalResult
 from primia.models.factory import build_model
@@ -73,7 +73,7 @@ class SecureJoin(Protocol):
 
     def prepare(self) -> None: ...
 
-    def submit(self, vector: np.ndarray) -> None: ...
+    def submit(self, vector: np.ndarray, weight_bound: int, extra: dict[str, Any] | None = None) -> None: ...
 
 
 def run_local_round(
@@ -85,13 +85,20 @@ def run_local_round(
     train: bool = True,
     nonce: str = "",
     secure: SecureJoin | None = None,
+    seed_salt: str = "",
+    outbox: CheckpointStore | None = None,
 ) -> HospitalResult:
     """Validate the global model on local validation data, then (if `train`) train and upload the
-    update - or, under secure aggregation, only its masked form (the update never leaves in the clear)."""
-    if train and secure is not None:
+    update - or, under secure aggregation, contribute update, counts, loss and confusion matrix only in
+    masked form (nothing of this hospital leaves in the clear). Only a committed global model that the
+    coordinator signed is validated or trained on. `seed_salt` (an agent's fresh randomness) makes a
+    retried attempt train afresh instead of repeating the same update. A plaintext update goes to
+    `outbox` (the hospital's own store; default: `checkpoints`, which it reads the global model from)."""
+    if secure is not None:
         # key exchange and shares first, within the protocol's stage deadline (a cold start or a slow
         # data read cannot miss it), and a failure in what follows is then recoverable from the shares
         secure.prepare()
+    checkpoints.verify_committed(global_ref)
     data = load_local_data(hospital, cfg)
     start_weights = checkpoints.get_weights(global_ref)
     model = model_from_weights(cfg, start_weights)
@@ -100,23 +107,33 @@ def run_local_round(
     val_cm = confusion_matrix(data.val.labels, probs.argmax(axis=1), cfg.model.num_classes)
     loss, update, metrics = float("nan"), None, {"val_samples": float(len(data.val))}
     if train:
-        seed = derive_seed(cfg.seed, server_round, hospital.name)
+        seed = derive_seed(cfg.seed, server_round, hospital.name, *([seed_salt] if seed_salt else []))
         torch.manual_seed(seed)
         mu = make_strategy(cfg.strategy).proximal_mu
         loss = train_epochs(model, data.train, cfg.training, cfg.data.augment, seed, proximal_mu=mu)
     local_s = time.perf_counter() - start
-    if train and secure is None:
-        update = checkpoints.put_weights(server_round, state_to_numpy(model.state_dict()), hospital=hospital.name)
-    elif train and secure is not None:
-        vector, clipped = encode_update(cfg.secure_aggregation, state_to_numpy(model.state_dict()), start_weights,
-                                        len(data.train))
-        secure.submit(vector)
-        metrics["clipped_coordinates"] = float(clipped)
+    if secure is not None:
+        sa, local = cfg.secure_aggregation, state_to_numpy(model.state_dict())
+        layout = Layout.of(start_weights if train else None, cfg.model.num_classes)
+        vector, _ = encode(sa, layout, Contribution(len(data.train), loss if train else 0.0, val_cm, len(data.val)),
+                           local, start_weights)
+        secure.submit(vector, sa.max_examples, {"nonce": nonce})
+        return _masked_result(hospital.name, server_round, local_s, nonce)
+    if train:
+        update = (outbox or checkpoints).put_weights(server_round, state_to_numpy(model.state_dict()),
+                                                     hospital=hospital.name)
     return HospitalResult(
         hospital=hospital.name, round=server_round, num_examples=len(data.train), update=update,
         train_loss=loss, val_confusion=tuple(tuple(int(v) for v in row) for row in val_cm), local_s=local_s,
         metrics=metrics, nonce=nonce,
     )
+
+
+def _masked_result(hospital: str, server_round: int, local_s: float, nonce: str) -> HospitalResult:
+    """What a hospital says in the clear when everything else went into the masked vector: that it took
+    part, and how long its local work took."""
+    return HospitalResult(hospital=hospital, round=server_round, num_examples=0, update=None, train_loss=float("nan"),
+                          val_confusion=(), local_s=local_s, metrics={"masked": 1.0}, nonce=nonce)
 
 
 def run_local_statistics(hospital: HospitalConfig, server_round: int, cfg: LocalSpec, nonce: str = "",
@@ -131,9 +148,11 @@ def run_local_statistics(hospital: HospitalConfig, server_round: int, cfg: Local
     metrics = {"val_samples": float(len(data.val))}
     if secure is not None:
         sa = statistics_config(cfg.secure_aggregation)
-        secure.submit(encode_update(sa, {STATS_KEY: moments}, stats_start(), len(data.train))[0])
-    else:
-        metrics |= {"input_mean_moment": float(moments[0]), "input_square_moment": float(moments[1])}
+        vector, _ = encode(sa, Layout.of(stats_start(), 0), Contribution(len(data.train)), {STATS_KEY: moments},
+                           stats_start())
+        secure.submit(vector, sa.max_examples, {"nonce": nonce})
+        return _masked_result(hospital.name, server_round, time.perf_counter() - start, nonce)
+    metrics |= {"input_mean_moment": float(moments[0]), "input_square_moment": float(moments[1])}
     empty = tuple(tuple(0 for _ in range(cfg.model.num_classes)) for _ in range(cfg.model.num_classes))
     return HospitalResult(hospital=hospital.name, round=server_round, num_examples=len(data.train), update=None,
                           train_loss=float("nan"), val_confusion=empty, local_s=time.perf_counter() - start,

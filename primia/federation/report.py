@@ -10,6 +10,7 @@ import numpy as np
 
 from primia.federation.coordinator import Evaluation
 from primia.federation.policy import Outcome, accepted_results
+from primia.federation.rounds import Pooled
 from primia.messages import HospitalResult
 from primia.training.metrics import mcc_from_confusion
 
@@ -20,15 +21,19 @@ def round_table(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
 
 
 def _row(o: Outcome) -> dict[str, Any]:
+    """Per-hospital figures exist only in plaintext mode; under secure aggregation a row says whether the
+    hospital is in the sum, and the pooled figures are in the round's description."""
     r = o.result
+    clear = r is not None and not r.metrics.get("masked")
     return {
         "hospital": o.hospital,
         "status": o.status,
         "reason": o.reason,
-        "samples": r.num_examples if r else None,
-        "train_loss": None if r is None or math.isnan(r.train_loss) else round(r.train_loss, 4),
-        "val_samples": int(r.metrics.get("val_samples", 0)) if r else None,
-        "val_mcc_incoming": round(mcc_from_confusion(np.asarray(r.val_confusion)), 4) if r else None,
+        "samples": r.num_examples if r and clear else None,
+        "train_loss": None if not clear or r is None or math.isnan(r.train_loss) else round(r.train_loss, 4),
+        "val_samples": int(r.metrics.get("val_samples", 0)) if r and clear else None,
+        "val_mcc_incoming": round(mcc_from_confusion(np.asarray(r.val_confusion)), 4)
+        if r and clear and np.asarray(r.val_confusion).size else None,
         "local_s": round(r.local_s, 3) if r else None,
         "seconds": round(o.seconds, 3),
         "update_sha256": r.update.sha256[:12] if r and r.update else "",
@@ -36,29 +41,30 @@ def _row(o: Outcome) -> dict[str, Any]:
 
 
 def round_metrics(
-    results: Sequence[HospitalResult], validation: dict[str, float], evaluation: Evaluation,
-    timing: dict[str, float],
+    results: Sequence[HospitalResult], pooled: Pooled, evaluation: Evaluation, timing: dict[str, float],
+    per_hospital: bool = True,
 ) -> dict[str, float]:
     per_round: dict[str, float] = {f"test_{k}": v for k, v in evaluation.metrics.items()}
-    total = sum(r.num_examples for r in results)
-    losses = [r.train_loss * r.num_examples for r in results if not math.isnan(r.train_loss)]
-    if losses:
-        per_round["train_loss"] = sum(losses) / total
-    for r in results:
+    if not math.isnan(pooled.train_loss):
+        per_round["train_loss"] = pooled.train_loss
+    per_round["train_samples"] = float(pooled.num_examples)
+    if not per_hospital:  # secure aggregation: only sums exist
+        per_round["clipped_coordinates"] = float(pooled.clipped)
+    for r in results if per_hospital else []:
         per_round[f"{r.hospital}.train_loss"] = r.train_loss
         per_round[f"{r.hospital}.local_s"] = r.local_s
     per_round.update({f"time.{k}": v for k, v in timing.items()})
     return per_round
 
 
-def round_markdown(federation_id: str, server_round: int, outcomes: Sequence[Outcome],
+def round_markdown(federation_id: str, server_round: int, outcomes: Sequence[Outcome], pooled: Pooled,
                    validation: dict[str, float], evaluation: Evaluation, timing: dict[str, float],
                    secure: str = "") -> str:
     """A short human summary of one round for the Prefect UI."""
     m, results = evaluation.metrics, accepted_results(outcomes)
     lines = [
         f"# {federation_id}: round {server_round}",
-        f"{len(results)} hospitals, {sum(r.num_examples for r in results)} training samples; "
+        f"{len(results)} hospitals, {pooled.num_examples} training samples; "
         f"round {timing['round_s']:.2f} s (slowest hospital {timing['local_s_max']:.2f} s).",
         *([f"**{secure}.**"] if secure else []),
         "",

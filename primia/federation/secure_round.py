@@ -1,23 +1,32 @@
 """Secure aggregation inside a federated round: the plan the coordinator sends, the hospital's part
-around its training, and the coordinator's part that yields only the weighted mean of the updates."""
+around its training, and the coordinator's part that yields only sums over the hospitals."""
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from primia.config import LocalSpec
-from primia.data.statistics import STATS_KEY, mean_std, pooled_moments, stats_start
-from primia.errors import RoundFailedError
-from primia.federation.policy import ACCEPTED, Outcome, accepted_results
-from primia.federation.secure_update import decode_mean, statistics_config, vector_length
+from primia.config import LocalSpec, SecureAggregationConfig
+from primia.data.statistics import stats_start
+from primia.errors import PrimiaError, RoundFailedError
+from primia.federation.secure_update import Layout, Sums, decode, statistics_config
 from primia.messages import CheckpointRef
-from primia.secure.protocol import Client, Params, ProtocolViolation, Signer
-from primia.secure.transport import Channel, Deadlines, Gone, HospitalSide, ServerLog, serve
+from primia.secure.protocol import Client, Floors, Ledger, Params, ProtocolViolation, SecAggAbort, Signer
+from primia.secure.transport import (
+    Admit,
+    Channel,
+    Coordinator,
+    CoordinatorCheck,
+    Deadlines,
+    Gone,
+    HospitalSide,
+    Mailbox,
+    ServerLog,
+)
 from primia.signing import Verifier
 from primia.store.checkpoints import CheckpointStore
 from primia.store.weights import encode as encode_weights
@@ -25,31 +34,49 @@ from primia.store.weights import encode as encode_weights
 MEAN_NAME = "secagg/mean.safetensors"
 
 
-def plan(cfg: LocalSpec, server_round: int, hospitals: list[str], start_weights: Mapping[str, Any],
-         round_timeout_s: float) -> dict[str, Any]:
+def config_for(cfg: LocalSpec, stats: bool) -> SecureAggregationConfig:
+    return statistics_config(cfg.secure_aggregation) if stats else cfg.secure_aggregation
+
+
+def layout_for(cfg: LocalSpec, start: Mapping[str, Any] | None, train: bool, stats: bool) -> Layout:
+    """Statistics: two moments, no validation; training: update + tails; validation only: the tail."""
+    if stats:
+        return Layout.of(stats_start(), 0)
+    return Layout.of(dict(start) if train and start is not None else None, cfg.model.num_classes)
+
+
+def plan(cfg: LocalSpec, server_round: int, hospitals: list[str], layout: Layout, model: str, stats: bool,
+         round_timeout_s: float, session: str | None = None) -> dict[str, Any]:
     """Public parameters of this round's aggregation (a fresh session per attempt) for every party."""
-    sa = statistics_config(cfg.secure_aggregation) if STATS_KEY in start_weights else cfg.secure_aggregation
+    sa = config_for(cfg, stats)
     if len(hospitals) < 2:
         raise RoundFailedError(f"round {server_round}: secure aggregation needs at least 2 hospitals, the round has "
                                f"{len(hospitals)} (raise policy.sample_fraction or register more hospitals)")
-    params = Params(cfg.federation_id, server_round, secrets.token_hex(8), tuple(sorted(hospitals)),
-                    vector_length(dict(start_weights)), sa.bits, sa.neighbours, sa.threshold_fraction)
+    params = Params(cfg.federation_id, server_round, session or secrets.token_hex(8), tuple(sorted(hospitals)),
+                    layout.length, sa.bits, sa.neighbours, sa.threshold_fraction, model)
     return {"params": params.to_dict(), "wait_s": round_timeout_s + 3 * sa.stage_timeout_s}
 
 
-def hospital_side(store: CheckpointStore, round_plan: dict[str, Any], me: str, signer: Signer,
-                  verify: Verifier) -> HospitalSide:
+def hospital_side(rosters: CheckpointStore, outbox: CheckpointStore, round_plan: dict[str, Any], me: str,
+                  signer: Signer, verify: Verifier, coordinator: CoordinatorCheck, floors: Floors, ledger: Ledger,
+                  model: str) -> HospitalSide:
+    """The hospital's protocol run for a plan, after its own floors (checked in Client) and a check that
+    the plan names the global model it was sent (the ledger's one-sum-per-model rule rests on it)."""
     try:
         params, wait_s = Params.from_dict(round_plan["params"]), float(round_plan["wait_s"])
     except (TypeError, KeyError, ValueError) as exc:
         raise ProtocolViolation(f"secure-aggregation plan needs 'params' and a numeric 'wait_s': {exc}") from None
-    return HospitalSide(Channel(store, params), Client(params, me, signer, verify), wait_s)
+    if params.model != model:
+        raise ProtocolViolation(f"{me}: the plan is for model {params.model[:12] or '(none)'}, the dispatch names "
+                                f"{model[:12] or '(none)'}: refused")
+    return HospitalSide(Channel(rosters, lambda _: outbox, params), Client(params, me, signer, verify, floors, ledger),
+                        wait_s, coordinator)
 
 
 @dataclass(frozen=True)
 class SecureOutcome:
-    mean: CheckpointRef  # start + weighted mean delta, stored (encrypted) for the strategy to use
-    num_examples: int
+    sums: Sums
+    mean: CheckpointRef | None  # start + weighted mean delta, stored (encrypted) for the strategy to use
     included: tuple[str, ...]
     recovered: tuple[str, ...]
     excluded: tuple[str, ...]
@@ -57,61 +84,39 @@ class SecureOutcome:
     summary: str = ""
 
 
-def start_of(store: CheckpointStore, global_ref: CheckpointRef | None) -> dict[str, np.ndarray]:
-    """What the round's updates are deltas from: the global model, or zeros for the statistics pass."""
-    return stats_start() if global_ref is None else store.get_weights(global_ref)
+@dataclass(frozen=True)
+class SecureRound:
+    """The coordinator's inputs for one run of the protocol."""
+
+    store: CheckpointStore  # the coordinator's own: rosters and the unmasked mean
+    mailbox: Mailbox  # where each hospital's messages are
+    verify: Verifier  # hospitals' keys from the signed roster
+    signer: Signer  # the coordinator's key
+    quorum: int = 0
 
 
-def coordinate(store: CheckpointStore, cfg: LocalSpec, round_plan: dict[str, Any], start_ref: CheckpointRef | None,
-               verify: Verifier, started: float, round_timeout_s: float, gone: Gone, quorum: int = 0) -> SecureOutcome:
-    """Run the coordinator's stages; raises SecAggAbort (after telling the hospitals) below threshold."""
-    params = Params.from_dict(round_plan["params"])
-    sa = cfg.secure_aggregation if start_ref is not None else statistics_config(cfg.secure_aggregation)
+def coordinate(sr: SecureRound, cfg: LocalSpec, round_plan: dict[str, Any], layout: Layout,
+               start: Mapping[str, np.ndarray] | None, stats: bool, deadlines: Deadlines, gone: Gone,
+               admit: Admit | None = None) -> SecureOutcome:
+    """Run the coordinator's stages and decode the sums; raises SecAggAbort (after telling the
+    hospitals) when the protocol cannot finish or the sum fails its bounds."""
+    params, sa = Params.from_dict(round_plan["params"]), config_for(cfg, stats)
     log = ServerLog()
-    unmasked = serve(Channel(store, params), verify, Deadlines(sa.stage_timeout_s, started + round_timeout_s),
-                     gone, log, quorum)
-    mean, n_total = decode_mean(sa, unmasked.total, start_of(store, start_ref))
-    ref = store.put_object(params.round, MEAN_NAME, encode_weights(mean))
-    graph = "SecAgg" if params.k == len(params.parties) - 1 else f"SecAgg+ (k={params.k})"
-    summary = (f"secure aggregation ON: {graph}, threshold {params.threshold} of {params.k + 1}, ring Z_2^{sa.bits}, "
-               f"{sa.frac_bits} fractional bits, clip {sa.clip:g}; in the sum: {', '.join(unmasked.included)}"
+    channel = Channel(sr.store, sr.mailbox, params)
+    coordinator = Coordinator(channel, sr.verify, sr.signer, deadlines, gone, log, sr.quorum, admit)
+    unmasked = coordinator.serve()
+    try:
+        sums = decode(sa, layout, unmasked.total, dict(start) if start is not None else None, len(unmasked.included),
+                      unmasked.weight_bound)
+    except PrimiaError as exc:
+        channel.abort(str(exc), sr.signer)
+        raise SecAggAbort(f"round {params.round}: {exc}") from None
+    ref = sr.store.put_object(params.round, MEAN_NAME, encode_weights(sums.mean)) if sums.mean is not None else None
+    graph = "SecAgg" if unmasked.k >= unmasked.members - 1 else f"SecAgg+ (k={unmasked.k})"
+    summary = (f"secure aggregation ON: {graph}, threshold {unmasked.threshold} of {unmasked.k + 1}, ring "
+               f"Z_2^{sa.bits}, {sa.frac_bits} fractional bits, clip {sa.clip:g}; in the sum: "
+               f"{', '.join(unmasked.included)}"
                + (f"; recovered after dropping: {', '.join(unmasked.recovered)}" if unmasked.recovered else "")
                + (f"; masks removed for: {', '.join(unmasked.excluded)}" if unmasked.excluded else ""))
-    return SecureOutcome(ref, n_total, unmasked.included, unmasked.recovered, unmasked.excluded,
-                         dict(log.reasons), summary)
-
-@dataclass(frozen=True)
-class RoundAnswers:
-    """What one attempt of a round produced: an outcome per asked hospital and, under secure
-    aggregation, the unmasked mean (or why the protocol aborted)."""
-
-    outcomes: list[Outcome]
-    secure: SecureOutcome | None = None
-    aborted: str = ""
-
-
-def input_normalization(store: CheckpointStore, answers: RoundAnswers) -> tuple[float, float]:
-    """(mean, std) from the statistics pass: the unmasked mean under secure aggregation, else the
-    weighted mean of the moments the hospitals reported in the clear."""
-    if answers.secure is not None:
-        moments = store.get_weights(answers.secure.mean)[STATS_KEY]
-    else:
-        results = accepted_results(answers.outcomes)
-        moments = pooled_moments([np.array([r.metrics["input_mean_moment"], r.metrics["input_square_moment"]])
-                                  for r in results], [r.num_examples for r in results])
-    return mean_std(moments)
-
-
-def annotate(outcomes: list[Outcome], secure: SecureOutcome | None) -> list[Outcome]:
-    """Add what the protocol knows to the outcomes of hospitals that did not answer cleanly."""
-    if secure is None:
-        return outcomes
-    out = []
-    for o in outcomes:
-        extra = ""
-        if o.hospital in secure.recovered:
-            extra = "its masked update is in the sum: self-mask rebuilt from its neighbours' shares"
-        elif o.status != ACCEPTED and o.hospital in secure.reasons:
-            extra = secure.reasons[o.hospital]
-        out.append(replace(o, reason=f"{o.reason}; {extra}") if extra else o)
-    return out
+    return SecureOutcome(sums, ref, unmasked.included, unmasked.recovered, unmasked.excluded, dict(log.reasons),
+                         summary)

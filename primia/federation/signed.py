@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -21,8 +22,11 @@ from primia.signing import canonical_json, ed25519_valid
 
 
 class RegistryEntry(Protocol):
-    status: str
-    signing_public_key: str
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def signing_public_key(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,7 @@ def signed_from_dict(data: dict[str, Any]) -> SignedResult:
 
 
 def verify_result(
-    signed: SignedResult, registry: dict[str, RegistryEntry], federation: str, expected_round: int, seen: set[str],
+    signed: SignedResult, registry: Mapping[str, RegistryEntry], federation: str, expected_round: int, seen: set[str],
     expected_hospital: str | None = None, expected_nonce: str | None = None,
 ) -> Verdict:
     """Accept or reject one signed result; accepted digests are added to `seen`.

@@ -16,7 +16,18 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from primia.secure.protocol import Client, Params, Signer, Unmasked, accept, require, sign, unmask_sum
+from primia.secure.protocol import (
+    Client,
+    Floors,
+    Params,
+    Signer,
+    Unmasked,
+    accept,
+    consistent_shares,
+    require,
+    sign,
+    unmask_sum,
+)
 from primia.signing import Verifier, verifier_for
 
 
@@ -26,6 +37,14 @@ def identities(parties: list[str] | tuple[str, ...]) -> tuple[dict[str, Signer],
     publics = {p: base64.b64encode(k.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
                for p, k in keys.items()}
     return {p: k.sign for p, k in keys.items()}, verifier_for(publics)
+
+
+def coordinator_identity() -> tuple[Signer, Callable[[bytes, bytes], bool]]:
+    """A fresh coordinator key: its signer and the check hospitals make against its public half."""
+    key = Ed25519PrivateKey.generate()
+    public = base64.b64encode(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+    check = verifier_for({"coordinator": public})
+    return key.sign, lambda message, signature: check("coordinator", message, signature)
 
 
 @dataclass
@@ -49,10 +68,12 @@ class Run:
 def run(params: Params, vectors: dict[str, np.ndarray], faults: Faults | None = None,
         keys: tuple[dict[str, Signer], Verifier] | None = None,
         on_masked: Callable[[str, np.ndarray], None] | None = None,
-        on_reveal: Callable[[str, dict[str, Any]], None] | None = None) -> Run:
+        on_reveal: Callable[[str, dict[str, Any]], None] | None = None,
+        floors: Floors | None = None) -> Run:
     faults = faults or Faults()
     signers, verify = keys or identities(params.parties)
-    clients = {p: Client(params, p, signers[p], verify) for p in params.parties}
+    floors = floors or Floors(min_parties=2)
+    clients = {p: Client(params, p, signers[p], verify, floors) for p in params.parties}
     spent: dict[str, dict[str, float]] = {p: {} for p in params.parties}
 
     def timed(p: str, fn: Callable[..., Any], *args: Any) -> Any:
@@ -63,30 +84,36 @@ def run(params: Params, vectors: dict[str, np.ndarray], faults: Faults | None = 
 
     adverts = {p: timed(p, c.advertise) for p, c in clients.items()}
     u1, _ = accept(params, "advertise", adverts, verify, frozenset(params.parties))
-    require(params, "advertise", set(u1))
+    require(params, "advertise", set(u1), 2)
+    g = params.graph({h: m["payload"] for h, m in u1.items()})
     alive = [p for p in u1 if p not in faults.before_share]
     shares = {p: timed(p, clients[p].share, u1) for p in alive}
     for sender, recipient in faults.tamper:  # a faulty sender: its signature is valid, the box is not
-        boxes = shares[sender]["payload"]["boxes"]
+        body = dict(shares[sender]["payload"])
+        boxes = dict(body["boxes"])
         ct = boxes[recipient]["ct"]
         boxes[recipient] = {**boxes[recipient], "ct": ct[:-8] + ("AAAAAAAA" if ct[-8:] != "AAAAAAAA" else "BBBBBBBB")}
-        shares[sender] = sign(params, "share", sender, {"boxes": boxes}, signers[sender])
+        shares[sender] = sign(params, "share", sender, {"boxes": boxes, "commit": body["commit"], "u1": body["u1"]},
+                              signers[sender])
     u2, _ = accept(params, "share", shares, verify, frozenset(u1))
-    require(params, "share", set(u2))
+    u2, _ = consistent_shares(g, u2)
+    require(params, "share", set(u2), g.threshold)
     masked: dict[str, np.ndarray] = {}
+    masks: dict[str, dict[str, Any]] = {}
     for p in [p for p in u2 if p not in faults.before_mask]:
         masked[p] = timed(p, clients[p].mask, u2, vectors[p].copy())  # masked in place: keep the caller's
+        masks[p] = clients[p].mask_message(f"in-memory-{p}", 1)
         if on_masked:
             on_masked(p, masked[p])
-    require(params, "mask", set(masked))
-    confirms = {p: timed(p, clients[p].confirm, sorted(masked)) for p in masked if p not in faults.before_unmask}
+    require(params, "mask", set(masked), g.threshold)
+    confirms = {p: timed(p, clients[p].confirm, masks) for p in masked if p not in faults.before_unmask}
     confirms, _ = accept(params, "confirm", confirms, verify, frozenset(masked))
-    require(params, "confirm", set(confirms))
+    require(params, "confirm", set(confirms), floors.confirm_quorum(len(params.parties)))
     reveals = {p: timed(p, clients[p].unmask, confirms) for p in confirms}
     for p, message in reveals.items():
         if on_reveal:
             on_reveal(p, message)
     reveals, _ = accept(params, "unmask", reveals, verify, frozenset(masked))
     start = time.perf_counter()
-    result = unmask_sum(params, u1, frozenset(u2), masked, reveals)
+    result = unmask_sum(params, u1, u2, masked, reveals, masks)
     return Run(result, spent, time.perf_counter() - start, masked)

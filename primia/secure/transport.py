@@ -1,9 +1,11 @@
 """The protocol's messages through the object store, and the two drivers that exchange them.
 
-Everything lives under `<round>/secagg/<session>/` in the federation's encrypted store: hospitals
-post signed stage messages and their masked vectors; the coordinator posts a roster after each stage
-(or `abort`). Each side polls with a deadline, so nobody waits forever. The same drivers run in
-embedded mode (hospitals as threads) and distributed mode (hospitals on their own agents).
+Every party writes only its own objects: a hospital posts its signed stage messages and its masked
+vector in its own mailbox (its own bucket in distributed mode), under `<round>/secagg/<session>/`;
+the coordinator posts a roster after each stage (or `abort`) in its own store, signed with its key,
+and hospitals check that signature against the federation's signed roster. Each side polls with a
+deadline, so nobody waits forever. The same drivers run in embedded mode (hospitals as threads) and
+distributed mode (hospitals on their own agents).
 """
 
 from __future__ import annotations
@@ -18,74 +20,115 @@ import numpy as np
 from primia.errors import PrimiaError
 from primia.messages import CheckpointRef
 from primia.secure import protocol as p
+from primia.secure.agreement import b64, unb64
+from primia.signing import canonical_json
 from primia.store.checkpoints import CheckpointStore
 
-Gone = Callable[[], set[str]]  # hospitals known to have stopped (their run ended): no use waiting
+Gone = Callable[[], set[str]]  # hospitals known to have stopped (run ended, or silent too long): no use waiting
+Mailbox = Callable[[str], CheckpointStore]  # hospital -> the store it writes its messages to
+CoordinatorCheck = Callable[[bytes, bytes], bool]  # (message, signature) -> signed by the roster's coordinator
 
 
 class Channel:
-    def __init__(self, store: CheckpointStore, params: p.Params, poll_s: float = 0.1) -> None:
-        self.store, self.params, self.poll_s = store, params, poll_s
+    def __init__(self, rosters: CheckpointStore, mailbox: Mailbox, params: p.Params, poll_s: float = 0.1) -> None:
+        self.rosters, self.mailbox, self.params, self.poll_s = rosters, mailbox, params, poll_s
         self.round, self.base = params.round, f"secagg/{params.session}"
 
+    # ------------------------------------------------------------- hospitals' messages
     def post(self, stage: str, hospital: str, message: dict[str, Any]) -> None:
-        self.store.put_json(self.round, f"{self.base}/{stage}/{hospital}.json", message)
+        self.mailbox(hospital).put_json(self.round, f"{self.base}/{stage}/{hospital}.json", message)
 
     def post_vector(self, hospital: str, vector: np.ndarray) -> str:
         """Store a masked vector; its sha256 (of the sealed object) goes into the signed mask message."""
-        return self.store.put_object(self.round, self._vector(hospital), vector.tobytes()).sha256
+        return self.mailbox(hospital).put_object(self.round, self._vector(hospital), vector.tobytes()).sha256
 
     def read_vector(self, hospital: str, sha256: str) -> np.ndarray:
         """The masked vector, checked against the digest its sender signed."""
-        ref = CheckpointRef(self.store.store.bucket, self.store.key_for(self.round, self._vector(hospital)), sha256,
-                            self.round)
+        box = self.mailbox(hospital)
+        ref = CheckpointRef(box.store.bucket, box.key_for(self.round, self._vector(hospital)), sha256, self.round)
         try:
-            return p.decode_vector(self.store.get_object(ref), self.params)
+            return p.decode_vector(box.get_object(ref), self.params)
         except PrimiaError as exc:
             raise p.ProtocolViolation(f"{hospital}: masked vector missing or not the one it signed ({exc})") from None
 
     def _vector(self, hospital: str) -> str:
         return f"{self.base}/vectors/{hospital}.bin"
 
-    def posted(self, stage: str) -> set[str]:
-        return {name.removesuffix(".json") for name in self.store.names(self.round, f"{self.base}/{stage}/")}
+    def posted(self, stage: str, hospitals: set[str]) -> set[str]:
+        """Which of `hospitals` posted `stage`: one listing per distinct mailbox."""
+        by_box: dict[int, tuple[CheckpointStore, set[str]]] = {}
+        for h in hospitals:
+            box = self.mailbox(h)
+            by_box.setdefault(id(box), (box, set()))[1].add(h)
+        found: set[str] = set()
+        for box, names in by_box.values():
+            found |= {n.removesuffix(".json") for n in box.names(self.round, f"{self.base}/{stage}/")} & names
+        return found
 
     def read(self, stage: str, hospital: str) -> dict[str, Any] | None:
-        return self.store.find_json(self.round, f"{self.base}/{stage}/{hospital}.json")
-
-    def publish(self, stage: str, roster: dict[str, Any]) -> None:
-        self.store.put_json(self.round, f"{self.base}/rosters/{stage}.json", roster)
-
-    def abort(self, reason: str) -> None:
-        self.store.put_json(self.round, f"{self.base}/rosters/abort.json", {"reason": reason})
-
-    def await_roster(self, stage: str, deadline: float) -> dict[str, Any]:
-        """The coordinator's roster after `stage`; raises on its abort or when the deadline passes.
-        One listing request per poll (rosters and the abort notice share a folder): a cheap wait."""
-        while True:
-            present = self.store.names(self.round, f"{self.base}/rosters/")
-            if "abort.json" in present:
-                aborted = self.store.find_json(self.round, f"{self.base}/rosters/abort.json")
-                raise p.SecAggAbort(str((aborted or {}).get("reason", "aborted by the coordinator")))
-            if f"{stage}.json" in present:
-                roster = self.store.find_json(self.round, f"{self.base}/rosters/{stage}.json")
-                if roster is not None:
-                    return roster
-            if time.monotonic() > deadline:
-                raise p.SecAggAbort(f"no roster after stage {stage} from the coordinator in time")
-            time.sleep(self.poll_s)
+        return self.mailbox(hospital).find_json(self.round, f"{self.base}/{stage}/{hospital}.json")
 
     def collect(self, stage: str, expected: set[str], deadline: float, gone: Gone) -> dict[str, dict[str, Any]]:
         """Stage messages from `expected` until all are in, the rest have stopped, or the deadline."""
         got: dict[str, dict[str, Any]] = {}
         while True:
-            for hospital in sorted((self.posted(stage) & expected) - set(got)):
+            for hospital in sorted(self.posted(stage, expected - set(got))):
                 message = self.read(stage, hospital)
                 if message is not None:
                     got[hospital] = message
             missing = expected - set(got)
             if not missing or not (missing - gone()) or time.monotonic() > deadline:
                 return got
+            time.sleep(self.poll_s)
+
+    # ------------------------------------------------------------- the coordinator's rosters
+    def _roster_payload(self, stage: str, body: dict[str, Any]) -> dict[str, Any]:
+        return {"roster": stage, "federation": self.params.federation, "round": self.round,
+                "session": self.params.session, **body}
+
+    def publish(self, stage: str, body: dict[str, Any], signer: p.Signer) -> None:
+        payload = self._roster_payload(stage, body)
+        self.rosters.put_json(self.round, f"{self.base}/rosters/{stage}.json",
+                              {"payload": payload, "signature": b64(signer(canonical_json(payload)))})
+
+    def abort(self, reason: str, signer: p.Signer) -> None:
+        self.publish("abort", {"reason": reason}, signer)
+
+    def _opened(self, stage: str, check: CoordinatorCheck) -> dict[str, Any] | None:
+        """A roster the coordinator signed for this round and session (None if absent); anything else is
+        refused."""
+        doc = self.rosters.find_json(self.round, f"{self.base}/rosters/{stage}.json")
+        if doc is None:
+            return None
+        try:
+            payload, signature = doc["payload"], unb64(doc["signature"])
+            valid = check(canonical_json(payload), signature)
+            got = (payload.get("roster"), payload.get("federation"), payload.get("round"), payload.get("session"))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            valid, got = False, None
+        if not valid or got != (stage, self.params.federation, self.round, self.params.session):
+            raise p.ProtocolViolation(f"roster {stage} of round {self.round} is not signed by the federation's "
+                                      f"coordinator key for this round and session: refused")
+        return dict(payload)
+
+    def await_roster(self, stage: str, deadline: float, check: CoordinatorCheck) -> dict[str, Any]:
+        """The coordinator's signed roster after `stage`; raises on its signed abort or at the deadline.
+        One listing request per poll (rosters and the abort notice share a folder): a cheap wait."""
+        while True:
+            present = self.rosters.names(self.round, f"{self.base}/rosters/")
+            if "abort.json" in present:
+                try:
+                    aborted = self._opened("abort", check)
+                except p.ProtocolViolation:  # not the coordinator's: an abort nobody may send is ignored
+                    aborted = None
+                if aborted is not None:
+                    raise p.SecAggAbort(str(aborted.get("reason", "aborted by the coordinator")))
+            if f"{stage}.json" in present:
+                roster = self._opened(stage, check)
+                if roster is not None:
+                    return roster
+            if time.monotonic() > deadline:
+                raise p.SecAggAbort(f"no roster after stage {stage} from the coordinator in time")
             time.sleep(self.poll_s)
 
 
@@ -98,28 +141,29 @@ class HospitalSide:
     channel: Channel
     client: p.Client
     wait_s: float
+    coordinator: CoordinatorCheck
     shares: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def prepare(self) -> None:
         c, me = self.channel, self.client.me
         c.post("advertise", me, self.client.advertise())
-        adverts = c.await_roster("advertise", self._deadline())
+        adverts = self._roster("advertise")
         c.post("share", me, self.client.share(adverts["adverts"]))
-        self.shares = c.await_roster("share", self._deadline())["shares"]
+        self.shares = self._roster("share")["shares"]
 
-    def submit(self, vector: np.ndarray) -> None:
+    def submit(self, vector: np.ndarray, weight_bound: int, extra: dict[str, Any] | None = None) -> None:
         """Mask `vector` (in place), send it, confirm the survivors, then help unmask the others."""
         c, me = self.channel, self.client.me
         masked = self.client.mask(self.shares, vector)
         digest = c.post_vector(me, masked)  # the vector first: a mask message always has its vector
-        c.post("mask", me, self.client.mask_message(digest))
-        survivors = c.await_roster("mask", self._deadline())["masked"]
-        c.post("confirm", me, self.client.confirm(survivors))
-        confirmations = c.await_roster("confirm", self._deadline())["confirmations"]
+        c.post("mask", me, self.client.mask_message(digest, weight_bound, extra))
+        survivors = self._roster("mask")["masked"]
+        c.post("confirm", me, self.client.confirm(survivors))  # the signed mask messages of U3
+        confirmations = self._roster("confirm")["confirmations"]
         c.post("unmask", me, self.client.unmask(confirmations))
 
-    def _deadline(self) -> float:
-        return time.monotonic() + self.wait_s
+    def _roster(self, stage: str) -> dict[str, Any]:
+        return self.channel.await_roster(stage, time.monotonic() + self.wait_s, self.coordinator)
 
 
 # ------------------------------------------------------------------ coordinator
@@ -141,65 +185,88 @@ class ServerLog:
 
     reasons: dict[str, str] = field(default_factory=dict)
 
-    def missing(self, expected: set[str], got: set[str] | dict[str, Any], stage: str) -> None:
+    def missing(self, expected: set[str], got: set[str] | dict[str, Any], stage: str, gone: set[str]) -> None:
         for h in sorted(expected - set(got)):
-            self.reasons.setdefault(h, f"secure aggregation: no {stage} message in time")
+            why = "stopped (its run ended or it fell silent)" if h in gone else "no message in time"
+            self.reasons.setdefault(h, f"secure aggregation: {why} at stage {stage}")
 
     def rejected(self, reasons: dict[str, str]) -> None:
         for h, why in reasons.items():
             self.reasons.setdefault(h, f"secure aggregation: {why}")
 
 
-def serve(channel: Channel, verify: p.Verifier, deadlines: Deadlines, gone: Gone,
-          log: ServerLog | None = None, quorum: int = 0) -> p.Unmasked:
-    """Drive the four stages for the coordinator; publishes `abort` (and raises SecAggAbort) when the
-    survivors fall below the threshold - or below the round's quorum, which can then no longer be
-    met - so hospitals stop waiting and nothing partial is used."""
-    log = log or ServerLog()
-    try:
-        return _serve(channel, verify, deadlines, gone, log, quorum)
-    except p.SecAggAbort as exc:
-        channel.abort(str(exc))
-        raise
-    except Exception as exc:  # the coordinator failed: hospitals must not wait for a roster that never comes
-        channel.abort(f"the coordinator stopped: {type(exc).__name__}")
-        raise
+Admit = Callable[[dict[str, dict[str, Any]]], dict[str, str]]  # signed mask messages -> reasons to refuse some
 
 
-def _serve(c: Channel, verify: p.Verifier, deadlines: Deadlines, gone: Gone, log: ServerLog,
-           quorum: int) -> p.Unmasked:
-    params, everyone = c.params, set(c.params.parties)
+@dataclass
+class Coordinator:
+    """The coordinator's side: drives the stages, signs its rosters, never holds an update."""
 
-    def stage(name: str, expected: set[str], deadline: float) -> dict[str, dict[str, Any]]:
-        raw = c.collect(name, expected, deadline, gone)
-        log.missing(expected, raw, name)
-        good, bad = p.accept(params, name, raw, verify, frozenset(expected))
-        log.rejected(bad)
-        p.require(params, name, set(good))
-        if name in ("advertise", "share", "mask") and len(good) < quorum:  # later dropouts still count
-            why = "; ".join(f"{h}: {r}" for h, r in sorted(log.reasons.items()))
-            raise p.SecAggAbort(f"round {params.round}: {len(good)} of {len(everyone)} hospitals remain in secure "
-                                f"aggregation after stage {name}, quorum is {quorum} (policy.min_hospitals) [{why}]")
+    channel: Channel
+    verify: p.Verifier
+    signer: p.Signer
+    deadlines: Deadlines
+    gone: Gone
+    log: ServerLog = field(default_factory=ServerLog)
+    quorum: int = 0
+    admit: Admit | None = None  # which senders of masked vectors may be in the sum (the round's accept check)
+
+    def serve(self) -> p.Unmasked:
+        """Publishes a signed `abort` (and raises SecAggAbort) when the survivors fall below what the
+        protocol needs - or below the round's quorum, which can then no longer be met - so hospitals
+        stop waiting and nothing partial is used."""
+        try:
+            return self._serve()
+        except p.SecAggAbort as exc:
+            self.channel.abort(str(exc), self.signer)
+            raise
+        except Exception as exc:  # the coordinator failed: hospitals must not wait for a roster that never comes
+            self.channel.abort(f"the coordinator stopped: {type(exc).__name__}", self.signer)
+            raise
+
+    def _stage(self, name: str, expected: set[str], deadline: float, need: int) -> dict[str, dict[str, Any]]:
+        c, params = self.channel, self.channel.params
+        raw = c.collect(name, expected, deadline, self.gone)
+        self.log.missing(expected, raw, name, self.gone())
+        good, bad = p.accept(params, name, raw, self.verify, frozenset(expected))
+        self.log.rejected(bad)
+        p.require(params, name, set(good), need)
+        if name in ("advertise", "share", "mask") and len(good) < self.quorum:  # later dropouts still count
+            why = "; ".join(f"{h}: {r}" for h, r in sorted(self.log.reasons.items()))
+            raise p.SecAggAbort(f"round {params.round}: {len(good)} of {len(params.parties)} hospitals remain in "
+                                f"secure aggregation after stage {name}, quorum is {self.quorum} "
+                                f"(policy.min_hospitals) [{why}]")
         return good
 
-    adverts = stage("advertise", everyone, deadlines.stage())
-    c.publish("advertise", {"adverts": adverts})
-    shares = stage("share", set(adverts), deadlines.stage())
-    c.publish("share", {"shares": shares})
-    masks = stage("mask", set(shares), deadlines.mask_at)
-    vectors = {}
-    for h, message in masks.items():
-        try:
-            vectors[h] = c.read_vector(h, str(message["payload"]["sha256"]))
-        except p.ProtocolViolation as exc:
-            vectors.pop(h, None)
-            log.rejected({h: str(exc)})
-    p.require(params, "mask", set(vectors))
-    c.publish("mask", {"masked": sorted(vectors)})
-    confirms = stage("confirm", set(vectors), time.monotonic() + deadlines.stage_s)
-    c.publish("confirm", {"confirmations": confirms})
-    reveals = stage("unmask", set(confirms), time.monotonic() + deadlines.stage_s)
-    for h, r in reveals.items():
-        for sender, why in r["payload"].get("bad", {}).items():
-            log.reasons.setdefault(sender, f"secure aggregation: {h} reports {why}")
-    return p.unmask_sum(params, adverts, frozenset(shares), vectors, reveals)
+    def _serve(self) -> p.Unmasked:
+        c, params, d = self.channel, self.channel.params, self.deadlines
+        everyone, majority = set(params.parties), p.Floors().confirm_quorum(len(params.parties))
+        adverts = self._stage("advertise", everyone, d.stage(), 2)
+        g = params.graph({h: m["payload"] for h, m in adverts.items()})
+        c.publish("advertise", {"adverts": adverts}, self.signer)
+        shares = self._stage("share", set(adverts), d.stage(), g.threshold)
+        shares, other_view = p.consistent_shares(g, shares)
+        self.log.rejected(other_view)
+        c.publish("share", {"shares": shares}, self.signer)
+        masks = self._stage("mask", set(shares), d.mask_at, g.threshold)
+        if self.admit is not None:  # a hospital whose answer is rejected is left out of the sum
+            refused = self.admit(masks)
+            self.log.rejected(refused)
+            masks = {h: m for h, m in masks.items() if h not in refused}
+        vectors = {}
+        for h, message in masks.items():
+            try:
+                vectors[h] = c.read_vector(h, str(message["payload"]["sha256"]))
+            except p.ProtocolViolation as exc:
+                self.log.rejected({h: str(exc)})
+        p.require(params, "mask", set(vectors), max(g.threshold, majority))
+        c.publish("mask", {"masked": {h: masks[h] for h in sorted(vectors)}}, self.signer)
+        confirms = self._stage("confirm", set(vectors), time.monotonic() + d.stage_s, majority)
+        c.publish("confirm", {"confirmations": confirms}, self.signer)
+        reveals = self._stage("unmask", set(confirms), time.monotonic() + d.stage_s, g.threshold)
+        for h, r in reveals.items():
+            for sender, why in r["payload"].get("bad", {}).items():
+                self.log.reasons.setdefault(sender, f"secure aggregation: {h} reports {why}")
+        out = p.unmask_sum(params, adverts, shares, vectors, reveals, {h: masks[h] for h in vectors})
+        self.log.rejected(out.bad_shares)
+        return out

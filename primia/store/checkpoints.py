@@ -15,7 +15,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from primia.errors import StoreError
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from primia.errors import IntegrityError, StoreError
 from primia.messages import CheckpointRef
 from primia.store import envelope, manifest
 from primia.store import weights as wcodec
@@ -66,11 +68,20 @@ class CommittedRound:
 
 
 class CheckpointStore:
-    def __init__(self, store: ObjectStore, federation_id: str, ring: KeyRing) -> None:
+    """`verify_key`: the coordinator's public key that manifests must verify under (a hospital takes it
+    from the signed roster and holds no signing key); default: the key ring's own signing key."""
+
+    def __init__(self, store: ObjectStore, federation_id: str, ring: KeyRing,
+                 verify_key: Ed25519PublicKey | None = None) -> None:
         self.store = store
         self.federation_id = federation_id
         self.ring = ring
+        self._verify_key = verify_key
         self._cache = _PlainCache()
+
+    @property
+    def verify_key(self) -> Ed25519PublicKey:
+        return self._verify_key or self.ring.public_key()
 
     # ----------------------------------------------------------------- names
     @property
@@ -165,8 +176,21 @@ class CheckpointStore:
     def load_round(self, server_round: int) -> CommittedRound:
         key = self.manifest_key(server_round)
         raw = self.store.get(key)
-        body = manifest.verify(raw, self.ring, f"s3://{self.store.bucket}/{key}", self.federation_id, server_round)
+        where = f"s3://{self.store.bucket}/{key}"
+        body = manifest.verify(raw, self.verify_key, where, self.federation_id, server_round)
         return CommittedRound(server_round, body)
+
+    def verify_committed(self, ref: CheckpointRef, name: str = "global.safetensors") -> None:
+        """Raise unless `ref` is object `name` of its round's committed, signed manifest: what a hospital
+        checks before it validates or trains on weights the coordinator points it to."""
+        try:
+            entry = self.load_round(ref.round).manifest["objects"].get(name)
+        except StoreError as exc:
+            raise IntegrityError(f"round {ref.round} of {self.federation_id} is not committed by a signed manifest "
+                                 f"({exc}): refusing weights that are not a committed global model") from None
+        if entry is None or (entry["bucket"], entry["key"], entry["sha256"]) != (ref.bucket, ref.key, ref.sha256):
+            raise IntegrityError(f"s3://{ref.bucket}/{ref.key} is not the committed {name} of round {ref.round}: "
+                                 f"refusing weights the coordinator did not sign")
 
     def latest(self) -> CommittedRound | None:
         rounds = self.committed_rounds()

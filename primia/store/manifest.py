@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from primia.errors import IntegrityError
 from primia.store.keys import KeyRing
@@ -32,15 +33,15 @@ def sign(body: dict[str, Any], ring: KeyRing) -> bytes:
     return json.dumps({"body": body, "signer": signer_id, "signature": signature}, sort_keys=True, indent=1).encode()
 
 
-def verify(raw: bytes, ring: KeyRing, where: str, federation: str, server_round: int) -> dict[str, Any]:
-    """The manifest's body if its signature checks and it names this federation and round."""
+def verify(raw: bytes, public: Ed25519PublicKey, where: str, federation: str, server_round: int) -> dict[str, Any]:
+    """The manifest's body if the coordinator's key signed it and it names this federation and round."""
     try:
         doc = json.loads(raw)
         body, signature = doc["body"], base64.b64decode(doc["signature"], validate=True)
     except (ValueError, KeyError, TypeError):
         raise IntegrityError(f"integrity check failed for {where}: manifest is not valid signed JSON") from None
     try:
-        ring.public_key().verify(signature, canonical(body))
+        public.verify(signature, canonical(body))
     except InvalidSignature:
         raise IntegrityError(f"integrity check failed for {where}: manifest signature does not verify") from None
     if body.get("federation") != federation or body.get("round") != server_round:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,11 @@ def test_mlflow_has_per_round_metrics_and_no_secrets(federated: dict[str, Any]) 
     assert run.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "test_mcc")] == [1, 2]
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_mcc")) == [0, 1]
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "h2.train_loss")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1, 2]
+    # under secure aggregation only sums exist: no hospital's own loss or sample count is logged
+    assert client.get_metric_history(run.info.run_id, "h2.train_loss") == []
+    samples = client.get_metric_history(run.info.run_id, "train_samples")
+    assert [m.step for m in samples] == [1, 2] and samples[0].value > 0
     assert run.data.params["model.name"] == "small_cnn" and run.data.params["hospitals"] == "h1,h2,h3"
     secrets = runtime.secrets()
     everything = str(run.data.params) + str(run.data.tags)
@@ -131,7 +136,8 @@ def test_prefect_run_and_round_table(federated: dict[str, Any]) -> None:
     fed_runs = [r for r in runs if r.name == "it-fed"]
     assert fed_runs and fed_runs[0].state_type.value == "COMPLETED"
     assert len(arts) == 2 and arts[0].type == "table"
-    assert "h1" in str(arts[0].data) and "val_mcc_incoming" in str(arts[0].data)
+    assert "h1" in str(arts[0].data) and "in the sum" in str(arts[0].data)
+    assert all(row["samples"] is None and row["val_mcc_incoming"] is None for row in json.loads(str(arts[0].data)))
     assert all("secure aggregation ON: SecAgg, threshold 2 of 3" in str(a.description) for a in arts)
     assert "in the sum: h1, h2, h3" in str(summaries[0].data)
     h1 = [t for t in task_runs if t.name == "h1-round-1" and t.flow_run_id == fed_runs[0].id]

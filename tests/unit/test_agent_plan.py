@@ -18,13 +18,14 @@ def _plan(fraction: float) -> dict:
 PLAN = _plan(0.5)
 
 
-def test_a_plaintext_update_or_statistics_request_is_refused_by_default() -> None:
+def test_a_plaintext_update_statistics_or_validation_request_is_refused_by_default() -> None:
     agent = AgentSettings(name="h1")
-    for train, stats in ((True, False), (False, True)):
-        with pytest.raises(ConfigError, match="requires secure aggregation .* refused"):
+    for train, stats, what in ((True, False, "an update"), (False, True, "image statistics"),
+                               (False, False, "a validation confusion matrix")):
+        with pytest.raises(ConfigError, match=f"requires secure aggregation .* asked for {what} in the clear"):
             check_plan(agent, train, stats, None)
-    check_plan(agent, False, False, None)  # validation only: nothing to protect is sent
     check_plan(agent, True, False, PLAN)
+    check_plan(agent, False, False, PLAN)
 
 
 def test_a_weak_threshold_is_refused_and_the_floor_can_be_lowered_only_to_plaintext_by_choice() -> None:

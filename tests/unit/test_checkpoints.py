@@ -112,17 +112,17 @@ def test_key_file_mode_and_env_keys(tmp_path: Path) -> None:
 
 def test_manifest_signature(ring: KeyRing) -> None:
     raw = manifest.sign(manifest.build("f", 3, {"a": {"sha256": "00"}}), ring)
-    assert manifest.verify(raw, ring, "m", "f", 3)["round"] == 3
+    assert manifest.verify(raw, ring.public_key(), "m", "f", 3)["round"] == 3
     doc = json.loads(raw)
     doc["body"]["objects"]["a"]["sha256"] = "11"
     with pytest.raises(IntegrityError, match="signature does not verify"):
-        manifest.verify(json.dumps(doc).encode(), ring, "m", "f", 3)
+        manifest.verify(json.dumps(doc).encode(), ring.public_key(), "m", "f", 3)
     with pytest.raises(IntegrityError, match="manifest names federation 'f' round 3"):
-        manifest.verify(raw, ring, "m", "f", 4)
+        manifest.verify(raw, ring.public_key(), "m", "f", 4)
     intruder = KeyRing(keks=ring.keks, current=ring.current, signing_private=Ed25519PrivateKey.generate(),
                        signing_id="intruder")
     with pytest.raises(IntegrityError, match="signature does not verify"):
-        manifest.verify(manifest.sign(manifest.build("f", 3, {}), intruder), ring, "m", "f", 3)
+        manifest.verify(manifest.sign(manifest.build("f", 3, {}), intruder), ring.public_key(), "m", "f", 3)
 
 
 def _cfg() -> object:

@@ -7,6 +7,7 @@ import numpy as np
 from primia.federation.coordinator import Evaluation
 from primia.federation.policy import ACCEPTED, DROPPED, REJECTED, Outcome
 from primia.federation.report import failed_round_markdown, round_markdown, round_table
+from primia.federation.rounds import Pooled
 from primia.messages import HospitalResult
 
 
@@ -27,8 +28,16 @@ def test_table_rows_carry_status_and_reason() -> None:
 def test_markdown_lists_who_is_not_in_the_aggregate() -> None:
     ev = Evaluation({"mcc": 0.5, "roc_auc": 0.8, "balanced_accuracy": 0.7, "accuracy": 0.75}, np.zeros(1),
                     np.zeros((1, 2)), ("x", "y"))
-    md = round_markdown("f", 2, _outcomes(), {"val_mcc": 0.4}, ev, {"round_s": 3.0, "local_s_max": 1.5})
+    md = round_markdown("f", 2, _outcomes(), Pooled(30, 0.25), {"val_mcc": 0.4}, ev,
+                        {"round_s": 3.0, "local_s_max": 1.5})
     assert "1 hospitals, 30 training samples" in md
     assert "| b | rejected | replay: signed for earlier round 1 |" in md and "| c | dropped |" in md
     failed = failed_round_markdown("f", 2, 0, _outcomes(), "round 2: quorum")
     assert "attempt 1 failed" in failed and "| a | accepted | ok |" in failed
+
+
+def test_under_secure_aggregation_rows_hold_no_per_hospital_figures() -> None:
+    masked = HospitalResult("a", 2, 0, None, float("nan"), (), 1.5, {"masked": 1.0})
+    row = round_table([Outcome("a", ACCEPTED, "in the sum", masked, 2.0)])[0]
+    assert row["samples"] is None and row["train_loss"] is None and row["val_mcc_incoming"] is None
+    assert row["local_s"] == 1.5 and row["reason"] == "in the sum"

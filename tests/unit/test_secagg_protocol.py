@@ -17,7 +17,7 @@ from primia.federation.fedavg import weighted_average
 from primia.federation.secure_update import decode_mean, encode_update, fixed_point, vector_length
 from primia.secure import inmemory
 from primia.secure.protocol import Client, Params, ProtocolViolation, SecAggAbort, sign, verified
-from primia.secure.transport import Channel, Deadlines, HospitalSide, serve
+from primia.secure.transport import Channel, Coordinator, Deadlines, HospitalSide
 from primia.store.checkpoints import CheckpointStore
 from tests.fakes import MemoryObjectStore
 from tests.helpers import make_keyring
@@ -101,9 +101,9 @@ def test_fewer_than_threshold_survivors_abort_cleanly() -> None:
     _, _, vectors, _ = _setup(4, 5, 3)
     params = _params(list(vectors), vectors["h0"].size)
     assert params.threshold == 3
-    with pytest.raises(SecAggAbort, match="threshold is 3; no partial model is stored"):
+    with pytest.raises(SecAggAbort, match="2 of 4 hospitals remain, 3 are needed; no partial model is stored"):
         inmemory.run(params, vectors, inmemory.Faults(before_unmask={"h0", "h1"}))
-    with pytest.raises(SecAggAbort, match="threshold is 3"):
+    with pytest.raises(SecAggAbort, match="3 are needed"):
         inmemory.run(params, vectors, inmemory.Faults(before_mask={"h0", "h1"}))
 
 
@@ -119,14 +119,14 @@ def test_a_tampered_share_fails_its_tag_and_the_rest_still_unmask() -> None:
 
 
 def test_forged_replayed_and_foreign_messages_are_rejected() -> None:
-    signers, verify = inmemory.identities(["a", "b"])
-    params = _params(["a", "b"], 4)
+    signers, verify = inmemory.identities(["a", "b", "c"])
+    params = _params(["a", "b", "c"], 4)
     good = Client(params, "a", signers["a"], verify).advertise()
     assert verified(params, "advertise", good, verify)["hospital"] == "a"
     forged = sign(params, "advertise", "a", good["payload"] | {"c_pk": good["payload"]["s_pk"]}, signers["b"])
     with pytest.raises(ProtocolViolation, match="signature does not verify"):
         verified(params, "advertise", forged, verify)
-    other_round = Params("fed", 2, "sess", ("a", "b"), 4)
+    other_round = Params("fed", 2, "sess", ("a", "b", "c"), 4)
     with pytest.raises(ProtocolViolation, match="expected"):
         verified(other_round, "advertise", good, verify)
     with pytest.raises(ProtocolViolation, match="not a party"):
@@ -142,11 +142,14 @@ def test_through_the_store_the_coordinator_never_holds_an_update_in_the_clear(tm
     signers, verify = inmemory.identities(params.parties)
     errors: list[BaseException] = []
 
+    sign_c, check_c = inmemory.coordinator_identity()
+
     def hospital(h: str) -> None:
         try:
-            side = HospitalSide(Channel(store, params, 0.01), Client(params, h, signers[h], verify), 30.0)
+            side = HospitalSide(Channel(store, lambda _: store, params, 0.01), Client(params, h, signers[h], verify),
+                                30.0, check_c)
             side.prepare()
-            side.submit(vectors[h].copy())  # masked in place: keep the clear one to search for
+            side.submit(vectors[h].copy(), SA.max_examples)  # masked in place: keep the clear one to search for
         except BaseException as exc:  # noqa: BLE001  # reported below
             errors.append(exc)
 
@@ -155,7 +158,8 @@ def test_through_the_store_the_coordinator_never_holds_an_update_in_the_clear(tm
         t.start()
     import time
 
-    result = serve(Channel(store, params, 0.01), verify, Deadlines(30.0, time.monotonic() + 60), lambda: set())
+    result = Coordinator(Channel(store, lambda _: store, params, 0.01), verify, sign_c,
+                         Deadlines(30.0, time.monotonic() + 60), lambda: set()).serve()
     for t in threads:
         t.join()
     assert not errors
@@ -176,43 +180,49 @@ def test_the_coordinator_stops_early_when_the_quorum_can_no_longer_be_met(tmp_pa
     store = CheckpointStore(MemoryObjectStore(), "fed", make_keyring(tmp_path))
     params = _params(["h0", "h1", "h2"], 4)
     signers, verify = inmemory.identities(params.parties)
+    sign_c, check_c = inmemory.coordinator_identity()
+    channel = Channel(store, lambda _: store, params, 0.01)
     for h in ("h0", "h1"):  # h2's run has ended without a word
-        Channel(store, params).post("advertise", h, Client(params, h, signers[h], verify).advertise())
+        channel.post("advertise", h, Client(params, h, signers[h], verify).advertise())
     with pytest.raises(SecAggAbort, match=r"2 of 3 hospitals remain .* after stage advertise, quorum is 3 .*h2: "):
-        serve(Channel(store, params, 0.01), verify, Deadlines(30.0, time.monotonic() + 60), lambda: {"h2"}, quorum=3)
+        Coordinator(channel, verify, sign_c, Deadlines(30.0, time.monotonic() + 60), lambda: {"h2"},
+                    quorum=3).serve()
     with pytest.raises(SecAggAbort, match="quorum is 3"):  # the hospitals are told, and stop waiting
-        Channel(store, params, 0.01).await_roster("advertise", time.monotonic() + 5)
+        channel.await_roster("advertise", time.monotonic() + 5, check_c)
 
 
 def _masked_clients(n: int) -> tuple[Params, dict[str, Client], dict]:
-    """n clients through advertise, share and mask with honest rosters; returns them ready to confirm."""
+    """n clients through advertise, share and mask with honest rosters; returns them ready to confirm,
+    with their signed mask messages."""
     names = [f"h{i}" for i in range(n)]
     params = _params(names, 4)
     signers, verify = inmemory.identities(names)
     clients = {h: Client(params, h, signers[h], verify) for h in names}
     adverts = {h: c.advertise() for h, c in clients.items()}
     shares = {h: c.share(adverts) for h, c in clients.items()}
-    for c in clients.values():
+    masks = {}
+    for h, c in clients.items():
         c.mask(shares, np.zeros(4, dtype=np.uint32))
-    return params, clients, adverts
+        masks[h] = c.mask_message(f"digest-{h}", 10)
+    return params, clients, masks
 
 
 def test_a_coordinator_telling_hospitals_different_rosters_gets_no_shares() -> None:
     """The attack on a missing consistency check: tell each of the target's neighbours a different
     U3 so that each reveals both the target's self-mask share and its partners' key shares."""
-    params, clients, _ = _masked_clients(5)
+    params, clients, masks = _masked_clients(5)
     views = {h: ["h0", h] + (["h4"] if h != "h4" else []) for h in ("h1", "h2", "h3")}
-    confirms = {h: clients[h].confirm(sorted(set(v))) for h, v in views.items() if len(set(v)) >= 3}
+    confirms = {h: clients[h].confirm({m: masks[m] for m in set(v)}) for h, v in views.items() if len(set(v)) >= 3}
     for h in confirms:  # every relayed set disagrees with the receiver's own view, or is too small
         with pytest.raises((ProtocolViolation, SecAggAbort)):
             clients[h].unmask(confirms)
-    with pytest.raises(SecAggAbort, match="confirmed U3"):  # relaying only its own signature is not enough
+    with pytest.raises(SecAggAbort, match="a strict majority"):  # relaying only its own signature is not enough
         clients["h1"].unmask({"h1": confirms["h1"]})
     # members of h1's roster who were shown another one: only the consistency check can tell
-    _, fresh, _ = _masked_clients(5)
-    other = {h: fresh[h].confirm(["h0", "h1", "h2", "h3", "h4"]) for h in ("h2", "h3")}
-    mine = fresh["h1"].confirm(["h0", "h1", "h2", "h3"])
-    with pytest.raises(ProtocolViolation, match="was given a different U3"):
+    _, fresh, masks = _masked_clients(5)
+    other = {h: fresh[h].confirm(masks) for h in ("h2", "h3")}
+    mine = fresh["h1"].confirm({m: masks[m] for m in ("h0", "h1", "h2", "h3")})
+    with pytest.raises(ProtocolViolation, match="was given other rosters"):
         fresh["h1"].unmask({"h1": mine, **other})
 
 

@@ -41,12 +41,14 @@ def test_federated_rounds_learn_and_are_deterministic(cfg, tmp_path: Path) -> No
     def run() -> tuple[float, dict[str, np.ndarray]]:
         store = CheckpointStore(MemoryObjectStore(), "unit", ring)
         ref = store.put_weights(0, co.initial_weights(cfg))
+        store.commit(0, {"global.safetensors": ref})  # hospitals train only on committed, signed models
         for r in range(1, cfg.rounds + 1):
             results = [run_local_round(h, r, ref, cfg, store) for h in cfg.hospitals]
             assert all(res.num_examples == len(load_local_data(h, cfg).train)
                        for res, h in zip(results, cfg.hospitals, strict=True))
-            new, _ = co.aggregate(FedAvg(), r, store.get_weights(ref), results, store, StrategyState())
+            new, _ = co.aggregate(FedAvg(), r, store.get_weights(ref), results, lambda _: store, StrategyState())
             ref = store.put_weights(r, new)
+            store.commit(r, {"global.safetensors": ref})
         w = store.get_weights(ref)
         return co.evaluate(cfg, w, co.load_test_set(cfg)).metrics["mcc"], w
 
@@ -89,3 +91,19 @@ def test_wrong_class_count_is_named(cfg, tmp_path: Path) -> None:  # type: ignor
     bad = cfg.model_copy(update={"class_names": None, "model": cfg.model.model_copy(update={"num_classes": 3})})
     with pytest.raises(DataError, match="hospital h1: data has 2 classes .* model.num_classes is 3"):
         load_local_data(bad.hospitals[0], bad)
+
+
+def test_a_hospital_refuses_weights_that_are_not_a_committed_signed_global_model(cfg, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A validation (or training) request on weights the coordinator never committed - an oracle for
+    any weights it likes - is refused before the hospital reads its data."""
+    from primia.errors import IntegrityError
+
+    store = CheckpointStore(MemoryObjectStore(), "unit", make_keyring(tmp_path))
+    committed = store.put_weights(0, co.initial_weights(cfg))
+    store.commit(0, {"global.safetensors": committed})
+    probe = store.put_weights(0, {k: v * 0 for k, v in co.initial_weights(cfg).items()})  # not in the manifest
+    with pytest.raises(IntegrityError, match="is not the committed global.safetensors of round 0"):
+        run_local_round(cfg.hospitals[0], 1, probe, cfg, store, train=False)
+    unsigned = store.put_weights(5, co.initial_weights(cfg))  # a round nobody committed
+    with pytest.raises(IntegrityError, match="round 5 of unit is not committed by a signed manifest"):
+        run_local_round(cfg.hospitals[0], 6, unsigned, cfg, store, train=False)

@@ -1,0 +1,244 @@
+"""The federation's signed roster: the one trust root every party checks, and the coordinator cannot forge.
+
+A federation authority (an Ed25519 key the consortium keeps offline) signs a versioned roster: each
+hospital's name, public keys, fingerprint, storage identity (its bucket) and status, and the
+coordinator's public signing key and bucket. Each hospital pins the authority's public key when it
+enrols and accepts only a correctly signed roster whose version is not lower than the last one it saw;
+revocation is a new version. Hospitals verify their peers' messages, the coordinator's rosters, abort
+notices and manifests against this roster only - never against what the coordinator's servers say
+(the Prefect blocks are a read-only view of it for the UI).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from primia.errors import ConfigError, IntegrityError
+from primia.federation.identity import PublicIdentity
+from primia.signing import Verifier, canonical_json, ed25519_valid, verifier_for
+
+ROSTER_KIND = "primia-roster-v1"
+ROSTER_KEY = "roster/roster.json"  # in the coordinator's bucket
+ACTIVE, REVOKED = "active", "revoked"
+
+
+def hospital_bucket(hospital: str) -> str:
+    """Each hospital writes only into its own bucket (S3 policies scope to buckets)."""
+    name = f"primia-h-{hospital}"
+    return name if len(name) <= 63 else f"primia-h-{hashlib.sha256(hospital.encode()).hexdigest()[:20]}"
+
+
+@dataclass(frozen=True)
+class HospitalEntry:
+    hospital: str
+    signing_public_key: str  # Ed25519, base64 raw
+    agreement_public_key: str  # X25519, base64 raw
+    fingerprint: str
+    bucket: str
+    status: str = ACTIVE
+    work_pool: str = ""
+
+    @property
+    def pool(self) -> str:
+        return self.work_pool or f"hospital-{self.hospital}"
+
+
+@dataclass(frozen=True)
+class Roster:
+    name: str
+    version: int
+    coordinator_key: str  # Ed25519 public key of the coordinator (manifests, rosters, aborts), base64 raw
+    coordinator_bucket: str
+    hospitals: dict[str, HospitalEntry] = field(default_factory=dict)
+    created: str = ""
+
+    def active(self) -> dict[str, HospitalEntry]:
+        return {h: e for h, e in self.hospitals.items() if e.status == ACTIVE}
+
+    def verifier(self) -> Verifier:
+        """Checks a hospital's signature against its key here (revoked and unknown hospitals never verify)."""
+        return verifier_for({h: e.signing_public_key for h, e in self.active().items()})
+
+    def coordinator_check(self, message: bytes, signature: bytes) -> bool:
+        return ed25519_valid(self.coordinator_key, message, signature)
+
+    def body(self) -> dict[str, Any]:
+        return {"kind": ROSTER_KIND, "name": self.name, "version": self.version, "created": self.created,
+                "coordinator": {"signing_public_key": self.coordinator_key, "bucket": self.coordinator_bucket},
+                "hospitals": {h: asdict(e) for h, e in sorted(self.hospitals.items())}}
+
+    @staticmethod
+    def from_body(body: dict[str, Any]) -> Roster:
+        try:
+            if body["kind"] != ROSTER_KIND:
+                raise ValueError(f"kind {body['kind']!r}")
+            hospitals = {h: HospitalEntry(**e) for h, e in body["hospitals"].items()}
+            if any(e.hospital != h for h, e in hospitals.items()):
+                raise ValueError("an entry is filed under another hospital's name")
+            return Roster(str(body["name"]), int(body["version"]), str(body["coordinator"]["signing_public_key"]),
+                          str(body["coordinator"]["bucket"]), hospitals, str(body.get("created", "")))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise IntegrityError(f"roster is malformed ({type(exc).__name__}: {exc})") from None
+
+    def with_hospital(self, public: PublicIdentity, bucket: str | None = None) -> Roster:
+        if public.hospital in self.hospitals and self.hospitals[public.hospital].status == ACTIVE:
+            raise ConfigError(f"hospital {public.hospital!r} is already on the roster (fingerprint "
+                              f"{self.hospitals[public.hospital].fingerprint}): revoke it first to enrol new keys")
+        entry = HospitalEntry(public.hospital, public.signing_public, public.agreement_public, public.fingerprint,
+                              bucket or hospital_bucket(public.hospital), ACTIVE, f"hospital-{public.hospital}")
+        return replace(self, hospitals={**self.hospitals, public.hospital: entry})
+
+    def without_hospital(self, hospital: str) -> Roster:
+        if hospital not in self.hospitals:
+            raise ConfigError(f"hospital {hospital!r} is not on the roster (on it: {sorted(self.hospitals) or 'none'})")
+        entry = replace(self.hospitals[hospital], status=REVOKED)
+        return replace(self, hospitals={**self.hospitals, hospital: entry})
+
+
+def simulate(names: list[str], coordinator_key: str, bucket: str, version: int = 1
+             ) -> tuple[dict[str, Ed25519PrivateKey], Roster]:
+    """An embedded simulation's roster: fresh hospital keys (made per round), the real coordinator key.
+    Every check a hospital makes against the signed roster runs against this one."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    keys = {n: Ed25519PrivateKey.generate() for n in names}
+    entries = {}
+    for n, k in keys.items():
+        agreement = X25519PrivateKey.generate().public_key().public_bytes(serialization.Encoding.Raw,
+                                                                          serialization.PublicFormat.Raw)
+        public = PublicIdentity(n, authority_public(k), base64.b64encode(agreement).decode())
+        entries[n] = HospitalEntry(n, public.signing_public, public.agreement_public, public.fingerprint, bucket)
+    return keys, Roster("simulation", version, coordinator_key, bucket, entries)
+
+
+# ------------------------------------------------------------------ signing and opening
+def authority_public(key: Ed25519PrivateKey) -> str:
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode()
+
+
+def fingerprint_of(public_b64: str) -> str:
+    return hashlib.sha256(public_b64.encode()).hexdigest()[:16]
+
+
+def sign(roster: Roster, authority: Ed25519PrivateKey) -> dict[str, Any]:
+    """A new version of the roster, signed by the authority."""
+    body = replace(roster, created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds")).body()
+    return {"body": body, "authority": fingerprint_of(authority_public(authority)),
+            "signature": base64.b64encode(authority.sign(canonical_json(body))).decode()}
+
+
+def open_signed(doc: Any, authority_key: str, where: str = "roster") -> Roster:
+    """The roster in `doc` if the pinned authority key signed it; IntegrityError naming why not."""
+    try:
+        body, signature = doc["body"], base64.b64decode(doc["signature"], validate=True)
+    except (KeyError, TypeError, ValueError):
+        raise IntegrityError(f"{where} is not a signed roster (needs 'body' and a base64 'signature')") from None
+    if not ed25519_valid(authority_key, canonical_json(body), signature):
+        raise IntegrityError(f"{where}: signature does not verify against the pinned federation authority key "
+                             f"({fingerprint_of(authority_key)}): refused")
+    return Roster.from_body(body)
+
+
+# ------------------------------------------------------------------ the authority's key (kept offline)
+def init_authority(path: Path) -> str:
+    """Create the authority key file (0600); returns its public key. Refuses to overwrite one."""
+    path = Path(path)
+    if path.exists():
+        raise ConfigError(f"{path} already holds a federation authority key")
+    key = Ed25519PrivateKey.generate()
+    raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    _write_private(path, {"kind": "primia-authority-v1", "private": base64.b64encode(raw).decode(),
+                          "public": authority_public(key)})
+    return authority_public(key)
+
+
+def load_authority(path: Path) -> Ed25519PrivateKey:
+    doc = _read_private(Path(path), "federation authority key")
+    try:
+        return Ed25519PrivateKey.from_private_bytes(base64.b64decode(doc["private"], validate=True))
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"{path}: not a federation authority key file") from None
+
+
+# ------------------------------------------------------------------ a hospital's pin
+@dataclass
+class Pin:
+    """What a hospital remembers: the authority key it enrolled with and the newest roster version it saw.
+
+    A roster signed by another key, or older than one already seen (a coordinator replaying the roster
+    from before a revocation), is refused."""
+
+    path: Path
+
+    def enrol(self, authority_key: str) -> None:
+        current = self._read()
+        if current and current.get("authority_key") != authority_key:
+            pinned = fingerprint_of(current["authority_key"])
+            raise ConfigError(f"{self.path} pins another federation authority ({pinned}); move it away to enrol "
+                              f"with {fingerprint_of(authority_key)}")
+        if not current:
+            _write_private(self.path, {"authority_key": authority_key, "version": 0})
+
+    @property
+    def authority_key(self) -> str:
+        current = self._read()
+        if not current:
+            raise ConfigError(f"no federation authority is pinned at {self.path}: enrol with `primia hospital enrol "
+                              f"--authority-key KEY`")
+        return str(current["authority_key"])
+
+    def accept(self, doc: Any, where: str = "roster") -> Roster:
+        """Open a roster against the pinned key and record its version; refuse one older than seen."""
+        roster = open_signed(doc, self.authority_key, where)
+        fd = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            current = self._read()
+            seen = int(current.get("version", 0))
+            if roster.version < seen:
+                raise IntegrityError(f"{where} is version {roster.version}, older than version {seen} this hospital "
+                                     f"already saw (a replayed roster, e.g. from before a revocation): refused")
+            if roster.version > seen:
+                _write_private(self.path, {**current, "version": roster.version})
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        return roster
+
+    def _read(self) -> dict[str, Any]:
+        return _read_private(self.path, "roster pin") if self.path.exists() else {}
+
+
+def _write_private(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=1, sort_keys=True)
+    tmp.replace(path)
+
+
+def _read_private(path: Path, what: str) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(f"no {what} at {path}")
+    if os.stat(path).st_mode & 0o077:
+        raise ConfigError(f"{what} {path} is readable by others: chmod 600 it")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise ConfigError(f"{what} {path} is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path}: expected a JSON object")
+    return data

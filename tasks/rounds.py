@@ -1,0 +1,30 @@
+"""Reach the round's hospitals in the configured mode and ask them (the core's one `ask` path)."""
+
+from __future__ import annotations
+
+from primia import runtime
+from primia.config import FederationConfig
+from primia.federation.roster import simulate
+from primia.federation.rounds import Asking, Hospitals, RoundAnswers, ask
+from primia.messages import CheckpointRef
+from tasks.dispatch import AgentHospitals
+from tasks.hospital import EmbeddedHospitals
+
+
+def ask_hospitals(cfg: FederationConfig, server_round: int, global_ref: CheckpointRef | None, chosen: list[str],
+                  train: bool, stats: bool) -> RoundAnswers:
+    """Embedded: the hospitals are tasks here, signing with keys made for this round; distributed: each
+    hospital's agent, checked against the signed roster (re-read on every use: revocations count)."""
+    store = runtime.checkpoints(cfg.federation_id)
+    _, key = runtime.keyring().signer()
+    hospitals: Hospitals
+    if runtime.settings().mode == "embedded":
+        keys, roster = simulate(chosen, runtime.keyring().public_key_b64(), store.store.bucket)
+        hospitals = EmbeddedHospitals(cfg, keys, roster)
+        how = Asking(store, lambda _: store, lambda: roster.hospitals, key.sign)
+    else:
+        roster = runtime.roster()
+        hospitals = AgentHospitals(cfg, roster)
+        boxes = {h: runtime.checkpoints(cfg.federation_id, e.bucket) for h, e in roster.hospitals.items()}
+        how = Asking(store, boxes.__getitem__, lambda: runtime.roster().hospitals, key.sign)
+    return ask(hospitals, cfg, server_round, global_ref, chosen, train, stats, how)
