@@ -35,17 +35,17 @@ def _run(raw: dict[str, Any], mode: str) -> dict[str, Any]:
 
 
 def bench_dispatch(rounds: int, workdir: Path, poll_seconds: float) -> dict[str, Any]:
-    from tasks.registry import ensure_registered
+    from infra.enrol import enrol
 
     raw = synthetic_federation(workdir, prefix=PREFIX)
     raw.update(rounds=rounds, policy={"min_hospitals": 3, "round_timeout_s": 300, "round_retries": 0})
     names = [h["name"] for h in raw["hospitals"]]
     home = runtime.settings().home
-    entries = [ensure_registered(n, home / "hospitals" / n) for n in names]
+    entries = [enrol(n, home / "hospitals" / n) for n in names]
     agents = [spawn_agent(n, workdir / n, workdir / "logs" / f"{n}.log", poll_seconds=poll_seconds) for n in names]
     try:
         for entry, agent, n in zip(entries, agents, names, strict=True):
-            wait_online(entry.work_pool, agent, workdir / "logs" / f"{n}.log")
+            wait_online(entry.pool, agent, workdir / "logs" / f"{n}.log")
         embedded = _run({**raw, "federation_id": f"{PREFIX}-emb-{int(time.time())}"}, "embedded")
         distributed_raw = {**raw, "federation_id": f"{PREFIX}-{int(time.time())}",
                            "hospitals": [{"name": n} for n in names]}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import runpy
 import select
 import signal
 import socket
@@ -21,7 +20,6 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from datetime import UTC
 from pathlib import Path
@@ -29,6 +27,10 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 LAUNCH_COMMAND = f"{sys.executable} -m infra.agent_launch"
+# What the coordinator's processes may have in their environment and a hospital agent must not inherit.
+COORDINATOR_ONLY = frozenset({"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "PRIMIA_S3__ACCESS_KEY",
+                              "PRIMIA_S3__SECRET_KEY", "PRIMIA_CRYPTO__SIGNING_KEY", "PRIMIA_CRYPTO__KEY_FILE",
+                              "PRIMIA_MLFLOW__USERNAME", "PRIMIA_MLFLOW__PASSWORD"})
 
 
 def ensure_pool_and_deployment(pool: str, hospital: str) -> None:
@@ -54,14 +56,14 @@ def ensure_pool_and_deployment(pool: str, hospital: str) -> None:
 
 
 def _run_engine(env: dict[str, str], cwd: str, argv: list[str]) -> None:
-    """In a child forked from the warm server: become the flow run `prefect.engine` would run."""
+    """In a child forked from the warm server: run the flow run with the locally imported flow."""
+    from infra.agent_engine import flow_run_id, run_pinned
+
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
-    sys.argv = ["prefect.engine", *argv]
-    # The fork server imported prefect.engine already (that is the point); runpy warns about it.
-    warnings.filterwarnings("ignore", message=".*found in sys.modules.*", category=RuntimeWarning)
-    runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)
+    sys.argv = ["infra.agent_engine", *argv]
+    run_pinned(flow_run_id(argv, env))
 
 
 class WarmLauncher:
@@ -130,16 +132,17 @@ class WarmLauncher:
             pass
 
 
-def worker_command(pool: str, hospital: str) -> list[str]:
-    return [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process",
-            "--name", f"{hospital}-agent"]
+def worker_command(pool: str, hospital: str, poll_seconds: float) -> list[str]:
+    """The pinned process worker (infra/agent_worker.py), not `prefect worker start`."""
+    return [sys.executable, "-m", "infra.agent_worker", "--pool", pool, "--name", f"{hospital}-agent",
+            "--poll-seconds", f"{poll_seconds:g}"]
 
 
-def run_worker(pool: str, hospital: str, env: dict[str, str], log: Callable[[str], None],
+def run_worker(pool: str, hospital: str, env: dict[str, str], log: Callable[[str], None], poll_seconds: float = 1.0,
                grace_s: float = 10.0) -> int:
-    """Run the Prefect worker until it exits or this process is told to stop (then `grace_s` to
-    shut down cleanly before it is killed)."""
-    proc = subprocess.Popen(worker_command(pool, hospital), env=env, cwd=REPO)
+    """Run the pinned worker until it exits or this process is told to stop (then `grace_s` to shut
+    down cleanly before it is killed)."""
+    proc = subprocess.Popen(worker_command(pool, hospital, poll_seconds), env=env, cwd=REPO)
     stop_at: list[float] = []
 
     def stop(signum: int, _frame: object) -> None:
@@ -165,8 +168,9 @@ def spawn_agent(hospital: str, data: Path, log: Path, env: dict[str, str] | None
     log.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "primia.cli", "agent", "start", "--hospital", hospital, "--data", str(data),
            "--poll-seconds", f"{poll_seconds:g}"]
+    own = {k: v for k, v in os.environ.items() if k not in COORDINATOR_ONLY}  # a hospital holds only its own
     with log.open("ab") as fh:
-        return subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=fh, stderr=subprocess.STDOUT,
+        return subprocess.Popen(cmd, env={**own, **(env or {})}, stdout=fh, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, cwd=REPO, start_new_session=True)
 
 

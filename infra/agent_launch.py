@@ -3,8 +3,9 @@
 Standard library only, so it starts in milliseconds: it hands the flow run (its environment and
 working folder) to the agent's warm launcher over a Unix socket and exits with the run's exit code.
 The agent forks the run from a process that has already imported the training stack and read the
-hospital's data, which is what makes a round's dispatch cost well under the ~10 s of a cold
-`python -m prefect.engine`. Without an agent socket it falls back to exactly that cold command.
+hospital's data, which is what makes a round's dispatch cost well under the ~10 s of a cold start.
+Without an agent socket it falls back to the same engine, cold (`python -m infra.agent_engine`: the
+locally imported flow, never one the Prefect server names).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def main() -> int:
         conn.connect(path)
     except OSError:
         conn.close()
-        os.execv(sys.executable, [sys.executable, "-m", "prefect.engine", *sys.argv[1:]])
+        os.execv(sys.executable, [sys.executable, "-m", "infra.agent_engine", *sys.argv[1:]])
     # Prefect cancels a run by signalling this process: closing the socket makes the agent stop the run.
     signal.signal(signal.SIGTERM, lambda *_: os._exit(143))
     conn.sendall(json.dumps({"env": dict(os.environ), "cwd": os.getcwd(), "argv": sys.argv[1:]}).encode() + b"\n")

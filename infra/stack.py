@@ -1,7 +1,9 @@
 """The local stack: SeaweedFS S3, a Prefect server and an MLflow server on 127.0.0.1.
 
-State lives under `<home>/stack/`: `state.json` (PIDs, ports, URLs; no secrets),
-`credentials.json` (generated once, mode 0600), one folder of data and a log per service.
+State lives under `<home>/stack/`: `state.json` (PIDs, ports, URLs; no secrets), the coordinator's
+`credentials.json` (its S3 identity and its Prefect and MLflow logins), `admin.json` (the S3 admin, for
+the operator only), the S3 identities (one per party, see infra/identities.py), all generated once and
+mode 0600, one folder of data and a log per service. Prefect's API and MLflow ask for credentials.
 Processes are detached (they outlive the CLI) and stopped by PID.
 """
 
@@ -16,7 +18,9 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from infra import identities
 from infra.processes import alive, free_ports, http_ok, spawn, stop, wait_until
+from primia.config import S3Settings, StoreSettings
 from primia.errors import StackError
 from primia.store.keys import init_key_file
 
@@ -50,16 +54,85 @@ def bin_path(name: str) -> str:
 
 
 def credentials(home: Path) -> dict[str, str]:
-    """The S3 admin credentials, generated on first use and kept (mode 0600)."""
+    """The coordinator's credentials on this stack (S3 identity, Prefect and MLflow logins), made on
+    first use and kept 0600. The S3 admin identity is apart (`admin_credentials`): no service uses it."""
     path = stack_dir(home) / "credentials.json"
     if path.exists():
-        return json.loads(path.read_text())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    creds = {"access_key": "primia" + secrets.token_hex(6), "secret_key": secrets.token_urlsafe(30)}
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(creds, fh)
+        return dict(json.loads(path.read_text()))
+    s3 = _identities(home).bootstrap(CHECKPOINT_BUCKET, MLFLOW_BUCKET)
+    creds = {**s3[identities.COORDINATOR].as_dict(),
+             "prefect_auth": f"primia:{secrets.token_urlsafe(24)}",
+             "mlflow_username": "primia", "mlflow_password": secrets.token_urlsafe(24)}
+    identities.write_private(path, creds)
+    identities.write_private(stack_dir(home) / "admin.json", s3[identities.ADMIN].as_dict())
+    identities.write_private(stack_dir(home) / "mlflow-service.json",
+                             {**s3[identities.MLFLOW].as_dict(), "flask_secret": secrets.token_urlsafe(32)})
     return creds
+
+
+def admin_credentials(home: Path) -> dict[str, str]:
+    credentials(home)
+    return dict(json.loads((stack_dir(home) / "admin.json").read_text()))
+
+
+def admin_settings(home: Path) -> S3Settings:
+    """S3 settings with the stack operator's admin identity (buckets, policies, audits)."""
+    from pydantic import SecretStr
+
+    state, creds = load_state(home), admin_credentials(home)
+    if state is None:
+        raise StackError("the local stack is not running")
+    return S3Settings(endpoint=f"127.0.0.1:{state.ports['s3']}", access_key=SecretStr(creds["access_key"]),
+                      secret_key=SecretStr(creds["secret_key"]))
+
+
+def _identities(home: Path) -> identities.Identities:
+    return identities.Identities(stack_dir(home) / "identities.json")
+
+
+def provision_hospital(home: Path, hospital: str, bucket: str) -> dict[str, str]:
+    """The hospital's storage on this stack: its bucket (versioned, no deletes for it) and its own S3
+    identity (read the coordinator's bucket, write only its own); returns its credentials."""
+    from primia.store.s3 import ObjectStore
+
+    state = load_state(home)
+    if state is None:
+        raise StackError("the local stack is not running: start it with `primia stack up`")
+    admin = ObjectStore(admin_settings(home), bucket)
+    admin.ensure_bucket(versioning=True)
+    admin.set_policy(identities.deny_deletes_policy(bucket, f"hospital-{hospital}"))
+    creds = _identities(home).add_hospital(hospital, bucket, CHECKPOINT_BUCKET)
+    identities.reload(state.pids["s3"])
+    _wait_for_identity(state, creds, bucket)
+    return creds.as_dict()
+
+
+def revoke_hospital_storage(home: Path, hospital: str) -> None:
+    state = load_state(home)
+    _identities(home).revoke_hospital(hospital)
+    if state is not None:
+        identities.reload(state.pids["s3"])
+
+
+def _wait_for_identity(state: StackState, creds: identities.Credentials, bucket: str) -> None:
+    """The server applies a reload within a moment; wait until the new identity is accepted."""
+    from pydantic import SecretStr
+
+    from primia.store.s3 import ObjectStore
+
+    settings = S3Settings(endpoint=f"127.0.0.1:{state.ports['s3']}", access_key=SecretStr(creds.access_key),
+                          secret_key=SecretStr(creds.secret_key))
+    probe = ObjectStore(settings, bucket, store=StoreSettings(retry_seconds=0))
+
+    def accepted() -> bool:
+        try:
+            list(probe.list("probe/"))
+            return True
+        except Exception:  # noqa: BLE001  # not yet reloaded
+            return False
+
+    if not wait_until(accepted, 10, 0.1):
+        raise StackError(f"the S3 server did not accept the new identity for {bucket} within 10 s")
 
 
 def load_state(home: Path) -> StackState | None:
@@ -74,20 +147,10 @@ def _save_state(state: StackState) -> None:
     tmp.replace(path)
 
 
-def _s3_identities(creds: dict[str, str], path: Path) -> None:
-    ident = {"identities": [{"name": "primia-admin",
-                             "credentials": [{"accessKey": creds["access_key"], "secretKey": creds["secret_key"]}],
-                             "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(ident, fh)
-
-
-def _start_s3(root: Path, ports: dict[str, int], creds: dict[str, str]) -> int:
+def _start_s3(root: Path, ports: dict[str, int], admin: dict[str, str]) -> int:
     data = root / "seaweedfs"
     data.mkdir(parents=True, exist_ok=True)
     (data / "mini.options").unlink(missing_ok=True)  # weed re-reads old flags (ports) from here
-    _s3_identities(creds, root / "s3-identities.json")
     p = ports
     cmd = [
         bin_path("weed"), f"-logdir={data}", "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
@@ -99,15 +162,16 @@ def _start_s3(root: Path, ports: dict[str, int], creds: dict[str, str]) -> int:
         f"-filer.localSocket={data}/filer.sock", f"-s3.localSocket={data}/s3.sock",
         f"-s3.config={root / 's3-identities.json'}",
     ]
-    env = {"GOMEMLIMIT": "300MiB", "AWS_ACCESS_KEY_ID": creds["access_key"],
-           "AWS_SECRET_ACCESS_KEY": creds["secret_key"]}
+    env = {"GOMEMLIMIT": "300MiB", "AWS_ACCESS_KEY_ID": admin["access_key"],
+           "AWS_SECRET_ACCESS_KEY": admin["secret_key"]}
     return spawn(cmd, env, root / "logs" / "s3.log", data)
 
 
-def _start_prefect(root: Path, port: int) -> int:
+def _start_prefect(root: Path, port: int, auth: str) -> int:
     home = root / "prefect"
     home.mkdir(parents=True, exist_ok=True)
     env = {
+        "PREFECT_SERVER_API_AUTH_STRING": auth,  # every API call but /api/health needs it (401 otherwise)
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
@@ -119,20 +183,33 @@ def _start_prefect(root: Path, port: int) -> int:
 
 
 def _start_mlflow(root: Path, port: int, s3_port: int, creds: dict[str, str]) -> int:
+    """MLflow with its basic-auth app: the coordinator's login only (hospitals need no MLflow access);
+    its own S3 identity, scoped to the artifact bucket."""
     home = root / "mlflow"
     home.mkdir(parents=True, exist_ok=True)
+    service = json.loads((root / "mlflow-service.json").read_text())
+    auth_ini = root / "mlflow-auth.ini"
+    fd = os.open(auth_ini, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("[mlflow]\ndefault_permission = NO_PERMISSIONS\n"
+                 f"database_uri = sqlite:///{home / 'auth.db'}\n"
+                 f"admin_username = {creds['mlflow_username']}\nadmin_password = {creds['mlflow_password']}\n"
+                 "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+                 "auth_cache_ttl_seconds = 60\n")  # without the cache every request pays ~0.4 s of PBKDF2
     env = {
         "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_port}",
-        "AWS_ACCESS_KEY_ID": creds["access_key"],
-        "AWS_SECRET_ACCESS_KEY": creds["secret_key"],
+        "AWS_ACCESS_KEY_ID": service["access_key"],
+        "AWS_SECRET_ACCESS_KEY": service["secret_key"],
         "AWS_DEFAULT_REGION": "us-east-1",
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "MLFLOW_AUTH_CONFIG_PATH": str(auth_ini),
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": service["flask_secret"],
         "TMPDIR": str(home / "tmp"),
     }
     (home / "tmp").mkdir(exist_ok=True)
-    cmd = [bin_path("mlflow"), "server", "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
-           "--artifacts-destination", f"s3://{MLFLOW_BUCKET}", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", "1"]
+    cmd = [bin_path("mlflow"), "server", "--app-name", "basic-auth", "--backend-store-uri",
+           f"sqlite:///{home / 'mlflow.db'}", "--artifacts-destination", f"s3://{MLFLOW_BUCKET}", "--host",
+           "127.0.0.1", "--port", str(port), "--workers", "1"]
     return spawn(cmd, env, root / "logs" / "mlflow.log", home)
 
 
@@ -175,7 +252,7 @@ def up(home: Path, timeout: float = 90.0) -> StackState:
         down(home)
     root = stack_dir(home)
     root.mkdir(parents=True, exist_ok=True)
-    creds = credentials(home)
+    creds, admin = credentials(home), admin_credentials(home)
     init_key_file(Path(home).resolve() / "keys" / "keyring.json")  # local development keys, 0600
     ports = dict(zip((*WEED_PORTS, "prefect", "mlflow"), free_ports(len(WEED_PORTS) + 2), strict=True))
     state = StackState(
@@ -185,20 +262,36 @@ def up(home: Path, timeout: float = 90.0) -> StackState:
         buckets={"checkpoints": CHECKPOINT_BUCKET, "mlflow_artifacts": MLFLOW_BUCKET},
     )
     try:
-        state.pids["s3"] = _start_s3(root, ports, creds)
-        state.pids["prefect"] = _start_prefect(root, ports["prefect"])  # starts while S3 warms up
+        state.pids["s3"] = _start_s3(root, ports, admin)
+        state.pids["prefect"] = _start_prefect(root, ports["prefect"], creds["prefect_auth"])  # while S3 warms up
         _save_state(state)
         _wait_healthy(state, "s3", timeout)
-        wait_until(lambda: _try_buckets(ports["s3"], creds), 30, 0.5)
-        _ensure_buckets(ports["s3"], creds)
+        wait_until(lambda: _try_buckets(ports["s3"], admin), 30, 0.5)
+        _ensure_buckets(ports["s3"], admin)
         state.pids["mlflow"] = _start_mlflow(root, ports["mlflow"], ports["s3"], creds)
         _save_state(state)
         _wait_healthy(state, "prefect", timeout)
         _wait_healthy(state, "mlflow", timeout)
+        _init_authority(Path(home).resolve())
     except Exception:
         down(home)
         raise
     return state
+
+
+def _init_authority(home: Path) -> None:
+    """On a development stack one operator plays the federation authority too: its key and an empty
+    roster draft under <home>/authority, and this machine's coordinator pins it."""
+    from primia.config import CryptoSettings
+    from primia.federation.roster import Pin
+    from primia.federation.trust import AuthorityFolder
+    from primia.store.keys import load_keyring
+
+    folder = AuthorityFolder(home / "authority")
+    if not folder.exists():
+        ring = load_keyring(CryptoSettings(), home)
+        folder.init("primia", ring.public_key_b64(), CHECKPOINT_BUCKET)
+    Pin(home / "coordinator" / "roster-pin.json").enrol(folder.public_key())
 
 
 def _try_buckets(s3_port: int, creds: dict[str, str]) -> bool:
@@ -226,7 +319,7 @@ def start_s3(home: Path, timeout: float = 60.0) -> None:
     state = load_state(home)
     if state is None:
         raise StackError("the local stack is not running")
-    state.pids["s3"] = _start_s3(stack_dir(home), state.ports, credentials(home))
+    state.pids["s3"] = _start_s3(stack_dir(home), state.ports, admin_credentials(home))
     _save_state(state)
     _wait_healthy(state, "s3", timeout)
 

@@ -45,6 +45,7 @@ def connect() -> Any:
         if not http_ok(url):
             raise StackError(f"{name} at {url} does not answer: start the stack with `primia stack up`")
     os.environ["PREFECT_API_URL"] = settings.prefect.api_url
+    export_logins(settings)
     os.environ.setdefault("PREFECT_HOME", str((settings.home / "prefect-client").resolve()))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Prefect's logs go to the server (the UI shows them); the console keeps our progress bars and
@@ -52,6 +53,15 @@ def connect() -> Any:
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     return settings
+
+
+def export_logins(settings: Any) -> None:
+    """Prefect's and MLflow's clients read their credentials from the environment."""
+    if settings.prefect.auth_string is not None:
+        os.environ["PREFECT_API_AUTH_STRING"] = settings.prefect.auth_string.get_secret_value()
+    if settings.mlflow.username is not None and settings.mlflow.password is not None:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = settings.mlflow.username.get_secret_value()
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = settings.mlflow.password.get_secret_value()
 
 
 # ------------------------------------------------------------------ stack
@@ -370,10 +380,12 @@ def bench_checkpoint(
 
 from primia.cli_agent import agent_app  # noqa: E402
 from primia.cli_checkpoints import checkpoints_app, keys_app  # noqa: E402  (they use the helpers above)
+from primia.cli_federation import federation_app  # noqa: E402
 from primia.cli_hospitals import hospital_app  # noqa: E402
 
 app.add_typer(checkpoints_app, name="checkpoints")
 app.add_typer(hospital_app, name="hospital")
+app.add_typer(federation_app, name="federation")
 app.add_typer(agent_app, name="agent")
 app.add_typer(keys_app, name="keys")
 

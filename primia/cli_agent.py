@@ -32,28 +32,31 @@ def start_cmd(
     """Check the identity against the registry, set up pool and deployment, warm up, run the worker.
 
     Runs in the foreground until stopped (Ctrl-C or SIGTERM)."""
+    from infra.agent import COORDINATOR_ONLY
     from primia.cli import connect
 
-    connect()
+    for name in COORDINATOR_ONLY:  # a hospital holds only its own credentials
+        os.environ.pop(name, None)
     env = _agent_env(hospital, data, data_format, keys_dir, passphrase_env, poll_seconds)
     os.environ.update(env)
+    connect()
     from primia import runtime
 
     runtime.reset()
     entry = _check_registration(hospital, runtime.identity().public.fingerprint)
     from infra.agent import WarmLauncher, ensure_pool_and_deployment, run_worker
 
-    ensure_pool_and_deployment(entry.work_pool, hospital)
+    ensure_pool_and_deployment(entry.pool, hospital)
     launcher = WarmLauncher(log=lambda line: console.print(f"[dim]{hospital}:[/] {line}", highlight=False))
     with console.status("warming up: importing the training stack once for all rounds..."):
         launcher.warm_up()
     launcher.serve_in_background()
     worker_env = {**os.environ, "PRIMIA_HOSPITAL__LAUNCH_SOCKET": launcher.path,
                   "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "INFO"}
-    console.print(f"agent {hospital} ready: pool {entry.work_pool}, deployment local-training/{entry.work_pool}, "
+    console.print(f"agent {hospital} ready: pool {entry.pool}, deployment local-training/{entry.pool} (pinned), "
                   f"polling every {poll_seconds:g} s", highlight=False)
     try:
-        code = run_worker(entry.work_pool, hospital, worker_env, log=console.print)
+        code = run_worker(entry.pool, hospital, worker_env, log=console.print, poll_seconds=poll_seconds)
     finally:
         launcher.close()
     sys.exit(code)
@@ -72,8 +75,12 @@ def _agent_env(hospital: str, data: Path | None, data_format: str, keys_dir: Pat
     env["PRIMIA_HOSPITAL__DATA__PATH"] = str(path.resolve())
     env["PRIMIA_HOSPITAL__DATA__FORMAT"] = os.environ.get("PRIMIA_HOSPITAL__DATA__FORMAT", data_format) \
         if data is None else data_format
-    if keys_dir is not None:
-        env["PRIMIA_HOSPITAL__KEYS_DIR"] = str(keys_dir.resolve())
+    from infra.enrol import agent_environment
+    from primia.config import load_settings
+
+    folder = keys_dir or load_settings().home / "hospitals" / hospital
+    env["PRIMIA_HOSPITAL__KEYS_DIR"] = str(folder.resolve())
+    env |= agent_environment(folder.resolve())  # its own S3 identity and key file (no signing key)
     if passphrase_env:
         secret = os.environ.get(passphrase_env)
         if not secret:
@@ -83,13 +90,15 @@ def _agent_env(hospital: str, data: Path | None, data_format: str, keys_dir: Pat
 
 
 def _check_registration(hospital: str, fingerprint: str) -> Any:
-    from tasks.registry import list_hospitals
+    """Against the signed roster (checked with the authority key this hospital pinned), not the server."""
+    from primia import runtime
 
-    entry = {r.hospital: r for r in list_hospitals()}.get(hospital)
+    entry = runtime.roster().hospitals.get(hospital)
     if entry is None:
-        raise ConfigError(f"--hospital {hospital}: not registered; run `primia hospital register {hospital}` first")
+        raise ConfigError(f"--hospital {hospital}: not on the signed roster; run `primia hospital register {hospital}` "
+                          f"first")
     if entry.status != "active":
-        raise ConfigError(f"--hospital {hospital}: the registry says {entry.status}; it takes part in no round")
+        raise ConfigError(f"--hospital {hospital}: the signed roster says {entry.status}; it takes part in no round")
     if entry.fingerprint != fingerprint:
         raise ConfigError(f"--hospital {hospital}: local keys (fingerprint {fingerprint}) are not the registered "
                           f"ones ({entry.fingerprint})")

@@ -64,6 +64,7 @@ class StoreSettings(BaseModel):
 class PrefectSettings(BaseModel):
     api_url: str | None = None
     ui_url: str | None = None
+    auth_string: SecretStr | None = None  # "user:password" of the server's basic auth (PREFECT_API_AUTH_STRING)
 
 
 class AgentSettings(BaseModel):
@@ -102,6 +103,8 @@ class FederationSettings(BaseModel):
 class MlflowSettings(BaseModel):
     tracking_uri: str | None = None
     experiment: str = "primia"
+    username: SecretStr | None = None  # the server's basic-auth login (hospitals need none)
+    password: SecretStr | None = None
 
 
 class _LocalStackSource(PydanticBaseSettingsSource):
@@ -126,7 +129,10 @@ class _LocalStackSource(PydanticBaseSettingsSource):
         }
         if cred_file.exists():
             creds = json.loads(cred_file.read_text())
-            out["s3"].update(access_key=creds["access_key"], secret_key=creds["secret_key"])
+            out["prefect"]["auth_string"] = creds.get("prefect_auth")  # one login for every Prefect client
+            if not os.environ.get("PRIMIA_HOSPITAL__NAME"):  # the coordinator's own S3 identity and MLflow login;
+                out["s3"].update(access_key=creds["access_key"], secret_key=creds["secret_key"])  # an agent has its own
+                out["mlflow"].update(username=creds.get("mlflow_username"), password=creds.get("mlflow_password"))
         return out
 
 

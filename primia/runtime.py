@@ -7,6 +7,7 @@ with a connection pool or a secret is passed through Prefect.
 from __future__ import annotations
 
 import base64
+import os
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -24,7 +25,7 @@ from primia.store.keys import KeyRing, load_keyring
 from primia.store.s3 import ObjectStore
 from primia.tracking.mlflow_tracker import Tracker
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # checkpoints() builds a bucket store under it
 
 
 @lru_cache(maxsize=1)
@@ -124,14 +125,19 @@ def secrets() -> list[str]:
     s = settings()
     values = [v.get_secret_value() for v in (s.s3.access_key, s.s3.secret_key, s.crypto.master_key,
                                              s.crypto.previous_keys, s.crypto.signing_key,
-                                             s.hospital.passphrase) if v is not None]
+                                             s.hospital.passphrase, s.prefect.auth_string, s.mlflow.password)
+              if v is not None]
     ring = keyring()
     values += [base64.b64encode(k).decode() for k in ring.keks.values()]
     return values
 
 
 def tracker(run_id: str | None = None) -> Tracker:
-    t = Tracker(settings().mlflow, secrets=secrets())
+    m = settings().mlflow
+    if m.username is not None and m.password is not None:  # MLflow's client reads its login from the environment
+        os.environ.setdefault("MLFLOW_TRACKING_USERNAME", m.username.get_secret_value())
+        os.environ.setdefault("MLFLOW_TRACKING_PASSWORD", m.password.get_secret_value())
+    t = Tracker(m, secrets=secrets())
     t.run_id = run_id
     return t
 

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from primia.config import SLUG
 from primia.errors import ConfigError
 
-IDENTITY_FILE = "identity.json"
+IDENTITY_FILE, PUBLIC_FILE = "identity.json", "public.json"
 
 
 @dataclass(frozen=True)
@@ -92,3 +92,27 @@ def load_identity(keys_dir: Path, passphrase: str | None = None) -> Identity:
     if not isinstance(signing, Ed25519PrivateKey) or not isinstance(agreement, X25519PrivateKey):
         raise ConfigError(f"{path}: unexpected key types")
     return Identity(PublicIdentity(doc["hospital"], _raw_public(signing), _raw_public(agreement)), signing, agreement)
+
+
+def write_public(public: PublicIdentity, keys_dir: Path) -> Path:
+    """The public half, for the federation authority to put on the roster (nothing secret in it)."""
+    path = Path(keys_dir) / PUBLIC_FILE
+    path.write_text(json.dumps({"hospital": public.hospital, "signing_public": public.signing_public,
+                                "agreement_public": public.agreement_public, "fingerprint": public.fingerprint},
+                               indent=1))
+    return path
+
+
+def read_public(path: Path) -> PublicIdentity:
+    try:
+        doc = json.loads(Path(path).read_text())
+        public = PublicIdentity(doc["hospital"], doc["signing_public"], doc["agreement_public"])
+    except FileNotFoundError:
+        raise ConfigError(f"no public identity at {path}: the hospital makes it with `primia hospital register`") \
+            from None
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(f"{path} is not a hospital's public identity (hospital, signing_public, "
+                          f"agreement_public)") from None
+    if doc.get("fingerprint", public.fingerprint) != public.fingerprint:
+        raise ConfigError(f"{path}: the fingerprint does not match the keys in it")
+    return public

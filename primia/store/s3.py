@@ -115,6 +115,10 @@ class ObjectStore:
 
         self._call("create bucket", "", fn)
 
+    def set_policy(self, policy: str) -> None:
+        """Set the bucket's policy (JSON); the stack operator's call, with admin credentials."""
+        self._call("set policy", "", lambda _: self._client.set_bucket_policy(self.bucket, policy))
+
     def versioning_enabled(self) -> bool:
         return self._call("get versioning", "", lambda _: self._client.get_bucket_versioning(self.bucket).status) \
             == ENABLED

@@ -18,16 +18,21 @@ from primia.data.synthetic import make_synthetic, write_image_folder
 @pytest.fixture(scope="session")
 def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.StackState]:
     home = tmp_path_factory.mktemp("primia-home")
-    old = {k: os.environ.get(k) for k in ("PRIMIA_HOME", "PREFECT_API_URL", "PREFECT_HOME")}
+    logins = ("PREFECT_API_AUTH_STRING", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    old = {k: os.environ.get(k) for k in ("PRIMIA_HOME", "PREFECT_API_URL", "PREFECT_HOME", *logins)}
     state = stack.up(home)
+    creds = stack.credentials(home)
     os.environ.update(PRIMIA_HOME=str(home), PREFECT_API_URL=state.urls["prefect_api"],
-                      PREFECT_HOME=str(home / "prefect-client"))
+                      PREFECT_HOME=str(home / "prefect-client"), PREFECT_API_AUTH_STRING=creds["prefect_auth"],
+                      MLFLOW_TRACKING_USERNAME=creds["mlflow_username"],
+                      MLFLOW_TRACKING_PASSWORD=creds["mlflow_password"])
     runtime.reset()
-    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
     try:
         with temporary_settings(updates={PREFECT_API_URL: state.urls["prefect_api"],
-                                         PREFECT_HOME: str(home / "prefect-client")}):
+                                         PREFECT_HOME: str(home / "prefect-client"),
+                                         PREFECT_API_AUTH_STRING: creds["prefect_auth"]}):
             yield state
     finally:
         _flush_prefect()

@@ -1,0 +1,100 @@
+"""Enrolment on a development stack, where one operator plays every role: the hospital makes its keys
+and pins the authority, the authority puts it on the roster and signs a new version, the coordinator
+publishes it, and the S3 operator gives the hospital its bucket and its own identity.
+
+In production these are four people on four machines (see the README, "Deploying a hospital agent");
+the steps and the files are the same.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+from infra import stack
+from infra.identities import write_private
+from primia.errors import ConfigError
+from primia.federation import trust
+from primia.federation.identity import PublicIdentity, create_identity, load_identity, write_public
+from primia.federation.roster import ACTIVE, HospitalEntry, Pin, Roster
+
+S3_FILE, KEYRING_FILE, PIN_FILE = "s3.json", "keyring.json", "roster-pin.json"
+
+
+def hospital_identity(hospital: str, keys_dir: Path, passphrase: str | None = None) -> PublicIdentity:
+    """The hospital's own step: its keys (kept here), and the public half for the authority."""
+    public = load_identity(keys_dir, passphrase).public if (keys_dir / "identity.json").exists() else \
+        create_identity(hospital, keys_dir, passphrase)
+    if public.hospital != hospital:
+        raise ConfigError(f"{keys_dir}/identity.json belongs to hospital {public.hospital!r}, not {hospital!r}")
+    write_public(public, keys_dir)
+    return public
+
+
+def enrol(hospital: str, keys_dir: Path, passphrase: str | None = None) -> HospitalEntry:
+    """Every step at once on this stack; a hospital already active with the same keys is left as it is."""
+    from primia import runtime
+
+    home = Path(runtime.settings().home)
+    public = hospital_identity(hospital, keys_dir, passphrase)
+    authority = trust.AuthorityFolder(runtime.settings().federation.authority_dir or home / "authority")
+    if not authority.exists():
+        raise ConfigError(f"no federation authority at {authority.path}: run `primia federation init` (the stack "
+                          f"does so on `primia stack up`)")
+    Pin(keys_dir / PIN_FILE).enrol(authority.public_key())
+    draft = authority.draft()
+    current = draft.hospitals.get(hospital)
+    if current is not None and current.status == ACTIVE and current.fingerprint != public.fingerprint:
+        raise ConfigError(f"hospital {hospital!r} is already registered (fingerprint {current.fingerprint}): revoke "
+                          f"it first to register new keys")
+    if current is None or current.status != ACTIVE:
+        draft = authority.add(public)
+    entry = draft.hospitals[hospital]
+    _provision(home, hospital, entry.bucket, keys_dir)
+    if current is None or current.status != ACTIVE or authority.signed() is None:
+        publish(authority.sign())
+    return entry
+
+
+def revoke(hospital: str) -> Roster:
+    """Off the roster (a new signed version) and out of the object store."""
+    from primia import runtime
+
+    home = Path(runtime.settings().home)
+    authority = trust.AuthorityFolder(runtime.settings().federation.authority_dir or home / "authority")
+    authority.revoke(hospital)
+    roster = publish(authority.sign())
+    stack.revoke_hospital_storage(home, hospital)
+    return roster
+
+
+def publish(doc: dict[str, object]) -> Roster:
+    from primia import runtime
+    from tasks.registry import publish_view
+
+    roster = runtime.roster_pin().accept(doc, "the roster to publish")
+    trust.publish(runtime.object_store(), doc)
+    publish_view(roster)
+    return roster
+
+
+def _provision(home: Path, hospital: str, bucket: str, keys_dir: Path) -> None:
+    """The operator hands the hospital its S3 identity and the federation's data key (no signing key)."""
+    if not (keys_dir / S3_FILE).exists():
+        write_private(keys_dir / S3_FILE, stack.provision_hospital(home, hospital, bucket))
+    from primia import runtime
+
+    ring = runtime.keyring()
+    keks = {kid: base64.b64encode(k).decode() for kid, k in ring.keks.items()}
+    write_private(keys_dir / KEYRING_FILE, {"version": 1, "current": ring.current, "keks": keks})
+
+
+def agent_environment(keys_dir: Path) -> dict[str, str]:
+    """What an agent started from this machine needs in its environment: its own S3 identity and key file."""
+    env = {"PRIMIA_CRYPTO__KEY_FILE": str(keys_dir / KEYRING_FILE)}
+    s3 = keys_dir / S3_FILE
+    if s3.exists():
+        creds = json.loads(s3.read_text())
+        env |= {"PRIMIA_S3__ACCESS_KEY": creds["access_key"], "PRIMIA_S3__SECRET_KEY": creds["secret_key"]}
+    return env
