@@ -15,7 +15,7 @@ import json
 import os
 from pathlib import Path
 
-from primia.secure.protocol import ProtocolViolation
+from primia.secure.protocol import ProtocolViolation, second_sum
 
 
 class FileLedger:
@@ -32,11 +32,8 @@ class FileLedger:
             claims = self._read()
             held = claims.get(key)
             if held is not None and held["members"] != members:
-                before = ", ".join(str(m) for m in held["members"])  # type: ignore[attr-defined]
-                raise ProtocolViolation(
-                    f"already helped unmask a sum over {before} from this global model ({key}, "
-                    f"session {held['session']}): a second sum over {', '.join(members)} would reveal the difference; "
-                    f"refused")
+                raise second_sum(key, [str(m) for m in held["members"]], str(held["session"]),  # type: ignore[attr-defined]
+                                 members)
             if held is None:
                 claims[key] = {"members": members, "session": session}
                 self._write(claims)

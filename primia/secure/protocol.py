@@ -290,15 +290,23 @@ def verified_adverts(params: Params, adverts: Mapping[str, dict[str, Any]], veri
 
 
 # ------------------------------------------------------------------ hospital side
+def second_sum(key: str, held: list[str], session: str, members: list[str]) -> ProtocolViolation:
+    """Why a hospital refuses to help unmask a second sum from the same global model."""
+    return ProtocolViolation(f"already helped unmask a sum over {', '.join(held)} from this global model ({key}, "
+                             f"session {session}): a second sum over {', '.join(members)} would reveal the "
+                             f"difference; refused")
+
+
 class MemoryLedger:
+    """A ledger for one process's lifetime (tests and embedded simulations); agents keep a file."""
+
     def __init__(self) -> None:
         self.claims: dict[str, tuple[list[str], str]] = {}
 
     def claim(self, key: str, members: list[str], session: str) -> None:
         held = self.claims.setdefault(key, (members, session))
         if held[0] != members:
-            raise ProtocolViolation(f"already helped unmask a sum over {held[0]} for {key}: refusing a second sum "
-                                    f"over {members}")
+            raise second_sum(key, held[0], held[1], members)
 
 
 @dataclass

@@ -230,7 +230,11 @@ class Coordinator:
         self.log.missing(expected, raw, name, self.gone())
         good, bad = p.accept(params, name, raw, self.verify, frozenset(expected))
         self.log.rejected(bad)
-        p.require(params, name, set(good), need)
+        try:
+            p.require(params, name, set(good), need)
+        except p.SecAggAbort as exc:
+            why = "; ".join(f"{h}: {r}" for h, r in sorted(self.log.reasons.items()))
+            raise p.SecAggAbort(f"{exc} [{why}]" if why else str(exc)) from None
         if name in ("advertise", "share", "mask") and len(good) < self.quorum:  # later dropouts still count
             why = "; ".join(f"{h}: {r}" for h, r in sorted(self.log.reasons.items()))
             raise p.SecAggAbort(f"round {params.round}: {len(good)} of {len(params.parties)} hospitals remain in "
