@@ -13,6 +13,7 @@ The round policy (sampling, quorum, timeout, retries) applies to both.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -23,7 +24,7 @@ from primia import progress, runtime
 from primia.config import FederationConfig
 from primia.errors import ConfigError, RoundFailedError
 from primia.federation.coordinator import Selection, pooled_validation
-from primia.federation.policy import accepted_results, check_quorum, roster, sample
+from primia.federation.policy import DROPPED, Outcome, accepted_results, check_quorum, roster, sample
 from primia.federation.rounds import RoundAnswers
 from primia.messages import CheckpointRef
 from tasks.coordinator import (
@@ -32,9 +33,10 @@ from tasks.coordinator import (
     find_resume_point,
     initialize_global_model,
     normalization_from,
+    remember_final_validation,
 )
 from tasks.reporting import record_failed_round, record_round
-from tasks.rounds import ask_hospitals
+from tasks.rounds import ask_hospitals, reachable
 from tasks.tracking import finish_tracking, start_tracking
 
 EMBEDDED_MAX_HOSPITALS = 56  # simulated hospitals in one round: each a thread of the flow's task runner
@@ -57,10 +59,12 @@ def federated_training(config: FederationConfig) -> dict[str, Any]:
     progress.report("start", total=cfg.rounds, mode="federated", completed=first - 1)
     for server_round in range(first, cfg.rounds + 1):
         started = time.perf_counter()
-        answers = run_round(cfg, server_round, global_ref, run_id)
+        known = global_ref.round in selection.history  # scored already (a finished run resumed): not again
+        answers = run_round(cfg, server_round, global_ref, run_id, validate=not known)
         results = accepted_results(answers.outcomes)
-        validation = pooled_validation(answers.pooled.confusion)
-        selection.offer(server_round - 1, validation["val_mcc"], global_ref)
+        validation = {} if known else pooled_validation(answers.pooled.confusion)
+        if not known:
+            selection.offer(server_round - 1, validation["val_mcc"], global_ref)
         global_ref = aggregate_updates(cfg, server_round, global_ref, answers, selection, run_id)
         evaluations[server_round] = evaluate_global.submit(cfg, global_ref)
         timing = {"round_s": time.perf_counter() - started, "local_s_max": max(r.local_s for r in results)}
@@ -68,8 +72,10 @@ def federated_training(config: FederationConfig) -> dict[str, Any]:
         records.append(record_round.submit(  # type: ignore[call-overload]  # Prefect resolves the future
             run_id, cfg.federation_id, server_round, answers, validation, evaluations[server_round], timing,
             server_round - 1))
-    final = run_round(cfg, global_ref.round + 1, global_ref, run_id, train=False)
-    selection.offer(global_ref.round, pooled_validation(final.pooled.confusion)["val_mcc"], global_ref)
+    if global_ref.round not in selection.history:
+        final = run_round(cfg, global_ref.round + 1, global_ref, run_id, train=False)
+        selection.offer(global_ref.round, pooled_validation(final.pooled.confusion)["val_mcc"], global_ref)
+        remember_final_validation(cfg, global_ref.round, selection)
     if selection.best_round not in evaluations and selection.best_ref is not None:  # selected before a resume
         evaluations[selection.best_round] = evaluate_global.submit(cfg, selection.best_ref)
     _wait_all(records)
@@ -95,18 +101,21 @@ def roster_of_round(cfg: FederationConfig) -> tuple[str, ...]:
 
 
 def run_round(cfg: FederationConfig, server_round: int, global_ref: CheckpointRef | None, run_id: str,
-              train: bool = True, stats: bool = False) -> RoundAnswers:
+              train: bool = True, stats: bool = False, validate: bool = True) -> RoundAnswers:
     """Ask the round's sample of hospitals; retry below quorum (or after an aborted secure
     aggregation) as the policy says, then fail clearly."""
     policy, logger = cfg.policy, get_run_logger()
     for attempt in range(policy.round_retries + 1):
         chosen = sample(roster_of_round(cfg), policy, cfg.seed, server_round, attempt)
+        chosen, offline = reachable(cfg, tuple(chosen))  # an agent that is offline is not asked or waited for
         if cfg.secure_aggregation.enabled and runtime.settings().mode == "embedded" \
                 and len(chosen) > EMBEDDED_MAX_HOSPITALS:  # they all wait at once for rosters
             raise ConfigError(f"embedded mode runs secure aggregation with at most {EMBEDDED_MAX_HOSPITALS} "
                               f"hospitals a round (threads), this round has {len(chosen)}: lower "
                               f"policy.sample_fraction or run distributed")
-        answers = ask_hospitals(cfg, server_round, global_ref, chosen, train, stats)
+        answers = ask_hospitals(cfg, server_round, global_ref, chosen, train, stats, tuple(offline), validate)
+        answers = replace(answers, outcomes=answers.outcomes + [Outcome(h, DROPPED, why) for h, why in offline.items()])
+
         try:
             if answers.aborted:
                 raise RoundFailedError(answers.aborted)

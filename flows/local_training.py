@@ -24,7 +24,7 @@ from primia.secure.ledger import FileLedger
 @flow(name="local-training", persist_result=False, log_prints=False)
 def local_training(
     server_round: int, global_ref: dict[str, Any] | None, spec: dict[str, Any], nonce: str, train: bool = True,
-    secagg: dict[str, Any] | None = None, stats: bool = False,
+    secagg: dict[str, Any] | None = None, stats: bool = False, validate: bool = True,
 ) -> dict[str, Any]:
     """Validate the incoming global model, train on local data, and contribute the update, counts and
     validation figures - under secure aggregation only in masked form; store a signed answer. With
@@ -38,13 +38,13 @@ def local_training(
         raise ConfigError(f"hospital {hospital.name} is not active on the signed roster with these keys: refused")
     store = runtime.checkpoints(local_spec.federation_id)  # the coordinator's: global models, rosters
     outbox = runtime.checkpoints(local_spec.federation_id, entry.bucket)  # its own: messages, answers
-    d = dispatch_from(server_round, global_ref, nonce, train, stats, secagg)
+    d = dispatch_from(server_round, global_ref, nonce, train, stats, secagg, validate)
     secure = None
     if secagg is not None:
         model = d.global_ref.sha256 if d.global_ref is not None and not stats else ""
         secure = hospital_side(store, outbox, secagg, hospital.name, identity.signing.sign, roster.verifier(),
                                roster.coordinator_check, floors(agent, local_spec, frozenset(roster.active())),
-                               FileLedger(runtime.hospital_keys_dir() / "unmask-ledger.json"), model)
+                               FileLedger(runtime.hospital_keys_dir() / "unmask-ledger.json"), model, d.purpose)
     salt = secrets.token_hex(8) if agent.fresh_randomness else ""
     signed = answer(hospital, identity.signing, store, outbox, d, local_spec, secure, salt)
     logger.info("%s round %d: answered (%s), %.2f s local", hospital.name, server_round,

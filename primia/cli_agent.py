@@ -51,6 +51,9 @@ def start_cmd(
     with console.status("warming up: importing the training stack once for all rounds..."):
         launcher.warm_up()
     launcher.serve_in_background()
+    from primia.federation.liveness import Heartbeat
+
+    heartbeat = Heartbeat(runtime.bucket_store(entry.bucket), hospital).start()  # the coordinator's sign of life
     worker_env = {**os.environ, "PRIMIA_HOSPITAL__LAUNCH_SOCKET": launcher.path,
                   "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "INFO"}
     console.print(f"agent {hospital} ready: pool {entry.pool}, deployment local-training/{entry.pool} (pinned), "
@@ -58,6 +61,7 @@ def start_cmd(
     try:
         code = run_worker(entry.pool, hospital, worker_env, log=console.print, poll_seconds=poll_seconds)
     finally:
+        heartbeat.stop()
         launcher.close()
     sys.exit(code)
 

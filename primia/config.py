@@ -233,10 +233,13 @@ class RoundPolicy(_Strict):
     Each round samples `ceil(sample_fraction * hospitals)` (at least `min_hospitals`) of the active
     hospitals; a hospital that has not answered within `round_timeout_s` is dropped from the round;
     a round with fewer than `min_hospitals` accepted updates is tried again up to `round_retries`
-    times (`retry_wait_s` apart), then the federation stops with a message saying who was missing."""
+    times (`retry_wait_s` apart), then the federation stops with a message saying who was missing.
+    Distributed mode: an agent whose heartbeat is older than `liveness_s` counts as gone at whatever
+    stage it is (the others finish without it) and is not asked again until it beats again."""
 
     sample_fraction: float = Field(default=1.0, gt=0, le=1)
     min_hospitals: int = Field(default=1, ge=1, le=10_000)
+    liveness_s: float = Field(default=30.0, ge=2, le=3600)  # silent longer (no heartbeat): dropped at any stage
     round_timeout_s: float = Field(default=3600.0, gt=0, le=7 * 24 * 3600)
     round_retries: int = Field(default=1, ge=0, le=100)
     retry_wait_s: float = Field(default=5.0, ge=0, le=3600)

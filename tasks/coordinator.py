@@ -12,6 +12,7 @@ from primia import runtime
 from primia.config import FederationConfig
 from primia.federation import coordinator as core
 from primia.federation.checkpointing import GLOBAL, ResumePoint, commit_round, load_strategy_state, resume_point
+from primia.federation.checkpointing import remember_final_validation as remember
 from primia.federation.policy import accepted_results
 from primia.federation.rounds import RoundAnswers, input_normalization
 from primia.federation.strategies import make_strategy
@@ -75,6 +76,11 @@ def aggregate_updates(
                  "secure_aggregation": secure_mean is not None},
     )
     return ref
+
+
+@task(name="remember-final-validation", cache_policy=NO_CACHE, persist_result=False)
+def remember_final_validation(cfg: FederationConfig, server_round: int, selection: core.Selection) -> None:
+    remember(runtime.checkpoints(cfg.federation_id), server_round, selection)
 
 
 @task(name="evaluate-global", cache_policy=NO_CACHE, persist_result=False, task_run_name="evaluate-round-{ref.round}")

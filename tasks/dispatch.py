@@ -19,6 +19,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled, Cancelling
 
 from primia.config import FederationConfig
+from primia.federation.liveness import Liveness
 from primia.federation.roster import HospitalEntry, Roster
 from primia.federation.rounds import Dispatch
 
@@ -32,10 +33,11 @@ def deployment_name(entry: HospitalEntry) -> str:
 class AgentHospitals:
     """`primia.federation.rounds.Hospitals` for distributed mode: one flow run per hospital agent."""
 
-    def __init__(self, cfg: FederationConfig, roster: Roster) -> None:
-        self.cfg, self.roster = cfg, roster
+    def __init__(self, cfg: FederationConfig, roster: Roster, liveness: Liveness) -> None:
+        self.cfg, self.roster, self.liveness = cfg, roster, liveness
         self.runs: dict[str, FlowRun] = {}
         self.ended: dict[str, str] = {}  # hospital -> "" (completed) or why its run did not complete
+        self.silenced: set[str] = set()  # their agents fell silent: their runs are cancelled
         self._checked = 0.0
 
     def start(self, dispatches: dict[str, Dispatch]) -> dict[str, str]:
@@ -50,7 +52,8 @@ class AgentHospitals:
         if entry is None:
             return hospital, "not an active hospital of the signed roster"
         params = {"server_round": d.server_round, "global_ref": asdict(d.global_ref) if d.global_ref else None,
-                  "spec": spec, "nonce": d.nonce, "train": d.train, "secagg": d.secagg, "stats": d.stats}
+                  "spec": spec, "nonce": d.nonce, "train": d.train, "secagg": d.secagg, "stats": d.stats,
+                  "validate": d.validate}
         try:
             self.runs[hospital] = run_deployment(  # type: ignore[assignment]  # sync call inside a flow
                 deployment_name(entry), parameters=params, timeout=0,
@@ -63,11 +66,12 @@ class AgentHospitals:
         return hospital, ""
 
     def gone(self) -> set[str]:
-        """Hospitals whose flow run has ended; reads the runs' states at most once a second."""
+        """Hospitals whose flow run has ended or whose agent fell silent (a killed agent's run stays
+        RUNNING on the server); reads the runs' states at most once a second."""
         if time.monotonic() - self._checked >= 1.0:
             self._checked = time.monotonic()
             self._poll()
-        return set(self.ended)
+        return set(self.ended) | self.liveness.silent(self.runs)
 
     def _poll(self) -> None:
         pending = {fr.id: h for h, fr in self.runs.items() if h not in self.ended}
@@ -80,17 +84,21 @@ class AgentHospitals:
                         f"flow run {fr.state.name}: {fr.state.message or ''}".strip()
 
     def finish(self, deadline: float) -> dict[str, str]:
-        """Poll the round's flow runs until each is final or the deadline passes; cancel the late ones."""
+        """Poll the round's flow runs until each is final, its agent is silent, or the deadline passes;
+        cancel the others."""
         while set(self.runs) - set(self.ended) and time.monotonic() < deadline:
             self._poll()
+            for h in self.liveness.silent(self.runs) & (set(self.runs) - set(self.ended)):
+                self.ended[h], self.silenced = self.liveness.silence(h), self.silenced | {h}
             if set(self.runs) - set(self.ended):
                 time.sleep(POLL_SECONDS)
-        late = {h: fr.id for h, fr in self.runs.items() if h not in self.ended}
+        late = {h: fr.id for h, fr in self.runs.items() if h not in self.ended or h in self.silenced}
         if late:
             with get_client(sync_client=True) as client:
                 for h, run_id in late.items():
                     _cancel(client, run_id)
-                    self.ended[h] = f"no answer within {self.cfg.policy.round_timeout_s:g} s (policy.round_timeout_s)"
+                    self.ended.setdefault(h, f"no answer within {self.cfg.policy.round_timeout_s:g} s "
+                                             f"(policy.round_timeout_s)")
         return dict(self.ended)
 
 

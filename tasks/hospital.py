@@ -36,7 +36,7 @@ def local_training(hospital: HospitalConfig, dispatch: Dispatch, cfg: Federation
         model = dispatch.global_ref.sha256 if dispatch.global_ref is not None and not dispatch.stats else ""
         secure = hospital_side(store, store, dispatch.secagg, hospital.name, key.sign, roster.verifier(),
                                roster.coordinator_check, floors, _ledgers.setdefault(hospital.name, MemoryLedger()),
-                               model)
+                               model, dispatch.purpose)
     signed = answer(hospital, key, store, store, dispatch, spec, secure)
     return {"hospital": hospital.name, "digest": signed.digest}
 

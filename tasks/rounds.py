@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from primia import runtime
 from primia.config import FederationConfig
-from primia.federation.roster import simulate
+from primia.federation.liveness import Liveness
+from primia.federation.roster import Roster, simulate
 from primia.federation.rounds import Asking, Hospitals, RoundAnswers, ask
 from primia.messages import CheckpointRef
 from tasks.dispatch import AgentHospitals
@@ -12,7 +13,7 @@ from tasks.hospital import EmbeddedHospitals
 
 
 def ask_hospitals(cfg: FederationConfig, server_round: int, global_ref: CheckpointRef | None, chosen: list[str],
-                  train: bool, stats: bool) -> RoundAnswers:
+                  train: bool, stats: bool, absent: tuple[str, ...] = (), validate: bool = True) -> RoundAnswers:
     """Embedded: the hospitals are tasks here, signing with keys made for this round; distributed: each
     hospital's agent, checked against the signed roster (re-read on every use: revocations count)."""
     store = runtime.checkpoints(cfg.federation_id)
@@ -24,7 +25,21 @@ def ask_hospitals(cfg: FederationConfig, server_round: int, global_ref: Checkpoi
         how = Asking(store, lambda _: store, lambda: roster.hospitals, key.sign)
     else:
         roster = runtime.roster()
-        hospitals = AgentHospitals(cfg, roster)
+        hospitals = AgentHospitals(cfg, roster, liveness(cfg, roster))
         boxes = {h: runtime.checkpoints(cfg.federation_id, e.bucket) for h, e in roster.hospitals.items()}
         how = Asking(store, boxes.__getitem__, lambda: runtime.roster().hospitals, key.sign)
-    return ask(hospitals, cfg, server_round, global_ref, chosen, train, stats, how)
+    return ask(hospitals, cfg, server_round, global_ref, chosen, train, stats, how, absent=absent, validate=validate)
+
+
+def liveness(cfg: FederationConfig, roster: Roster) -> Liveness:
+    buckets = {h: runtime.bucket_store(e.bucket) for h, e in roster.hospitals.items()}
+    return Liveness(buckets, cfg.policy.liveness_s)
+
+
+def reachable(cfg: FederationConfig, names: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
+    """The hospitals whose agents are alive (distributed mode: a fresh heartbeat), and why not the others."""
+    if runtime.settings().mode == "embedded":
+        return list(names), {}
+    live = liveness(cfg, runtime.roster())
+    silent = live.silent(names)
+    return [n for n in names if n not in silent], {n: live.silence(n) for n in names if n in silent}

@@ -61,17 +61,17 @@ def answer(hospital: HospitalConfig, key: Ed25519PrivateKey, store: CheckpointSt
         raise ConfigError(f"round {d.server_round}: a training or validation dispatch needs the global model")
     else:
         result = run_local_round(hospital, d.server_round, d.global_ref, spec, store, d.train, d.nonce, secure,
-                                 seed_salt, outbox)
+                                 seed_salt, outbox, d.validate)
     signed = sign_result(key, spec.federation_id, result)
     outbox.put_json(d.server_round, result_name(hospital.name, d.nonce), to_dict(signed))
     return signed
 
 
 def dispatch_from(server_round: int, global_ref: dict[str, Any] | None, nonce: str, train: bool, stats: bool,
-                  secagg: dict[str, Any] | None) -> Dispatch:
+                  secagg: dict[str, Any] | None, validate: bool = True) -> Dispatch:
     """A dispatch from the parameters of a `local-training` flow run."""
     try:
         ref = CheckpointRef(**global_ref) if global_ref else None
     except TypeError as exc:
         raise ConfigError(f"round {server_round}: the global model reference is malformed ({exc})") from None
-    return Dispatch(server_round, ref, train, stats, nonce, secagg)
+    return Dispatch(server_round, ref, train, stats, nonce, secagg, validate)

@@ -28,6 +28,7 @@ from primia.store.checkpoints import CheckpointStore, CommittedRound
 from primia.store.weights import Weights
 
 GLOBAL = "global.safetensors"
+FINAL_SELECTION = "final-selection.json"
 STRATEGY_ARRAYS = "strategy.safetensors"
 
 
@@ -106,5 +107,12 @@ def resume_point(store: CheckpointStore, cfg: FederationConfig) -> ResumePoint |
             "with the same config (only rounds and checkpoints may change) or choose a new federation_id"
         )
     _restore_rng(store.get_json(latest.ref("rng.json")))
-    return ResumePoint(latest.round, latest.ref(GLOBAL), Selection.from_dict(meta["selection"]),
-                       meta["mlflow_run_id"])
+    selection = store.find_json(latest.round, FINAL_SELECTION) or meta["selection"]
+    return ResumePoint(latest.round, latest.ref(GLOBAL), Selection.from_dict(selection), meta["mlflow_run_id"])
+
+
+def remember_final_validation(store: CheckpointStore, server_round: int, selection: Selection) -> None:
+    """The selection after the last model's validation pass, beside its round: a resumed federation
+    neither asks for that validation again (a second sum of the same model's figures over another set
+    of hospitals would give the difference; hospitals refuse it) nor forgets it."""
+    store.put_json(server_round, FINAL_SELECTION, selection.to_dict())

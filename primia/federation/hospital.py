@@ -87,6 +87,7 @@ def run_local_round(
     secure: SecureJoin | None = None,
     seed_salt: str = "",
     outbox: CheckpointStore | None = None,
+    validate: bool = True,
 ) -> HospitalResult:
     """Validate the global model on local validation data, then (if `train`) train and upload the
     update - or, under secure aggregation, contribute update, counts, loss and confusion matrix only in
@@ -103,8 +104,9 @@ def run_local_round(
     start_weights = checkpoints.get_weights(global_ref)
     model = model_from_weights(cfg, start_weights)
     start = time.perf_counter()
-    probs = predict(model, data.val)
-    val_cm = confusion_matrix(data.val.labels, probs.argmax(axis=1), cfg.model.num_classes)
+    k = cfg.model.num_classes
+    val_cm = confusion_matrix(data.val.labels, predict(model, data.val).argmax(axis=1), k) if validate else \
+        np.zeros((k, k), dtype=np.int64)
     loss, update, metrics = float("nan"), None, {"val_samples": float(len(data.val))}
     if train:
         seed = derive_seed(cfg.seed, server_round, hospital.name, *([seed_salt] if seed_salt else []))
@@ -114,9 +116,9 @@ def run_local_round(
     local_s = time.perf_counter() - start
     if secure is not None:
         sa, local = cfg.secure_aggregation, state_to_numpy(model.state_dict())
-        layout = Layout.of(start_weights if train else None, cfg.model.num_classes)
-        vector, _ = encode(sa, layout, Contribution(len(data.train), loss if train else 0.0, val_cm, len(data.val)),
-                           local, start_weights)
+        layout = Layout.of(start_weights if train else None, k if validate else 0)
+        contribution = Contribution(len(data.train), loss if train else 0.0, val_cm, len(data.val) if validate else 0)
+        vector, _ = encode(sa, layout, contribution, local, start_weights)
         secure.submit(vector, sa.max_examples, {"nonce": nonce})
         return _masked_result(hospital.name, server_round, local_s, nonce)
     if train:

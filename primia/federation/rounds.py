@@ -25,7 +25,7 @@ import numpy as np
 from primia.config import FederationConfig
 from primia.data.statistics import STATS_KEY, mean_std, pooled_moments, stats_start
 from primia.federation.policy import ACCEPTED, DROPPED, REJECTED, Outcome, accepted_results
-from primia.federation.secure_round import SecureOutcome, SecureRound, coordinate, layout_for, plan
+from primia.federation.secure_round import SecureOutcome, SecureRound, coordinate, layout_for, plan, purpose
 from primia.federation.signed import RegistryEntry, signed_from_dict, verify_result
 from primia.messages import CheckpointRef, HospitalResult
 from primia.secure.protocol import SecAggAbort
@@ -48,6 +48,11 @@ class Dispatch:
     stats: bool
     nonce: str
     secagg: dict[str, Any] | None
+    validate: bool = True  # score the incoming model (not when the coordinator has its figures already)
+
+    @property
+    def purpose(self) -> str:
+        return purpose(self.train, self.stats, self.validate)
 
 
 class Hospitals(Protocol):
@@ -99,18 +104,22 @@ class Asking:
 
 
 def ask(hospitals: Hospitals, cfg: FederationConfig, server_round: int, global_ref: CheckpointRef | None,
-        chosen: list[str], train: bool, stats: bool, how: Asking, session: str | None = None) -> RoundAnswers:
+        chosen: list[str], train: bool, stats: bool, how: Asking, session: str | None = None,
+        absent: tuple[str, ...] = (), validate: bool = True) -> RoundAnswers:
+    """`absent`: sampled hospitals known to be offline. They stay parties of the plan (the others' floors
+    see the round's true size) but get no dispatch and are not waited for."""
     started, timeout = time.monotonic(), cfg.policy.round_timeout_s
     secure_on = cfg.secure_aggregation.enabled
     round_plan, layout, start = None, None, None
     if secure_on:
         start = stats_start() if stats or global_ref is None else how.store.get_weights(global_ref)
-        layout = layout_for(cfg, start, train, stats)
+        layout = layout_for(cfg, start, train, stats, validate)
         model = "" if global_ref is None else global_ref.sha256
-        round_plan = plan(cfg, server_round, chosen, layout, model, stats, timeout, session)
-    dispatches = {h: Dispatch(server_round, global_ref, train, stats, secrets.token_hex(16), round_plan)
+        round_plan = plan(cfg, server_round, [*chosen, *absent], layout, model, stats, timeout, session,
+                          purpose(train, stats, validate))
+    dispatches = {h: Dispatch(server_round, global_ref, train, stats, secrets.token_hex(16), round_plan, validate)
                   for h in chosen}
-    not_started = hospitals.start(dispatches)
+    not_started = hospitals.start(dispatches) | {h: "its agent is offline" for h in absent}
     secure, aborted = None, ""
     if round_plan is not None and layout is not None:
         secure, aborted = _secure(hospitals, cfg, how, dispatches, not_started, round_plan, layout, start, stats,
@@ -141,6 +150,8 @@ def _secure(hospitals: Hospitals, cfg: FederationConfig, how: Asking, dispatches
             entry = now.get(h)
             if entry is None or entry.status != "active":
                 refused[h] = f"{h} is not an active hospital of the signed roster (revoked during the round)"
+            elif h not in dispatches:
+                refused[h] = f"{h} was not asked in this round"
             elif m["payload"].get("nonce") != dispatches[h].nonce:
                 refused[h] = f"{h}'s mask message answers another dispatch (nonce mismatch): a replay"
         return refused

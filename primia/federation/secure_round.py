@@ -38,37 +38,45 @@ def config_for(cfg: LocalSpec, stats: bool) -> SecureAggregationConfig:
     return statistics_config(cfg.secure_aggregation) if stats else cfg.secure_aggregation
 
 
-def layout_for(cfg: LocalSpec, start: Mapping[str, Any] | None, train: bool, stats: bool) -> Layout:
-    """Statistics: two moments, no validation; training: update + tails; validation only: the tail."""
+def layout_for(cfg: LocalSpec, start: Mapping[str, Any] | None, train: bool, stats: bool, validate: bool = True
+               ) -> Layout:
+    """Statistics: two moments, no validation; training: update + tails (validation tail unless the
+    incoming model was validated already); validation only: the tail."""
     if stats:
         return Layout.of(stats_start(), 0)
-    return Layout.of(dict(start) if train and start is not None else None, cfg.model.num_classes)
+    return Layout.of(dict(start) if train and start is not None else None, cfg.model.num_classes if validate else 0)
+
+
+def purpose(train: bool, stats: bool, validate: bool) -> str:
+    if stats:
+        return "statistics"
+    return ("train+validate" if validate else "train") if train else "validate"
 
 
 def plan(cfg: LocalSpec, server_round: int, hospitals: list[str], layout: Layout, model: str, stats: bool,
-         round_timeout_s: float, session: str | None = None) -> dict[str, Any]:
+         round_timeout_s: float, session: str | None = None, what: str = "train+validate") -> dict[str, Any]:
     """Public parameters of this round's aggregation (a fresh session per attempt) for every party."""
     sa = config_for(cfg, stats)
     if len(hospitals) < 2:
         raise RoundFailedError(f"round {server_round}: secure aggregation needs at least 2 hospitals, the round has "
                                f"{len(hospitals)} (raise policy.sample_fraction or register more hospitals)")
     params = Params(cfg.federation_id, server_round, session or secrets.token_hex(8), tuple(sorted(hospitals)),
-                    layout.length, sa.bits, sa.neighbours, sa.threshold_fraction, model)
+                    layout.length, sa.bits, sa.neighbours, sa.threshold_fraction, model, what)
     return {"params": params.to_dict(), "wait_s": round_timeout_s + 3 * sa.stage_timeout_s}
 
 
 def hospital_side(rosters: CheckpointStore, outbox: CheckpointStore, round_plan: dict[str, Any], me: str,
                   signer: Signer, verify: Verifier, coordinator: CoordinatorCheck, floors: Floors, ledger: Ledger,
-                  model: str) -> HospitalSide:
+                  model: str, what: str) -> HospitalSide:
     """The hospital's protocol run for a plan, after its own floors (checked in Client) and a check that
     the plan names the global model it was sent (the ledger's one-sum-per-model rule rests on it)."""
     try:
         params, wait_s = Params.from_dict(round_plan["params"]), float(round_plan["wait_s"])
     except (TypeError, KeyError, ValueError) as exc:
         raise ProtocolViolation(f"secure-aggregation plan needs 'params' and a numeric 'wait_s': {exc}") from None
-    if params.model != model:
-        raise ProtocolViolation(f"{me}: the plan is for model {params.model[:12] or '(none)'}, the dispatch names "
-                                f"{model[:12] or '(none)'}: refused")
+    if params.model != model or params.purpose != what:
+        raise ProtocolViolation(f"{me}: the plan is for model {params.model[:12] or '(none)'} ({params.purpose}), the "
+                                f"dispatch asks for {model[:12] or '(none)'} ({what}): refused")
     return HospitalSide(Channel(rosters, lambda _: outbox, params), Client(params, me, signer, verify, floors, ledger),
                         wait_s, coordinator)
 

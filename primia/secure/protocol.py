@@ -52,6 +52,7 @@ from primia.secure.prg import apply_masks, ring_dtype
 from primia.signing import Verifier, canonical_json
 
 Signer = Callable[[bytes], bytes]
+PURPOSES = ("train", "train+validate", "validate", "statistics")
 
 
 class SecAggAbort(RuntimeError):  # noqa: N818  # an outcome of the protocol, not a programming error
@@ -75,9 +76,12 @@ class Params:
     degree: int = 0  # 0: automatic (complete graph up to 9 parties, then 2*ceil(log2 n))
     threshold_fraction: float = 0.5
     model: str = ""  # sha256 of the global model the round starts from ("" for the statistics pass)
+    purpose: str = "train+validate"  # what the sum is of: train, train+validate, validate or statistics
 
     def __post_init__(self) -> None:
         ring_dtype(self.bits)
+        if self.purpose not in PURPOSES:
+            raise ProtocolViolation(f"purpose must be one of {', '.join(PURPOSES)}, got {self.purpose!r}")
         if self.degree and self.degree < len(self.parties) - 1 and (self.degree < 2 or self.degree % 2):
             raise ProtocolViolation(f"SecAgg+ degree must be 0, even and >= 2, or >= parties-1, got {self.degree}")
         if not 0 < self.threshold_fraction < 1:
@@ -122,7 +126,7 @@ class Params:
     def to_dict(self) -> dict[str, Any]:
         return {"federation": self.federation, "round": self.round, "session": self.session,
                 "parties": list(self.parties), "length": self.length, "bits": self.bits, "degree": self.degree,
-                "threshold_fraction": self.threshold_fraction, "model": self.model}
+                "threshold_fraction": self.threshold_fraction, "model": self.model, "purpose": self.purpose}
 
     @staticmethod
     def from_dict(data: Any) -> Params:
@@ -442,8 +446,10 @@ class Client:
                               f"this roster, {need} (a strict majority) must before anything is revealed")
         if self.own_shares is None:
             raise ProtocolViolation(f"{self.me}: unmask before share")
-        key = f"{self.params.federation}/round-{self.params.round}/{self.params.model or 'statistics'}"
-        self.ledger.claim(key, sorted(self.u3), self.params.session)
+        p, members = self.params, sorted(self.u3)
+        self.ledger.claim(f"{p.federation}/round-{p.round}/{p.model or 'statistics'}/{p.purpose}", members, p.session)
+        if "validate" in p.purpose:  # a model's validation figures go into one sum only, whichever pass asks
+            self.ledger.claim(f"{p.federation}/validation/{p.model}", members, p.session)
         b_out, s_out, bad = {self.me: _hex(self.own_shares[0])}, {}, dict(self.bad)
         for sender, box in self.shared_with_me.items():
             try:

@@ -164,6 +164,25 @@ class ObjectStore:
                 return None
             raise
 
+    def age_s(self, key: str) -> float | None:
+        """Seconds since the object was last written, by the server's own clock (its Date and
+        Last-Modified headers: no clock of ours is compared), or None when it does not exist."""
+        from email.utils import parsedate_to_datetime
+
+        def fn(_: int) -> float | None:
+            try:
+                obj = self._client.stat_object(self.bucket, key)
+            except S3Error as exc:
+                if exc.code in ("NoSuchKey", "NoSuchVersion", "NotFound"):
+                    return None
+                raise
+            now = obj.metadata.get("Date") if obj.metadata else None
+            if now is None or obj.last_modified is None:
+                return None
+            return (parsedate_to_datetime(now) - obj.last_modified).total_seconds()
+
+        return self._call("stat", key, fn)
+
     def exists(self, key: str) -> bool:
         return self._call("stat", key, lambda _: self.try_metadata(key) is not None)
 

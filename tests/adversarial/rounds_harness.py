@@ -95,7 +95,7 @@ class _Threads:
             floors = Floors(members=members, min_parties=2, max_parties=h.cfg.secure_aggregation.max_hospitals)
             secure = hospital_side(h.store, h.store, d.secagg, name, h.keys[name].sign, h.roster.verifier(),
                                    h.roster.coordinator_check, floors, h.ledgers.setdefault(name, MemoryLedger()),
-                                   d.global_ref.sha256 if d.global_ref else "") if d.secagg else None
+                                   d.global_ref.sha256 if d.global_ref else "", d.purpose) if d.secagg else None
             key = Ed25519PrivateKey.generate() if name in h.forge_answer else h.keys[name]
             hospital = next(x for x in h.cfg.hospitals if x.name == name)
             answer(hospital, key, h.store, h.store, d, h.cfg.local_spec(), secure)
