@@ -107,13 +107,15 @@ def export_cmd(
 def rewrap_cmd(
     federation: str = typer.Option(None, "--federation", "-f", help="One federation (default: all)."),
 ) -> None:
-    """Re-wrap every committed object's data key under the current master key (payloads untouched)."""
-    total = 0
+    """Re-wrap every encrypted object's data key under the current master key (payloads untouched) and
+    delete the older versions, so that a retired master key decrypts nothing left in the bucket."""
+    total = removed = 0
     for store in _stores(federation):
-        for r in store.committed_rounds():
-            total += store.rewrap_round(r)
-    console.print(f"re-wrapped {total} objects under master key {_stores(None)[0].ring.current_kek()[0]}"
-                      if total else "nothing to re-wrap: every object already uses the current master key")
+        changed, gone = store.rewrap_all()
+        total, removed = total + changed, removed + gone
+    kid = _stores(None)[0].ring.current_kek()[0] if _stores(None) else "?"
+    console.print(f"re-wrapped {total} objects under master key {kid}; deleted {removed} older object versions"
+                  if total or removed else "nothing to re-wrap: every object already uses the current master key")
 
 
 def _key_path() -> Path:

@@ -20,6 +20,7 @@ from primia.federation.identity import Identity, load_identity
 from primia.federation.roster import Pin, Roster
 from primia.federation.trust import fetch as fetch_roster
 from primia.messages import CheckpointRef
+from primia.store import history
 from primia.store.checkpoints import CheckpointStore
 from primia.store.keys import KeyRing, load_keyring
 from primia.store.s3 import ObjectStore
@@ -74,8 +75,10 @@ def checkpoints(federation_id: str, bucket: str | None = None) -> CheckpointStor
     with _lock:
         if key not in _checkpoint_stores:
             store = object_store() if bucket is None else bucket_store(bucket)
-            verify = None if is_coordinator() else _coordinator_public()
-            _checkpoint_stores[key] = CheckpointStore(store, federation_id, keyring(), verify)
+            coordinator = is_coordinator()
+            verify = None if coordinator else _coordinator_public()
+            memory = history.Memory(settings().home / "coordinator" / "heads") if coordinator else None
+            _checkpoint_stores[key] = CheckpointStore(store, federation_id, keyring(), verify, memory)
         return _checkpoint_stores[key]
 
 

@@ -97,7 +97,7 @@ class ResumePoint:
 
 def resume_point(store: CheckpointStore, cfg: FederationConfig) -> ResumePoint | None:
     """The last committed round of this federation, verified, or None for a fresh start."""
-    latest = store.latest()
+    latest = store.resume_round()
     if latest is None:
         return None
     meta = store.get_json(latest.ref("round.json"))

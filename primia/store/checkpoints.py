@@ -19,13 +19,21 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from primia.errors import IntegrityError, StoreError
 from primia.messages import CheckpointRef
-from primia.store import envelope, manifest
+from primia.store import envelope, history, manifest
 from primia.store import weights as wcodec
 from primia.store.keys import KeyRing
 from primia.store.s3 import ObjectStore
 from primia.store.weights import Weights
 
 _ROUND_RE = re.compile(r"/rounds/(\d{5})/manifest\.json$")
+_IN_ROUND_RE = re.compile(r"/rounds/(\d{5})/")
+
+
+def _round_of(key: str) -> int:
+    m = _IN_ROUND_RE.search(key)
+    if m is None:
+        raise StoreError(f"object {key} is not inside a round's folder")
+    return int(m.group(1))
 
 
 class _PlainCache:
@@ -72,11 +80,12 @@ class CheckpointStore:
     from the signed roster and holds no signing key); default: the key ring's own signing key."""
 
     def __init__(self, store: ObjectStore, federation_id: str, ring: KeyRing,
-                 verify_key: Ed25519PublicKey | None = None) -> None:
+                 verify_key: Ed25519PublicKey | None = None, memory: history.Memory | None = None) -> None:
         self.store = store
         self.federation_id = federation_id
         self.ring = ring
         self._verify_key = verify_key
+        self.memory = memory  # the coordinator's own record of the newest head it wrote
         self._cache = _PlainCache()
 
     @property
@@ -96,6 +105,10 @@ class CheckpointStore:
 
     def manifest_key(self, server_round: int) -> str:
         return self.round_prefix(server_round) + "manifest.json"
+
+    @property
+    def head_key(self) -> str:
+        return f"{self.prefix}head.json"
 
     def _where(self, ref: CheckpointRef) -> envelope.Location:
         return envelope.Location(ref.bucket, ref.key, self.federation_id, ref.round)
@@ -158,12 +171,51 @@ class CheckpointStore:
 
     # ----------------------------------------------------------------- rounds
     def commit(self, server_round: int, refs: dict[str, CheckpointRef]) -> CommittedRound:
-        """Write the signed manifest last: from now on the round is visible, exactly once."""
+        """Write the signed manifest last (from now on the round is visible, exactly once), chained to
+        the previous one, then the signed head that names it."""
         objects = {name: {"bucket": r.bucket, "key": r.key, "sha256": r.sha256} for name, r in sorted(refs.items())}
-        body = manifest.build(self.federation_id, server_round, objects)
+        head = self.head()
+        body = manifest.build(self.federation_id, server_round, objects, head.manifest if head else None,
+                              head.counter + 1 if head else 1)
         raw = manifest.sign(body, self.ring)
         self.store.put(self.manifest_key(server_round), raw, metadata={"sha256": wcodec.sha256(raw)}, once=True)
+        self._write_head(history.Head(server_round, body["counter"], history.digest(raw)))
         return CommittedRound(server_round, body)
+
+    def _write_head(self, head: history.Head) -> None:
+        _, key = self.ring.signer()
+        self.store.put(self.head_key, history.sign_head(head, self.federation_id, key))
+        if self.memory is not None:
+            self.memory.remember(self.federation_id, head)
+
+    def head(self) -> history.Head | None:
+        """The signed head (None before the first commit)."""
+        if not self.store.exists(self.head_key):
+            return None
+        return history.open_head(self.store.get(self.head_key), self.verify_key, self.federation_id,
+                                 f"s3://{self.store.bucket}/{self.head_key}")
+
+    def resume_round(self) -> CommittedRound | None:
+        """The newest committed round, after checking the history is whole (signed head not gone
+        backwards, no newest rounds deleted, the chain unbroken); a commit whose head write was lost
+        (a crash between the two) is completed first."""
+        manifests = {}
+        for r in self.committed_rounds():
+            raw = self.store.get(self.manifest_key(r))
+            manifests[r] = (raw, self._verified(raw, r))
+        head = self.head()
+        remembered = self.memory.counter(self.federation_id) if self.memory else 0
+        if head is not None and head.round + 1 in manifests and max(manifests) == head.round + 1:
+            raw, body = manifests[head.round + 1]
+            if body.get("previous") == head.manifest and body.get("counter") == head.counter + 1:
+                head = history.Head(head.round + 1, head.counter + 1, history.digest(raw))
+                self._write_head(head)
+        r = history.check_chain(self.federation_id, head, manifests, remembered)
+        return CommittedRound(r, manifests[r][1]) if r >= 0 else None
+
+    def _verified(self, raw: bytes, server_round: int) -> dict[str, Any]:
+        where = f"s3://{self.store.bucket}/{self.manifest_key(server_round)}"
+        return manifest.verify(raw, self.verify_key, where, self.federation_id, server_round)
 
     def committed_rounds(self) -> list[int]:
         rounds = []
@@ -174,11 +226,8 @@ class CheckpointStore:
         return sorted(rounds)
 
     def load_round(self, server_round: int) -> CommittedRound:
-        key = self.manifest_key(server_round)
-        raw = self.store.get(key)
-        where = f"s3://{self.store.bucket}/{key}"
-        body = manifest.verify(raw, self.verify_key, where, self.federation_id, server_round)
-        return CommittedRound(server_round, body)
+        return CommittedRound(server_round, self._verified(self.store.get(self.manifest_key(server_round)),
+                                                           server_round))
 
     def verify_committed(self, ref: CheckpointRef, name: str = "global.safetensors") -> None:
         """Raise unless `ref` is object `name` of its round's committed, signed manifest: what a hospital
@@ -205,20 +254,24 @@ class CheckpointStore:
             envelope.open_sealed(envelope.Sealed(data, meta), self.ring, self._where(ref), ref.sha256)
         return sorted(committed.manifest["objects"])
 
-    def rewrap_round(self, server_round: int) -> int:
-        """Re-wrap each object's data key under the current master key; payloads are untouched."""
-        committed = self.load_round(server_round)
+    def rewrap_all(self) -> tuple[int, int]:
+        """Re-wrap the data key of every encrypted object of the federation under the current master key
+        (payloads untouched), then delete every older version of those objects, so a retired master key
+        decrypts nothing that remains. Returns (objects re-wrapped, old versions deleted)."""
         current, _ = self.ring.current_kek()
-        changed = 0
-        for name in committed.manifest["objects"]:
-            ref = committed.ref(name)
-            meta = self.store.metadata(ref.key)
-            if meta.get("primia-kid") == current:
-                continue
-            header = {k: v for k, v in meta.items() if k.startswith("primia-")}
-            self.store.replace_metadata(ref.key, envelope.rewrap(header, self.ring, self._where(ref)))
-            changed += 1
-        return changed
+        keys = sorted({i.key for i in self.store.list(self.prefix, versions=True)})
+        changed = removed = 0
+        for key in keys:
+            meta = self.store.try_metadata(key)
+            if meta is None or "primia-kid" not in meta:
+                continue  # a manifest or head (signed, not encrypted), or a deleted object
+            if meta["primia-kid"] != current:
+                header = {k: v for k, v in meta.items() if k.startswith("primia-")}
+                where = envelope.Location(self.store.bucket, key, self.federation_id, _round_of(key))
+                self.store.replace_metadata(key, envelope.rewrap(header, self.ring, where))
+                changed += 1
+            removed += self.store.remove_old_versions(key)
+        return changed, removed
 
     # ----------------------------------------------------------------- retention
     def pins(self) -> set[int]:

@@ -3,7 +3,7 @@
 A fresh 256-bit data key per object encrypts the payload with AES-256-GCM; the data key is wrapped
 (RFC 3394 AES key wrap) by the current master key, named by its id. The associated data binds
 bucket, object key, federation, round and format version, so a copy under another name does not
-decrypt. The header (key id, wrapped key, nonce, sha256 of the plaintext) travels as the object's S3
+decrypt. The header (key id, wrapped key, nonce) travels as the object's S3
 metadata; the ciphertext's sha256 is kept in the signed manifest and in every reference.
 Re-wrapping replaces the header and leaves the payload untouched.
 
@@ -30,7 +30,8 @@ from primia.store.keys import KeyRing
 
 FORMAT_VERSION = "1"
 _hasher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="primia-sha256")
-FIELDS = ("primia-format", "primia-kid", "primia-wrapped-key", "primia-nonce", "primia-sha256-plain")
+FIELDS = ("primia-format", "primia-kid", "primia-wrapped-key", "primia-nonce")  # no plaintext digest: it would
+# tell anyone who can read metadata when two objects hold the same plaintext
 
 
 @dataclass(frozen=True)
@@ -67,14 +68,12 @@ class Sealed:
 def seal(plaintext: bytes, ring: KeyRing, where: Location) -> Sealed:
     kid, kek = ring.current_kek()
     data_key, nonce = AESGCM.generate_key(bit_length=256), os.urandom(12)
-    plain_digest = _hasher.submit(lambda: hashlib.sha256(plaintext).hexdigest())
     ciphertext = AESGCM(data_key).encrypt(nonce, plaintext, where.aad())
     header = {
         "primia-format": FORMAT_VERSION,
         "primia-kid": kid,
         "primia-wrapped-key": base64.b64encode(aes_key_wrap(kek, data_key)).decode(),
         "primia-nonce": base64.b64encode(nonce).decode(),
-        "primia-sha256-plain": plain_digest.result(),
     }
     return Sealed(ciphertext, header, _hasher.submit(lambda: hashlib.sha256(ciphertext).hexdigest()))
 

@@ -15,16 +15,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from primia.errors import IntegrityError
 from primia.store.keys import KeyRing
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: chained (previous manifest's digest, commit counter)
 
 
 def canonical(body: dict[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
-def build(federation: str, server_round: int, objects: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return {"version": MANIFEST_VERSION, "federation": federation, "round": server_round,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "objects": objects}
+def build(federation: str, server_round: int, objects: dict[str, dict[str, Any]], previous: str | None = None,
+          counter: int = 1) -> dict[str, Any]:
+    return {"version": MANIFEST_VERSION, "federation": federation, "round": server_round, "previous": previous,
+            "counter": counter, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "objects": objects}
 
 
 def sign(body: dict[str, Any], ring: KeyRing) -> bytes:

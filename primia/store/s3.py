@@ -207,6 +207,15 @@ class ObjectStore:
 
         self._call("delete", key, fn)
 
+    def remove_old_versions(self, key: str) -> int:
+        """Delete every version of an object but the latest (and old delete markers)."""
+        removed = 0
+        for info in self.list(key, versions=True):
+            if info.key == key and not info.is_latest:
+                self._remove_version(key, info.version_id)
+                removed += 1
+        return removed
+
     def remove_all_versions(self, key: str) -> int:
         """Delete every version of an object (retention: a delete marker alone would keep the data)."""
         removed = 0

@@ -102,12 +102,18 @@ def test_rotate_then_rewrap_then_old_key_gone(live_stack: stack.StackState, tmp_
     new_kid = rotate_key_file(tmp_path / "keys" / "keyring.json")
     ring = load_keyring(CryptoSettings(), tmp_path)
     rotated = CheckpointStore(store.store, store.federation_id, ring)
-    assert rotated.rewrap_round(1) == 1 and rotated.rewrap_round(1) == 0
+    changed, removed = rotated.rewrap_all()
+    assert changed == 1 and removed >= 1 and rotated.rewrap_all() == (0, 0)
     after = {i.key: i.etag for i in store.store.list(store.prefix)}
     assert before == after, "payloads (ETags) must not change on re-wrap"
     only_new = KeyRing(keks={new_kid: ring.keks[new_kid]}, current=new_kid, signing_private=ring.signing_private,
                        signing_id=ring.signing_id)
     assert CheckpointStore(store.store, store.federation_id, only_new).verify_round(1)
+    # the copy onto itself made a new version: the old one (wrapped under the retired key) is gone too
+    versions = [i for i in store.store.list(store.prefix, versions=True) if i.key.endswith(".enc")]
+    assert len(versions) == 1
+    assert store.store.metadata(versions[0].key)["primia-kid"] == new_kid
+    assert "primia-sha256-plain" not in store.store.metadata(versions[0].key)  # no plaintext digest in metadata
 
 
 @pytest.mark.slow
