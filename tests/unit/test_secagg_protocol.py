@@ -281,3 +281,65 @@ def test_signed_but_malformed_messages_and_plans_are_rejected_with_a_reason() ->
     with pytest.raises(ConfigError, match="neighbours: .*even number >= 2"):
         parse_federation_config({"federation_id": "f", "test_data": {"path": "/tmp"},
                                  "secure_aggregation": {"neighbours": 3}})
+
+
+def test_a_share_that_does_not_match_its_commitment_is_not_used() -> None:
+    """A revealer hands over a wrong share under its own index: it fails the owner's signed commitment
+    and is skipped; the honest shares rebuild the seed and the sum stays exact (without the
+    commitment, the wrong share would go into the interpolation and the sum would be garbage)."""
+    from primia.secure import shamir
+
+    names = [f"h{i}" for i in range(5)]
+    params = _params(names, 6)
+    signers, verify = inmemory.identities(names)
+    vectors = {h: np.arange(6, dtype=np.uint32) * (i + 1) for i, h in enumerate(names)}
+
+    def lie(hospital: str, message: dict) -> None:
+        if hospital == "h0":  # h0 reveals a made-up share of h4's seed, at its own x
+            payload = dict(message["payload"])
+            shares = dict(payload["b_shares"])
+            shares["h4"] = shamir.Share(params.index("h0"), 424242).to_bytes().hex()
+            body = {k: v for k, v in payload.items() if k not in ("stage", "hospital", "federation", "round", "session")}
+            message.update(sign(params, "unmask", "h0", {**body, "b_shares": shares}, signers["h0"]))
+
+    run = inmemory.run(params, vectors, inmemory.Faults(before_unmask={"h4"}), keys=(signers, verify), on_reveal=lie)
+    assert run.result.bad_shares == {"h0": "h0 revealed a share of h4's secret that does not match its commitment"}
+    assert np.array_equal(run.result.total, sum(vectors.values()))  # type: ignore[arg-type]
+
+
+def test_hospitals_refuse_rosters_the_coordinator_did_not_sign_and_ignore_a_forged_abort(tmp_path: Path) -> None:
+    import time
+
+    store = CheckpointStore(MemoryObjectStore(), "fed", make_keyring(tmp_path))
+    params = _params(["h0", "h1", "h2"], 4)
+    channel = Channel(store, lambda _: store, params, 0.01)
+    _, check = inmemory.coordinator_identity()
+    forger, _ = inmemory.coordinator_identity()  # a party that is not the roster's coordinator
+    channel.abort("stop, says a forger", forger)
+    channel.publish("advertise", {"adverts": {}}, forger)
+    with pytest.raises(ProtocolViolation, match="roster advertise of round 1 is not signed by the federation's "
+                                                "coordinator key"):
+        channel.await_roster("advertise", time.monotonic() + 1, check)
+    with pytest.raises(SecAggAbort, match="no roster after stage share"):  # the forged abort did not stop it
+        channel.await_roster("share", time.monotonic() + 0.2, check)
+
+
+def test_a_sum_outside_the_signed_bounds_fails_closed() -> None:
+    from primia.errors import PrimiaError
+    from primia.federation.secure_update import Contribution, Layout, decode, encode
+
+    start = {"w": np.zeros(4, dtype=np.float32)}
+    layout = Layout.of(start, 2)
+    vec, _ = encode(SA, layout, Contribution(10, 0.5, np.array([[3, 1], [0, 4]]), 8),
+                    {"w": np.full(4, 0.1, dtype=np.float32)}, start)
+    assert decode(SA, layout, vec, start, 1, SA.max_examples).num_examples == 10
+    with pytest.raises(PrimiaError, match="sample count 10 is outside 11..110000"):  # 11 in the sum: >= 11 samples
+        decode(SA, layout, vec, start, 11, 11 * SA.max_examples)
+    corrupt = vec.copy()
+    corrupt[0] += np.uint32(2**30)  # a coordinate far outside the clipping bound
+    with pytest.raises(PrimiaError, match="leaves the clipping bound"):
+        decode(SA, layout, corrupt, start, 1, SA.max_examples)
+    corrupt = vec.copy()
+    corrupt[-2] += np.uint32(1)  # the confusion matrix no longer adds up
+    with pytest.raises(PrimiaError, match="does not add up to the validation samples"):
+        decode(SA, layout, corrupt, start, 1, SA.max_examples)
