@@ -2,53 +2,221 @@
 source), run the test that names it, and report whether that test fails - as it must. Not collected
 by pytest; run `.venv/bin/python tests/mutation_check.py [NAME ...]` (about 3 minutes for all).
 The source file is restored after each run."""
+
 import subprocess
 import sys
 from pathlib import Path
 
 R = Path(__file__).resolve().parent.parent
-M = [
- ("mask binding", "primia/secure/protocol.py", "        check_masks(self.params, g, self.u2, masks, self.verify)\n", "", "tests/adversarial/test_split_view.py::test_the_mask_binding_alone_stops_it"),
- ("strict-majority confirm", "primia/secure/protocol.py", "        return min(parties, (parties + self.colluders) // 2 + 1)", "        return 1", "tests/adversarial/test_split_view.py::test_the_quorum_intersection_alone_stops_it"),
- ("U2 floor", "primia/secure/protocol.py", "        self.floors.check_u2(self.params, self.me, self.u2)\n", "", "tests/adversarial/test_split_view.py::test_the_quorum_intersection_alone_stops_it"),
- ("roster members floor", "primia/secure/protocol.py", "        if strangers:\n", "        if False:\n", "tests/adversarial/test_plan_floors.py::test_a_sybil_in_the_plan_is_refused"),
- ("min parties floor", "primia/secure/protocol.py", "        if n < self.min_parties:", "        if False:", "tests/adversarial/test_plan_floors.py::test_a_two_party_plan_is_refused"),
- ("max parties floor", "primia/secure/protocol.py", "        if n > self.max_parties:", "        if False:", "tests/adversarial/test_plan_floors.py::test_more_parties_than_the_ring_holds_and_a_weak_threshold_are_refused"),
- ("degree floor", "primia/secure/protocol.py", "        if params.degree and params.degree < graph.auto_degree(n):", "        if False:", "tests/adversarial/test_split_view.py::test_a_coordinator_chosen_degree_below_the_automatic_one_is_refused"),
- ("colluder sum floor", "primia/secure/protocol.py", "        return self.colluders + 2", "        return 2", "tests/adversarial/test_plan_floors.py::test_a_hospital_that_assumes_a_colluder_refuses_a_sum_of_two"),
- ("ledger", "primia/secure/protocol.py", "        if held[0] != members:\n            raise second_sum", "        if False:\n            raise second_sum", "tests/adversarial/test_round_attacks.py::test_a_retried_round_with_another_sample_gets_no_second_sum"),
- ("file ledger", "primia/secure/ledger.py", "            if held is not None and held[\"members\"] != members:", "            if False:", "tests/unit/test_roster.py::test_the_unmask_ledger_holds_across_agent_restarts_and_fails_closed_when_damaged"),
- ("share commitments", "primia/secure/protocol.py", "        if share.x != params.index(revealer) or not matches:", "        if share.x != params.index(revealer):", "tests/unit/test_secagg_protocol.py::test_a_share_that_does_not_match_its_commitment_is_not_used"),
- ("plan model binding", "primia/federation/secure_round.py", "    if params.model != model or params.purpose != what:", "    if False:", "tests/adversarial/test_plan_floors.py::test_a_plan_for_another_model_or_purpose_than_the_dispatch_is_refused"),
- ("admit nonce", "primia/federation/rounds.py", "            elif m[\"payload\"].get(\"nonce\") != dispatches[h].nonce:", "            elif False:", "tests/adversarial/test_round_attacks.py::test_a_replayed_mask_message_keeps_its_hospital_out_of_the_sum"),
- ("admit roster status", "primia/federation/rounds.py", "            if entry is None or entry.status != \"active\":\n                refused[h] = f\"{h} is not an active", "            if False:\n                refused[h] = f\"{h} is not an active", "tests/adversarial/test_round_attacks.py::test_a_hospital_revoked_during_the_round_is_not_in_the_sum"),
- ("void on rejected in sum", "primia/federation/rounds.py", "    if void:\n        return out, (", "    if False:\n        return out, (", "tests/adversarial/test_round_attacks.py::test_a_rejected_hospital_inside_the_sum_voids_the_attempt"),
- ("committed model check", "primia/store/checkpoints.py", "        if entry is None or (entry[\"bucket\"], entry[\"key\"], entry[\"sha256\"]) != (ref.bucket, ref.key, ref.sha256):", "        if False:", "tests/adversarial/test_round_attacks.py::test_a_validation_pass_on_weights_the_coordinator_did_not_commit_is_refused"),
- ("roster signature", "primia/federation/roster.py", "    if not ed25519_valid(authority_key, canonical_json(body), signature):", "    if False:", "tests/unit/test_roster.py::test_a_hospital_accepts_only_the_authoritys_signature_and_never_an_older_version"),
- ("roster version", "primia/federation/roster.py", "            if roster.version < seen:", "            if False:", "tests/unit/test_roster.py::test_a_hospital_accepts_only_the_authoritys_signature_and_never_an_older_version"),
- ("coordinator roster signature", "primia/secure/transport.py", "        if not valid or got != (stage, self.params.federation, self.round, self.params.session):", "        if False:", "tests/unit/test_secagg_protocol.py::test_hospitals_refuse_rosters_the_coordinator_did_not_sign_and_ignore_a_forged_abort"),
- ("head counter", "primia/store/history.py", "    if head.counter < remembered:", "    if False:", "tests/adversarial/test_history.py::test_an_older_head_restored_is_refused"),
- ("head round present", "primia/store/history.py", "    if head.round not in manifests:", "    if False:", "tests/adversarial/test_history.py::test_deleting_the_newest_manifests_is_refused_naming_the_round"),
- ("chain", "primia/store/history.py", "        if manifests[r][1].get(\"previous\") != digest(manifests[r - 1][0]):", "        if False:", "tests/adversarial/test_history.py::test_a_missing_head_or_a_broken_chain_is_refused"),
- ("head missing", "primia/store/history.py", "        if remembered or manifests:", "        if False:", "tests/adversarial/test_history.py::test_a_missing_head_or_a_broken_chain_is_refused"),
- ("head signature", "primia/store/history.py", "        public.verify(signature, canonical_json(body))\n", "", "tests/adversarial/test_history.py::test_a_head_or_manifest_forged_with_a_hospitals_key_is_refused"),
- ("sum bounds", "primia/federation/secure_update.py", "        if np.abs(delta).max(initial=0.0) > cfg.clip + 1e-9:", "        if False:", "tests/unit/test_secagg_protocol.py::test_a_sum_outside_the_signed_bounds_fails_closed"),
- ("agent plaintext floor", "primia/federation/agent.py", "    if secagg is None and agent.require_secure_aggregation:", "    if False:", "tests/unit/test_agent_plan.py"),
+MUTATIONS = [  # (name, file, the check as it is, the check removed, the test that names it)
+    (
+        'mask binding',
+        'primia/secure/protocol.py',
+        '        check_masks(self.params, g, self.u2, masks, self.verify)\n',
+        '',
+        'tests/adversarial/test_split_view.py::test_the_mask_binding_alone_stops_it',
+    ),
+    (
+        'strict-majority confirm',
+        'primia/secure/protocol.py',
+        '        return min(parties, (parties + self.colluders) // 2 + 1)',
+        '        return 1',
+        'tests/adversarial/test_split_view.py::test_the_quorum_intersection_alone_stops_it',
+    ),
+    (
+        'U2 floor',
+        'primia/secure/protocol.py',
+        '        self.floors.check_u2(self.params, self.me, self.u2)\n',
+        '',
+        'tests/adversarial/test_split_view.py::test_the_quorum_intersection_alone_stops_it',
+    ),
+    (
+        'roster members floor',
+        'primia/secure/protocol.py',
+        '        if strangers:\n',
+        '        if False:\n',
+        'tests/adversarial/test_plan_floors.py::test_a_sybil_in_the_plan_is_refused',
+    ),
+    (
+        'min parties floor',
+        'primia/secure/protocol.py',
+        '        if n < self.min_parties:',
+        '        if False:',
+        'tests/adversarial/test_plan_floors.py::test_a_two_party_plan_is_refused',
+    ),
+    (
+        'max parties floor',
+        'primia/secure/protocol.py',
+        '        if n > self.max_parties:',
+        '        if False:',
+        'tests/adversarial/test_plan_floors.py::test_more_parties_than_the_ring_holds_and_a_weak_threshold_are_refused',
+    ),
+    (
+        'degree floor',
+        'primia/secure/protocol.py',
+        '        if params.degree and params.degree < graph.auto_degree(n):',
+        '        if False:',
+        'tests/adversarial/test_split_view.py::test_a_coordinator_chosen_degree_below_the_automatic_one_is_refused',
+    ),
+    (
+        'colluder sum floor',
+        'primia/secure/protocol.py',
+        '        return self.colluders + 2',
+        '        return 2',
+        'tests/adversarial/test_plan_floors.py::test_a_hospital_that_assumes_a_colluder_refuses_a_sum_of_two',
+    ),
+    (
+        'ledger',
+        'primia/secure/protocol.py',
+        '        if held[0] != members:\n            raise second_sum',
+        '        if False:\n            raise second_sum',
+        'tests/adversarial/test_round_attacks.py::test_a_retried_round_with_another_sample_gets_no_second_sum',
+    ),
+    (
+        'file ledger',
+        'primia/secure/ledger.py',
+        '            if held is not None and held["members"] != members:',
+        '            if False:',
+        'tests/unit/test_roster.py::test_the_unmask_ledger_holds_across_agent_restarts_and_fails_closed_when_damaged',
+    ),
+    (
+        'share commitments',
+        'primia/secure/protocol.py',
+        '        if share.x != params.index(revealer) or not matches:',
+        '        if share.x != params.index(revealer):',
+        'tests/unit/test_secagg_protocol.py::test_a_share_that_does_not_match_its_commitment_is_not_used',
+    ),
+    (
+        'plan model binding',
+        'primia/federation/secure_round.py',
+        '    if params.model != model or params.purpose != what:',
+        '    if False:',
+        'tests/adversarial/test_plan_floors.py::test_a_plan_for_another_model_or_purpose_than_the_dispatch_is_refused',
+    ),
+    (
+        'admit nonce',
+        'primia/federation/rounds.py',
+        '            elif m["payload"].get("nonce") != dispatches[h].nonce:',
+        '            elif False:',
+        'tests/adversarial/test_round_attacks.py::test_a_replayed_mask_message_keeps_its_hospital_out_of_the_sum',
+    ),
+    (
+        'admit roster status',
+        'primia/federation/rounds.py',
+        '            if entry is None or entry.status != "active":\n'
+        '                refused[h] = f"{h} is not an active',
+        '            if False:\n                refused[h] = f"{h} is not an active',
+        'tests/adversarial/test_round_attacks.py::test_a_hospital_revoked_during_the_round_is_not_in_the_sum',
+    ),
+    (
+        'void on rejected in sum',
+        'primia/federation/rounds.py',
+        '    if void:\n        return out, (',
+        '    if False:\n        return out, (',
+        'tests/adversarial/test_round_attacks.py::test_a_rejected_hospital_inside_the_sum_voids_the_attempt',
+    ),
+    (
+        'committed model check',
+        'primia/store/checkpoints.py',
+        '        if entry is None or (entry["bucket"], entry["key"], entry["sha256"]) != '
+        '(ref.bucket, ref.key, ref.sha256):',
+        '        if False:',
+        'tests/adversarial/test_round_attacks.py::test_a_validation_pass_on_weights_the_coordinator_did_not_commit_is_refused',
+    ),
+    (
+        'roster signature',
+        'primia/federation/roster.py',
+        '    if not ed25519_valid(authority_key, canonical_json(body), signature):',
+        '    if False:',
+        'tests/unit/test_roster.py::test_a_hospital_accepts_only_the_authoritys_signature_and_never_an_older_version',
+    ),
+    (
+        'roster version',
+        'primia/federation/roster.py',
+        '            if roster.version < seen:',
+        '            if False:',
+        'tests/unit/test_roster.py::test_a_hospital_accepts_only_the_authoritys_signature_and_never_an_older_version',
+    ),
+    (
+        'coordinator roster signature',
+        'primia/secure/transport.py',
+        '        if not valid or got != (stage, self.params.federation, self.round, self.params.session):',
+        '        if False:',
+        'tests/unit/test_secagg_protocol.py::test_hospitals_refuse_rosters_the_coordinator_did_not_sign_and_ignore_a_forged_abort',
+    ),
+    (
+        'head counter',
+        'primia/store/history.py',
+        '    if head.counter < remembered:',
+        '    if False:',
+        'tests/adversarial/test_history.py::test_an_older_head_restored_is_refused',
+    ),
+    (
+        'head round present',
+        'primia/store/history.py',
+        '    if head.round not in manifests:',
+        '    if False:',
+        'tests/adversarial/test_history.py::test_deleting_the_newest_manifests_is_refused_naming_the_round',
+    ),
+    (
+        'chain',
+        'primia/store/history.py',
+        '        if manifests[r][1].get("previous") != digest(manifests[r - 1][0]):',
+        '        if False:',
+        'tests/adversarial/test_history.py::test_a_missing_head_or_a_broken_chain_is_refused',
+    ),
+    (
+        'head missing',
+        'primia/store/history.py',
+        '        if remembered or manifests:',
+        '        if False:',
+        'tests/adversarial/test_history.py::test_a_missing_head_or_a_broken_chain_is_refused',
+    ),
+    (
+        'head signature',
+        'primia/store/history.py',
+        '        public.verify(signature, canonical_json(body))\n',
+        '',
+        'tests/adversarial/test_history.py::test_a_head_or_manifest_forged_with_a_hospitals_key_is_refused',
+    ),
+    (
+        'sum bounds',
+        'primia/federation/secure_update.py',
+        '        if np.abs(delta).max(initial=0.0) > cfg.clip + 1e-9:',
+        '        if False:',
+        'tests/unit/test_secagg_protocol.py::test_a_sum_outside_the_signed_bounds_fails_closed',
+    ),
+    (
+        'agent plaintext floor',
+        'primia/federation/agent.py',
+        '    if secagg is None and agent.require_secure_aggregation:',
+        '    if False:',
+        'tests/unit/test_agent_plan.py',
+    ),
 ]
-only = sys.argv[1:] 
-results = []
-for name, f, old, new, test in M:
-    if only and name not in only: continue
-    p = R / f
-    src = p.read_text()
-    if old not in src:
-        results.append((name, "MUTATION NOT FOUND")); continue
-    p.write_text(src.replace(old, new, 1))
-    try:
-        r = subprocess.run([str(R/".venv/bin/python"), "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", test], cwd=R, capture_output=True, text=True, timeout=600)
-        results.append((name, "test FAILS (good)" if r.returncode != 0 else "test still PASSES (bad)"))
-    finally:
-        p.write_text(src)
-for n, res in results:
-    print(f"{n:32s} {res}")
-sys.exit(0 if all(res.endswith("(good)") for _, res in results) else 1)
+
+
+def main(only: list[str]) -> int:
+    results = []
+    for name, f, old, new, test in MUTATIONS:
+        if only and name not in only:
+            continue
+        path = R / f
+        src = path.read_text()
+        if old not in src:
+            results.append((name, "MUTATION NOT FOUND"))
+            continue
+        path.write_text(src.replace(old, new, 1))
+        try:
+            run = subprocess.run([str(R / ".venv/bin/python"), "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                                  test], cwd=R, capture_output=True, text=True, timeout=600)
+            results.append((name, "test FAILS (good)" if run.returncode != 0 else "test still PASSES (bad)"))
+        finally:
+            path.write_text(src)
+    for n, res in results:
+        print(f"{n:32s} {res}")
+    return 0 if all(res.endswith("(good)") for _, res in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -299,7 +299,8 @@ def test_a_share_that_does_not_match_its_commitment_is_not_used() -> None:
             payload = dict(message["payload"])
             shares = dict(payload["b_shares"])
             shares["h4"] = shamir.Share(params.index("h0"), 424242).to_bytes().hex()
-            body = {k: v for k, v in payload.items() if k not in ("stage", "hospital", "federation", "round", "session")}
+            skip = ("stage", "hospital", "federation", "round", "session")
+            body = {k: v for k, v in payload.items() if k not in skip}
             message.update(sign(params, "unmask", "h0", {**body, "b_shares": shares}, signers["h0"]))
 
     run = inmemory.run(params, vectors, inmemory.Faults(before_unmask={"h4"}), keys=(signers, verify), on_reveal=lie)
