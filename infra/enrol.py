@@ -8,7 +8,6 @@ the steps and the files are the same.
 
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
 
@@ -84,10 +83,9 @@ def _provision(home: Path, hospital: str, bucket: str, keys_dir: Path) -> None:
     if not (keys_dir / S3_FILE).exists():
         write_private(keys_dir / S3_FILE, stack.provision_hospital(home, hospital, bucket))
     from primia import runtime
+    from primia.store.keys import export_hospital_key_file, key_file_path
 
-    ring = runtime.keyring()
-    keks = {kid: base64.b64encode(k).decode() for kid, k in ring.keks.items()}
-    write_private(keys_dir / KEYRING_FILE, {"version": 1, "current": ring.current, "keks": keks})
+    export_hospital_key_file(key_file_path(runtime.settings().crypto, home), keys_dir / KEYRING_FILE)
 
 
 def agent_environment(keys_dir: Path) -> dict[str, str]:

@@ -145,6 +145,19 @@ def keys_rotate() -> None:
     console.print(f"new current master key: {rotate_key_file(_key_path())}")
 
 
+@keys_app.command("export-hospital")
+@friendly
+def keys_export_hospital(
+    out: Path = typer.Argument(..., help="Where to write the hospitals' key file (0600)."),
+) -> None:
+    """The key file a hospital agent gets: the master keys only, never the coordinator's signing key
+    (hospitals check manifests with the coordinator's public key from the signed roster)."""
+    from primia.store.keys import export_hospital_key_file
+
+    export_hospital_key_file(_key_path(), out)
+    console.print(f"wrote {out}: master keys only (no signing key)")
+
+
 @keys_app.command("show")
 @friendly
 def keys_show() -> None:

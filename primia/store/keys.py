@@ -166,3 +166,11 @@ def rotate_key_file(path: Path) -> str:
     data.update(keks=keks, current=kid)
     _write_private(path, data)
     return kid
+
+
+def export_hospital_key_file(path: Path, out: Path) -> None:
+    """A hospital's key file: the federation's master keys, without the coordinator's signing key."""
+    data = _read_key_file(path)
+    if not data:
+        raise ConfigError(f"key file {path} does not exist: run `primia keys init` first")
+    _write_private(out, {"version": 1, "current": data.get("current"), "keks": data.get("keks", {})})
