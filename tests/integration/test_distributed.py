@@ -294,3 +294,29 @@ def test_a_swapped_registry_key_changes_nothing_and_a_forged_roster_is_refused(a
             str(state.message)
     finally:
         trust.publish(runtime.object_store(), genuine)
+
+
+def test_late_runs_are_cancelled_whether_they_started_or_not(agents: Agents) -> None:
+    """At the round's deadline a hospital's run still waiting for a worker is cancelled outright, and one
+    that is running is cancelled through its worker, so a hospital that comes back does not train a
+    stale round."""
+    from primia.federation.liveness import Liveness
+    from primia.federation.rounds import Dispatch
+    from primia.secure.protocol import Params
+    from tasks.dispatch import AgentHospitals
+
+    cfg = parse_federation_config(_raw(agents, f"late-{int(time.time())}", rounds=1, round_timeout_s=5))
+    params = Params(cfg.federation_id, 0, "late", NAMES, 3, bits=64, purpose="statistics")  # no roster ever comes
+    plan = {"params": params.to_dict(), "wait_s": 120}
+    agents.kill("dh2")  # its run will wait for a worker
+    try:
+        hospitals = AgentHospitals(cfg, runtime.roster(), Liveness({}, 60))
+        assert hospitals.start({h: Dispatch(0, None, False, True, f"n-{h}", plan) for h in ("dh1", "dh2")}) == {}
+        time.sleep(6)  # dh1 is running: it advertised and waits for the coordinator's roster
+        reasons = hospitals.finish(time.monotonic())
+        assert reasons == {h: "no answer within 5 s (policy.round_timeout_s)" for h in ("dh1", "dh2")}
+        states = {h: _final_state(fr.id, 60) for h, fr in hospitals.runs.items()}
+        assert states["dh2"].name == "Cancelled" and "late: dropped" in str(states["dh2"].message)
+        assert states["dh1"].name == "Cancelled"  # stopped by its worker
+    finally:
+        agents.start("dh2")

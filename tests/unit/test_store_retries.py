@@ -72,3 +72,36 @@ def test_total_retry_time_is_bounded() -> None:
     with pytest.raises(StoreError, match="unreachable on put .* gave up after 1 s"):
         _store(retry_seconds=1.0)._call("put", "k", refused)
     assert time.monotonic() - start < 6
+
+
+class _LostResponse:
+    """A minio client whose first upload lands on the server but whose response is lost on the way back."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, str]] = {}
+        self.puts = 0
+
+    def put_object(self, bucket: str, key: str, data: object, length: int, content_type: str = "",
+                   metadata: dict[str, str] | None = None) -> object:
+        self.puts += 1
+        self.objects[key] = {f"X-Amz-Meta-{k}": v for k, v in (metadata or {}).items()}
+        if self.puts == 1:
+            raise urllib3.exceptions.ProtocolError("connection reset after the upload")
+        return type("Result", (), {"etag": "e"})()
+
+    def stat_object(self, bucket: str, key: str) -> object:
+        if key not in self.objects:
+            raise _s3_error("NoSuchKey", 404)
+        return type("Stat", (), {"metadata": self.objects[key]})()
+
+
+@pytest.mark.parametrize("once", [True, False])
+def test_a_manifest_is_written_once_even_when_the_first_response_is_lost(once: bool) -> None:
+    """The retry after a lost response finds the object with the same sha256 and does not write it again
+    (a second write would be a second version of the manifest); without `once` it would."""
+    store = _store()
+    client = _LostResponse()
+    store._client = client  # type: ignore[assignment]
+    result = store.put("federations/f/rounds/00001/manifest.json", b"signed", metadata={"sha256": "abc"}, once=once)
+    assert client.puts == (1 if once else 2)
+    assert (result == "already-written") is once
