@@ -128,7 +128,7 @@ def test_two_rounds_on_three_agents_without_the_coordinator_reading_hospital_fil
     store = runtime.checkpoints(fid)
     assert store.committed_rounds() == [0, 1, 2]
     assert not [o for o in store.store.list(store.round_prefix(1) + "updates/")]  # no update left in the clear
-    assert summary["last_round_test"]["mcc"] > 0.3  # it learned (from sums only)
+    assert summary["last_round_test"]["roc_auc"] > 0.7  # it learned (from sums only)
 
 
 STAGES = ("before advertise", "after sharing", "during training", "after masking")
