@@ -10,9 +10,17 @@ from pathlib import Path
 R = Path(__file__).resolve().parent.parent
 MUTATIONS = [  # (name, file, the check as it is, the check removed, the test that names it)
     (
+        'neighbour advert signatures',
+        'primia/secure/protocol.py',
+        '        payloads |= verified_adverts(self.params, {p: adverts[p] for p in g.nbrs[self.me]}, self.verify)',
+        '        pass',
+        'tests/unit/test_secagg_protocol.py::test_a_forged_advert_in_u1_is_caught_by_its_owner_and_its_neighbours',
+    ),
+    (
         'mask binding',
         'primia/secure/protocol.py',
-        '        check_masks(self.params, g, self.u2, masks, self.verify)\n',
+        '        check_masks(self.params, g, self.u2, {h: masks[h] for h in u3 & (g.nbrs[self.me] | {self.me})}, '
+        'self.verify)\n',
         '',
         'tests/adversarial/test_split_view.py::test_the_mask_binding_alone_stops_it',
     ),

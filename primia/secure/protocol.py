@@ -282,6 +282,18 @@ def commitment(params: Params, owner: str, kind: str, share: bytes) -> str:
     return hashlib.sha256(params.ctx.info(f"primia-secagg-commit-{kind}-v1", owner, owner) + share).hexdigest()
 
 
+def _advert_payload(hospital: str, message: Any) -> dict[str, Any]:
+    """An advert's public keys for hashing U1 (not yet verified: see Client.share)."""
+    try:
+        payload = message["payload"]
+        if payload["hospital"] != hospital or not isinstance(payload["c_pk"], str) or \
+                not isinstance(payload["s_pk"], str):
+            raise ValueError("malformed")
+        return dict(payload)
+    except (KeyError, TypeError, ValueError):
+        raise ProtocolViolation(f"roster U1 lists a malformed advert for {hospital}") from None
+
+
 def verified_adverts(params: Params, adverts: Mapping[str, dict[str, Any]], verify: Verifier
                      ) -> dict[str, dict[str, Any]]:
     payloads = {}
@@ -345,8 +357,15 @@ class Client:
         """Stage 2, given roster U1 (the coordinator's list of signed adverts; each re-verified here)."""
         if self.me not in adverts:
             raise ProtocolViolation(f"{self.me} is missing from roster U1")
-        payloads = verified_adverts(self.params, adverts, self.verify)
+        mine = verified(self.params, "advertise", adverts[self.me], self.verify)
+        if (mine["c_pk"], mine["s_pk"]) != (b64(raw_public(self.c_key)), b64(raw_public(self.s_key))):
+            raise ProtocolViolation(f"{self.me}: roster U1 carries another advert in its name")
+        payloads = {h: _advert_payload(h, m) for h, m in adverts.items()}
         g = self.graph = self.params.graph(payloads)
+        # Only the neighbours' signatures matter to this hospital (log n of them): a forged advert of
+        # anyone else is caught by that party's own neighbours, and the U1 digest in every share and
+        # confirm message makes any hospital that saw another U1 refuse.
+        payloads |= verified_adverts(self.params, {p: adverts[p] for p in g.nbrs[self.me]}, self.verify)
         if len(g.members) < self.floors.min_sum:
             raise SecAggAbort(f"{self.me}: only {len(g.members)} hospitals advertised keys, this hospital needs at "
                               f"least {self.floors.min_sum} in a sum")
@@ -417,7 +436,8 @@ class Client:
         g, u3 = self._graph(), frozenset(masks)
         if not u3 <= self.u2 or self.me not in u3:
             raise ProtocolViolation(f"{self.me}: roster U3 {sorted(u3)} is not a subset of U2 containing it")
-        check_masks(self.params, g, self.u2, masks, self.verify)
+        # the vectors this hospital helps unmask are its neighbours' (and its own): those must be bound
+        check_masks(self.params, g, self.u2, {h: masks[h] for h in u3 & (g.nbrs[self.me] | {self.me})}, self.verify)
         mine = (g.nbrs[self.me] | {self.me}) & u3
         if len(u3) < max(g.threshold, self.floors.min_sum) or len(mine) < g.threshold:
             raise SecAggAbort(f"{self.me}: only {len(mine)} of its neighbourhood and {len(u3)} hospitals in all sent "

@@ -50,15 +50,15 @@ def test_the_split_view_is_refused_and_nothing_of_the_target_is_revealed(n: int,
     assert attempt.revealed == 0 and attempt.target_b_shares_revealed == 0
     assert "a strict majority" in attempt.refusals[attempt.target]  # it would not mask under a bare U2
     others = [why for h, why in attempt.refusals.items() if h != attempt.target]
-    assert others and all("masked its update under another roster" in w or "strict majority" in w for w in others)
+    assert any("masked its update under another roster" in w for w in others)  # the target's neighbours see it
 
 
 @pytest.mark.parametrize("n", SIZES)
 def test_the_mask_binding_alone_stops_it(n: int, monkeypatch: pytest.MonkeyPatch) -> None:
     _without_quorum_intersection(monkeypatch)
     attempt = split_view(n)
-    assert not attempt.leaked and attempt.revealed == 0
-    assert all("masked its update under another roster U1/U2" in why for why in attempt.refusals.values())
+    assert not attempt.leaked and attempt.target_b_shares_revealed == 0
+    assert any("masked its update under another roster U1/U2" in why for why in attempt.refusals.values())
 
 
 @pytest.mark.parametrize("n", SIZES)

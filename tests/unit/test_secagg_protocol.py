@@ -16,7 +16,7 @@ from primia.config import SecureAggregationConfig
 from primia.federation.fedavg import weighted_average
 from primia.federation.secure_update import decode_mean, encode_update, fixed_point, vector_length
 from primia.secure import inmemory
-from primia.secure.protocol import Client, Params, ProtocolViolation, SecAggAbort, sign, verified
+from primia.secure.protocol import Client, Floors, Params, ProtocolViolation, SecAggAbort, sign, verified
 from primia.secure.transport import Channel, Coordinator, Deadlines, HospitalSide
 from primia.store.checkpoints import CheckpointStore
 from tests.fakes import MemoryObjectStore
@@ -344,3 +344,28 @@ def test_a_sum_outside_the_signed_bounds_fails_closed() -> None:
     corrupt[-2] += np.uint32(1)  # the confusion matrix no longer adds up
     with pytest.raises(PrimiaError, match="does not add up to the validation samples"):
         decode(SA, layout, corrupt, start, 1, SA.max_examples)
+
+
+def test_a_forged_advert_in_u1_is_caught_by_its_owner_and_its_neighbours() -> None:
+    """Hospitals verify only their neighbours' adverts (log n signatures); a coordinator that forges a
+    party's advert in U1 (to steer the graph or learn a share box) is caught by that party itself and by
+    each of its neighbours."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from primia.secure.agreement import b64, raw_public
+
+    names = [f"h{i:02d}" for i in range(12)]
+    params = _params(names, 4)
+    signers, verify = inmemory.identities(names)
+    clients = {h: Client(params, h, signers[h], verify, Floors(members=frozenset(names))) for h in names}
+    adverts = {h: c.advertise() for h, c in clients.items()}
+    fake = X25519PrivateKey.generate()
+    forged = {"payload": {**adverts["h03"]["payload"], "c_pk": b64(raw_public(fake))},
+              "signature": adverts["h03"]["signature"]}
+    u1 = {**adverts, "h03": forged}
+    with pytest.raises(ProtocolViolation, match="h03: advertise message signature does not verify"):
+        clients["h03"].share(u1)
+    g = params.graph({h: m["payload"] for h, m in u1.items()})
+    for h in g.nbrs["h03"]:
+        with pytest.raises(ProtocolViolation, match="signature does not verify"):
+            clients[h].share(u1)
