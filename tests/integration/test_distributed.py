@@ -194,6 +194,8 @@ def test_an_agent_killed_at_any_stage_is_dropped_the_survivors_commit_and_it_com
     assert killer.killed_at is not None and not killer.note, killer.note
     store = runtime.checkpoints(fid)
     created = dt.datetime.strptime(store.load_round(1).manifest["created"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    print(f"\n{stage}: round 1 committed {created.timestamp() - killer.killed_at:.1f} s after the kill; rounds "
+          f"{[round(t['round_s'], 1) for t in summary['timings']]} s")  # figures for the README
     assert created.timestamp() - killer.killed_at <= liveness + 60
     descriptions: dict[int, str] = {}
     tables = _round_tables(fid, descriptions)
