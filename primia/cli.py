@@ -186,6 +186,10 @@ def _print_locations(summaries: dict[str, dict[str, Any]]) -> None:
     s = load_settings()
     console.print(f"Prefect UI:  {s.prefect.ui_url}")
     console.print(f"MLflow UI:   {s.mlflow.tracking_uri}")
+    login = s.home / "stack" / "credentials.json"
+    if login.exists():  # both servers ask for a login; never print a secret
+        console.print(f"logins:      {login} (0600): Prefect `prefect_auth` (user:password), MLflow "
+                      f"`mlflow_username` / `mlflow_password`", soft_wrap=True)
     for mode, summ in summaries.items():
         console.print(f"  {mode} run: {summ['mlflow_url']}")
     fed = summaries.get("federated")
