@@ -12,11 +12,11 @@ import json
 from pathlib import Path
 
 from infra import stack
-from infra.identities import write_private
 from primia.errors import ConfigError
 from primia.federation import trust
 from primia.federation.identity import PublicIdentity, create_identity, load_identity, write_public
 from primia.federation.roster import ACTIVE, HospitalEntry, Pin, Roster
+from primia.private_files import write_private_json
 
 S3_FILE, KEYRING_FILE, PIN_FILE = "s3.json", "keyring.json", "roster-pin.json"
 
@@ -81,7 +81,7 @@ def publish(doc: dict[str, object]) -> Roster:
 def _provision(home: Path, hospital: str, bucket: str, keys_dir: Path) -> None:
     """The operator hands the hospital its S3 identity and the federation's data key (no signing key)."""
     if not (keys_dir / S3_FILE).exists():
-        write_private(keys_dir / S3_FILE, stack.provision_hospital(home, hospital, bucket))
+        write_private_json(keys_dir / S3_FILE, stack.provision_hospital(home, hospital, bucket))
     from primia import runtime
     from primia.store.keys import export_hospital_key_file, key_file_path
 

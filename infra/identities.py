@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from primia.private_files import write_private_json
+
 ADMIN, COORDINATOR, MLFLOW = "primia-admin", "primia-coordinator", "primia-mlflow"
 
 
@@ -41,15 +43,6 @@ def new_credentials(prefix: str) -> Credentials:
     return Credentials(prefix + secrets.token_hex(6), secrets.token_urlsafe(30))
 
 
-def write_private(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True)
-    tmp.replace(path)
-
-
 class Identities:
     """The identities file of the local S3 server (the source of truth; `render` writes weed's form)."""
 
@@ -60,8 +53,8 @@ class Identities:
         return json.loads(self.path.read_text()) if self.path.exists() else {}
 
     def save(self, parties: dict[str, dict[str, Any]]) -> None:
-        write_private(self.path, parties)
-        write_private(self.weed_config, {"identities": [
+        write_private_json(self.path, parties)
+        write_private_json(self.weed_config, {"identities": [
             {"name": name, "credentials": [{"accessKey": p["access_key"], "secretKey": p["secret_key"]}],
              "actions": p["actions"]} for name, p in sorted(parties.items())]})
 

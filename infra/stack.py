@@ -22,6 +22,7 @@ from infra import identities
 from infra.processes import alive, free_ports, http_ok, spawn, stop, wait_until
 from primia.config import S3Settings, StoreSettings
 from primia.errors import StackError
+from primia.private_files import write_private_json
 from primia.store.keys import init_key_file
 
 SERVICES = ("s3", "prefect", "mlflow")
@@ -63,9 +64,9 @@ def credentials(home: Path) -> dict[str, str]:
     creds = {**s3[identities.COORDINATOR].as_dict(),
              "prefect_auth": f"primia:{secrets.token_urlsafe(24)}",
              "mlflow_username": "primia", "mlflow_password": secrets.token_urlsafe(24)}
-    identities.write_private(path, creds)
-    identities.write_private(stack_dir(home) / "admin.json", s3[identities.ADMIN].as_dict())
-    identities.write_private(stack_dir(home) / "mlflow-service.json",
+    write_private_json(path, creds)
+    write_private_json(stack_dir(home) / "admin.json", s3[identities.ADMIN].as_dict())
+    write_private_json(stack_dir(home) / "mlflow-service.json",
                              {**s3[identities.MLFLOW].as_dict(), "flask_secret": secrets.token_urlsafe(32)})
     return creds
 

@@ -15,7 +15,6 @@ import base64
 import datetime as dt
 import fcntl
 import hashlib
-import json
 import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -26,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from primia.errors import ConfigError, IntegrityError
 from primia.federation.identity import PublicIdentity
+from primia.private_files import read_private_json, write_private_json
 from primia.signing import Verifier, canonical_json, ed25519_valid, verifier_for
 
 ROSTER_KIND = "primia-roster-v1"
@@ -159,13 +159,13 @@ def init_authority(path: Path) -> str:
         raise ConfigError(f"{path} already holds a federation authority key")
     key = Ed25519PrivateKey.generate()
     raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
-    _write_private(path, {"kind": "primia-authority-v1", "private": base64.b64encode(raw).decode(),
+    write_private_json(path, {"kind": "primia-authority-v1", "private": base64.b64encode(raw).decode(),
                           "public": authority_public(key)})
     return authority_public(key)
 
 
 def load_authority(path: Path) -> Ed25519PrivateKey:
-    doc = _read_private(Path(path), "federation authority key")
+    doc = read_private_json(Path(path), "federation authority key")
     try:
         return Ed25519PrivateKey.from_private_bytes(base64.b64decode(doc["private"], validate=True))
     except (KeyError, TypeError, ValueError):
@@ -189,7 +189,7 @@ class Pin:
             raise ConfigError(f"{self.path} pins another federation authority ({pinned}); move it away to enrol "
                               f"with {fingerprint_of(authority_key)}")
         if not current:
-            _write_private(self.path, {"authority_key": authority_key, "version": 0})
+            write_private_json(self.path, {"authority_key": authority_key, "version": 0})
 
     @property
     def authority_key(self) -> str:
@@ -211,34 +211,11 @@ class Pin:
                 raise IntegrityError(f"{where} is version {roster.version}, older than version {seen} this hospital "
                                      f"already saw (a replayed roster, e.g. from before a revocation): refused")
             if roster.version > seen:
-                _write_private(self.path, {**current, "version": roster.version})
+                write_private_json(self.path, {**current, "version": roster.version})
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
         return roster
 
     def _read(self) -> dict[str, Any]:
-        return _read_private(self.path, "roster pin") if self.path.exists() else {}
-
-
-def _write_private(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True)
-    tmp.replace(path)
-
-
-def _read_private(path: Path, what: str) -> dict[str, Any]:
-    if not path.exists():
-        raise ConfigError(f"no {what} at {path}")
-    if os.stat(path).st_mode & 0o077:
-        raise ConfigError(f"{what} {path} is readable by others: chmod 600 it")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise ConfigError(f"{what} {path} is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{what} {path}: expected a JSON object")
-    return data
+        return read_private_json(self.path, "roster pin") if self.path.exists() else {}

@@ -15,6 +15,7 @@ import json
 import os
 from pathlib import Path
 
+from primia.private_files import write_private_json
 from primia.secure.protocol import ProtocolViolation, second_sum
 
 
@@ -53,8 +54,4 @@ class FileLedger:
         return data if isinstance(data, dict) else {}
 
     def _write(self, claims: dict[str, dict[str, object]]) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(claims, fh, indent=1, sort_keys=True)
-        tmp.replace(self.path)
+        write_private_json(self.path, claims)

@@ -357,8 +357,8 @@ class Client:
         """Stage 2, given roster U1 (the coordinator's list of signed adverts; each re-verified here)."""
         if self.me not in adverts:
             raise ProtocolViolation(f"{self.me} is missing from roster U1")
-        mine = verified(self.params, "advertise", adverts[self.me], self.verify)
-        if (mine["c_pk"], mine["s_pk"]) != (b64(raw_public(self.c_key)), b64(raw_public(self.s_key))):
+        own = verified(self.params, "advertise", adverts[self.me], self.verify)
+        if (own["c_pk"], own["s_pk"]) != (b64(raw_public(self.c_key)), b64(raw_public(self.s_key))):
             raise ProtocolViolation(f"{self.me}: roster U1 carries another advert in its name")
         payloads = {h: _advert_payload(h, m) for h, m in adverts.items()}
         g = self.graph = self.params.graph(payloads)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from primia.errors import IntegrityError
+from primia.private_files import write_private_json
 from primia.signing import canonical_json
 
 
@@ -72,12 +72,8 @@ class Memory:
         return int(json.loads(path.read_text())["counter"]) if path.exists() else 0
 
     def remember(self, federation: str, head: Head) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self._path(federation).with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"round": head.round, "counter": head.counter, "manifest": head.manifest}, fh)
-        tmp.replace(self._path(federation))
+        write_private_json(self._path(federation), {"round": head.round, "counter": head.counter,
+                                                    "manifest": head.manifest})
 
 
 def check_chain(federation: str, head: Head | None, manifests: dict[int, tuple[bytes, dict[str, Any]]],

@@ -10,10 +10,7 @@ refused: privacy fails closed.
 from __future__ import annotations
 
 import base64
-import json
-import os
 import secrets
-import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from primia.config import CryptoSettings
 from primia.errors import ConfigError
+from primia.private_files import read_private_json, write_private_json
 
 KEY_BYTES = 32
 
@@ -82,18 +80,7 @@ def key_file_path(settings: CryptoSettings, home: Path) -> Path:
 
 
 def _read_key_file(path: Path) -> dict[str, object]:
-    if not path.exists():
-        return {}
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        raise ConfigError(f"key file {path} is readable by others (mode {mode:o}): chmod 600 it")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise ConfigError(f"key file {path} is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"key file {path}: expected a JSON object")
-    return data
+    return read_private_json(path, "key file") if path.exists() else {}
 
 
 def _parse_pairs(text: str, what: str) -> dict[str, bytes]:
@@ -132,16 +119,6 @@ def load_keyring(settings: CryptoSettings, home: Path) -> KeyRing:
     return ring
 
 
-def _write_private(path: Path, data: dict[str, object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2)
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)
-
-
 def init_key_file(path: Path) -> bool:
     """Create a key file with one master key and a signing key; False if one exists already."""
     if path.exists():
@@ -150,7 +127,7 @@ def init_key_file(path: Path) -> bool:
     kid = new_key_id()
     priv = Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
-    _write_private(path, {"version": 1, "current": kid, "keks": {kid: _b64e(secrets.token_bytes(KEY_BYTES))},
+    write_private_json(path, {"version": 1, "current": kid, "keks": {kid: _b64e(secrets.token_bytes(KEY_BYTES))},
                           "signing": {"id": new_key_id("coordinator"), "private": _b64e(priv)}})
     return True
 
@@ -164,7 +141,7 @@ def rotate_key_file(path: Path) -> str:
     keks = dict(data.get("keks", {}))  # type: ignore[call-overload]
     keks[kid] = _b64e(secrets.token_bytes(KEY_BYTES))
     data.update(keks=keks, current=kid)
-    _write_private(path, data)
+    write_private_json(path, data)
     return kid
 
 
@@ -173,4 +150,4 @@ def export_hospital_key_file(path: Path, out: Path) -> None:
     data = _read_key_file(path)
     if not data:
         raise ConfigError(f"key file {path} does not exist: run `primia keys init` first")
-    _write_private(out, {"version": 1, "current": data.get("current"), "keks": data.get("keks", {})})
+    write_private_json(out, {"version": 1, "current": data.get("current"), "keks": data.get("keks", {})})
