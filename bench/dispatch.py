@@ -1,10 +1,10 @@
 """`primia bench dispatch`: per-round overhead of distributed rounds on real hospital agents.
 
-Three agents (`primia agent start`, each a Prefect process worker with its warm launcher) serve
-three small synthetic hospitals; the coordinator runs the real `federated-training` flow in
-distributed mode: run_deployment per hospital, signed answers through S3, verification against the
-registry. Overhead per round = round wall time minus the slowest hospital's local work. The same
-federation in embedded mode, in the same run, is the baseline.
+Three agents (`primia agent start`, each a pinned Prefect process worker with its warm launcher)
+serve three small synthetic hospitals; the coordinator runs the real `federated-training` flow in
+distributed mode: run_deployment per hospital, secure aggregation through each hospital's bucket,
+verification against the signed roster. Overhead per round = round wall time minus the slowest
+hospital's local work. The same federation in embedded mode, in the same run, is the baseline.
 """
 
 from __future__ import annotations

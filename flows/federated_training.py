@@ -6,7 +6,8 @@ background while the next round trains. Model selection by pooled validation MCC
 
 Same flow in both modes (PRIMIA_MODE): embedded runs each hospital as a concurrent task on data
 named in the config (a simulation on one machine); distributed starts each hospital's own
-`local-training` deployment on its agent and accepts only answers signed by registered hospitals.
+`local-training` deployment on its agent and accepts only answers signed by the signed roster's
+hospitals.
 The round policy (sampling, quorum, timeout, retries) applies to both.
 """
 

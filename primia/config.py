@@ -335,7 +335,8 @@ class LocalSpec(_Strict):
 class FederationConfig(LocalSpec):
     """One federation: who takes part, on what data, training what, for how many rounds.
 
-    `hospitals` may be left out in distributed mode: then every active registered hospital takes part."""
+    `hospitals` may be left out in distributed mode: then every active hospital of the signed roster
+    takes part."""
 
     rounds: int = Field(default=5, ge=1, le=10_000)
     checkpoints: CheckpointConfig = CheckpointConfig()

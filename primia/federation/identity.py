@@ -1,8 +1,8 @@
 """A hospital's long-term identity: an Ed25519 signing key and an X25519 key-agreement key.
 
 The private halves stay at the hospital, in `<keys_dir>/identity.json` (mode 0600) or, with a
-passphrase, as encrypted PKCS#8 inside that file; only the public halves go to the coordinator's
-registry.
+passphrase, as encrypted PKCS#8 inside that file; only the public halves go to the federation
+authority, for the signed roster.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Round policy: who is asked in a round, and whether enough answered (pure functions).
 
 The roster is the federation's hospitals: named in the config, or (distributed mode, none named)
-every active hospital in the registry. Each round samples from it with a seed derived from the
+every active hospital of the signed roster. Each round samples from it with a seed derived from the
 federation seed, round and attempt, so a resumed federation asks the same hospitals again.
 """
 
@@ -35,8 +35,8 @@ class Outcome:
 def roster(cfg: FederationConfig, mode: str, active: Sequence[str] | None = None,
            revoked: Sequence[str] = ()) -> tuple[str, ...]:
     """The hospitals this federation may ask. Embedded: those in the config, each with its data.
-    Distributed: those named (no data paths: they are hospital-local) or all active registered ones;
-    a named hospital that was revoked is left out, one never registered is an error."""
+    Distributed: those named (no data paths: they are hospital-local) or all active ones of the signed
+    roster; a named hospital that was revoked is left out, one never on the roster is an error."""
     if mode == "embedded":
         if not cfg.hospitals:
             raise ConfigError("hospitals: embedded mode needs the hospitals, each with data.path, in the config")
@@ -54,7 +54,7 @@ def roster(cfg: FederationConfig, mode: str, active: Sequence[str] | None = None
         named = [h.name for h in cfg.hospitals if h.name not in revoked]
         missing = [n for n in named if n not in registered]
         if missing:
-            raise ConfigError(f"hospitals: {', '.join(missing)} not registered and active "
+            raise ConfigError(f"hospitals: {', '.join(missing)} not active on the signed roster "
                               f"(active: {', '.join(sorted(registered)) or 'none'}); see `primia hospital list`")
         names = tuple(named if cfg.hospitals else sorted(registered))
     if len(names) < cfg.policy.min_hospitals:

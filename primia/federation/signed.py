@@ -1,8 +1,8 @@
 """Signed round results: what a hospital returns to the coordinator, and how the coordinator checks it.
 
-A hospital signs (Ed25519, its registered identity) a small canonical payload: federation, round,
+A hospital signs (Ed25519, its key on the signed roster) a small canonical payload: federation, round,
 hospital, the update's reference and sha256, num_examples and metrics. The coordinator accepts it
-only if the signer is registered and active, the signature verifies, federation and round match,
+only if the signer is active on the roster, the signature verifies, federation and round match,
 and the same signed payload has not been seen before (replay). Each rejection carries a reason for
 the round's artifact; the round goes on without that update.
 """
@@ -85,7 +85,7 @@ def verify_result(
         return Verdict(expected_hospital, False, f"answer is signed as hospital {hospital!r}")
     entry = registry.get(hospital)
     if entry is None:
-        return Verdict(hospital, False, "unknown hospital: not in the registry")
+        return Verdict(hospital, False, "unknown hospital: not on the signed roster")
     if entry.status != "active":
         return Verdict(hospital, False, f"hospital is {entry.status}")
     try:
@@ -93,7 +93,7 @@ def verify_result(
     except ValueError:
         signature = b""
     if not ed25519_valid(entry.signing_public_key, canonical_json(signed.payload), signature):
-        return Verdict(hospital, False, "signature does not verify against the registered key")
+        return Verdict(hospital, False, "signature does not verify against the roster's key")
     if signed.payload.get("federation") != federation:
         return Verdict(hospital, False, f"signed for federation {signed.payload.get('federation')!r}")
     signed_round = signed.payload.get("round")

@@ -1,68 +1,12 @@
-"""Integration fixtures: a real local stack (SeaweedFS S3, Prefect server, MLflow server) on free
-127.0.0.1 ports, started once per test session under a temporary PRIMIA_HOME and stopped by PID."""
+"""Helpers of the integration tests (their fixtures - the live stack, the hospitals' data, the agents - are
+registered for every test folder by tests/conftest.py)."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from infra import stack
 from primia import runtime
-from primia.data.synthetic import make_synthetic, write_image_folder
-
-
-@pytest.fixture(scope="session")
-def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.StackState]:
-    home = tmp_path_factory.mktemp("primia-home")
-    logins = ("PREFECT_API_AUTH_STRING", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
-    old = {k: os.environ.get(k) for k in ("PRIMIA_HOME", "PREFECT_API_URL", "PREFECT_HOME", *logins)}
-    state = stack.up(home)
-    creds = stack.credentials(home)
-    os.environ.update(PRIMIA_HOME=str(home), PREFECT_API_URL=state.urls["prefect_api"],
-                      PREFECT_HOME=str(home / "prefect-client"), PREFECT_API_AUTH_STRING=creds["prefect_auth"],
-                      MLFLOW_TRACKING_USERNAME=creds["mlflow_username"],
-                      MLFLOW_TRACKING_PASSWORD=creds["mlflow_password"])
-    runtime.reset()
-    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, PREFECT_HOME, temporary_settings
-
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: state.urls["prefect_api"],
-                                         PREFECT_HOME: str(home / "prefect-client"),
-                                         PREFECT_API_AUTH_STRING: creds["prefect_auth"]}):
-            yield state
-    finally:
-        _flush_prefect()
-        stack.down(home)
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        runtime.reset()
-
-
-def _flush_prefect() -> None:
-    """Send Prefect's queued logs and events while the server is still up (else exit hangs retrying)."""
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-
-    for worker in (APILogWorker, EventsWorker):
-        try:
-            worker.drain_all(timeout=10)
-        except Exception:  # best effort at teardown
-            pass
-
-
-@pytest.fixture(scope="session")
-def federation_dirs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("hospitals")
-    for k, site in enumerate(["h1", "h2", "h3", "test"]):
-        write_image_folder(make_synthetic(48, 2, 32, seed=10 + k, noise=0.1), root / site)
-    return root
 
 
 def federation_raw(root: Path, federation_id: str, rounds: int = 2) -> dict[str, Any]:
@@ -79,7 +23,6 @@ def round_one_gap(secure_fid: str, plain_fid: str) -> float:
     """Largest difference of round 1's global weights between two runs of the same federation (same
     start, same local training): secure aggregation's quantization alone. Later rounds train on from
     slightly different weights, so they drift further than the bound."""
-    from primia import runtime
 
     a, b = (runtime.checkpoints(f) for f in (secure_fid, plain_fid))
     wa = a.get_weights(a.load_round(1).ref("global.safetensors"))

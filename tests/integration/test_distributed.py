@@ -9,104 +9,24 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from infra import stack
-from infra.agent import REPO, spawn_agent, stop_agent, wait_online
+from infra.agent import REPO
 from primia import runtime
 from primia.config import parse_federation_config
-from primia.data.synthetic import make_synthetic, write_image_folder
+from tests.distributed_agents import NAMES, Agents, federation, final_state, round_tables, run_in_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-NAMES = ("dh1", "dh2", "dh3")
-
-
-class Agents:
-    def __init__(self, root: Path, home: Path) -> None:
-        self.root, self.home, self.procs = root, home, {}  # type: ignore[var-annotated]
-        self.rogue_dir = root / "rogue"
-        self.rogue_dir.mkdir(exist_ok=True)
-
-    def data(self, name: str) -> Path:
-        return self.root / "data" / name
-
-    def start(self, name: str) -> None:
-        log = self.root / "logs" / f"{name}.log"
-        self.procs[name] = spawn_agent(name, self.data(name), log)  # the agents' privacy floor at its default
-        wait_online(f"hospital-{name}", self.procs[name], log)
-
-    def kill(self, name: str) -> None:
-        stop_agent(self.procs[name], kill=True)
-
-
-@pytest.fixture(scope="module")
-def agents(live_stack: stack.StackState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agents]:
-    from infra.enrol import enrol
-
-    root = tmp_path_factory.mktemp("distributed")
-    a = Agents(root, Path(os.environ["PRIMIA_HOME"]))
-    for k, name in enumerate(NAMES):
-        write_image_folder(make_synthetic(48, 2, 32, seed=20 + k, noise=0.1), a.data(name))
-        enrol(name, a.home / "hospitals" / name)
-    write_image_folder(make_synthetic(48, 2, 32, seed=30, noise=0.1), root / "coordinator-test")
-    try:
-        for name in NAMES:
-            a.start(name)
-        yield a
-    finally:
-        for proc in a.procs.values():
-            stop_agent(proc)
-
-
-def _raw(a: Agents, federation_id: str, rounds: int, **policy: Any) -> dict[str, Any]:
-    return {
-        "federation_id": federation_id, "rounds": rounds, "seed": 3, "class_names": ["class0", "class1"],
-        "data": {"image_size": 32, "val_fraction": 0.2, "augment": {"enabled": False}},
-        "training": {"batch_size": 16, "lr": 0.01},
-        "policy": {"min_hospitals": 2, "round_timeout_s": 120, "round_retries": 0, **policy},
-        "secure_aggregation": {"stage_timeout_s": 8},  # a dead agent never advertises: do not wait long
-        "hospitals": [{"name": n} for n in NAMES],  # names only: data paths stay with the agents
-        "test_data": {"path": str(a.root / "coordinator-test")},
-    }
-
-
-def _round_tables(federation_id: str, descriptions: dict[int, str] | None = None) -> dict[int, list[dict[str, Any]]]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-
-    with get_client(sync_client=True) as client:
-        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[
-            f"{federation_id}-rounds"])), limit=50)
-    tables: dict[int, list[dict[str, Any]]] = {}
-    for art in sorted(arts, key=lambda x: x.created):  # type: ignore[arg-type,return-value]
-        rnd = int(str(art.description).split("round ")[1].split(":")[0])
-        tables[rnd] = json.loads(str(art.data))
-        if descriptions is not None:
-            descriptions[rnd] = str(art.description)
-    return tables
-
-
-def _run_in_process(raw: dict[str, Any]) -> dict[str, Any]:
-    from flows.federated_training import federated_training
-
-    os.environ["PRIMIA_MODE"] = "distributed"
-    runtime.reset()
-    try:
-        return federated_training(parse_federation_config(raw))
-    finally:
-        os.environ.pop("PRIMIA_MODE", None)
-        runtime.reset()
 
 
 def test_two_rounds_on_three_agents_without_the_coordinator_reading_hospital_files(agents: Agents) -> None:
     fid = f"dist-{int(time.time())}"
     config = agents.root / f"{fid}.yaml"
-    config.write_text(yaml.safe_dump(_raw(agents, fid, rounds=2, min_hospitals=3)))
+    config.write_text(yaml.safe_dump(federation(agents, fid, rounds=2, min_hospitals=3)))
     audit = agents.root / f"{fid}-audit.log"
     env = {**os.environ, "PRIMIA_MODE": "distributed", "PYTHONPATH": str(REPO / "tests/integration/audit"),
            "PRIMIA_TEST_FORBIDDEN": os.pathsep.join(str(agents.data(n)) for n in NAMES),
@@ -120,7 +40,7 @@ def test_two_rounds_on_three_agents_without_the_coordinator_reading_hospital_fil
     assert not [x for x in lines if x.startswith("denied")], lines  # no hospital file, not even tried
     assert any(x.startswith("watched") for x in lines)  # the hook was live: it saw the coordinator's test set
     descriptions: dict[int, str] = {}
-    tables = _round_tables(fid, descriptions)
+    tables = round_tables(fid, descriptions)
     for rnd in (1, 2):
         assert sorted((r["hospital"], r["status"]) for r in tables[rnd]) == [(n, "accepted") for n in NAMES]
         assert "secure aggregation ON: SecAgg, threshold 2 of 3" in descriptions[rnd]
@@ -184,12 +104,12 @@ def test_an_agent_killed_at_any_stage_is_dropped_the_survivors_commit_and_it_com
 
     liveness = 15.0
     fid = f"kill-{stage.split()[1]}-{int(time.time())}"
-    raw = _raw(agents, fid, rounds=2, min_hospitals=2, round_timeout_s=240, liveness_s=liveness)
+    raw = federation(agents, fid, rounds=2, min_hospitals=2, round_timeout_s=240, liveness_s=liveness)
     raw["secure_aggregation"] = {"stage_timeout_s": 120}  # only liveness ends the waits for the dead one
     raw["training"]["local_epochs"] = 3
     killer = Killer(agents, "dh3", fid, stage)
     killer.start()
-    summary = _run_in_process(raw)
+    summary = run_in_process(raw)
     killer.join(5)
     assert killer.killed_at is not None and not killer.note, killer.note
     store = runtime.checkpoints(fid)
@@ -198,7 +118,7 @@ def test_an_agent_killed_at_any_stage_is_dropped_the_survivors_commit_and_it_com
           f"{[round(t['round_s'], 1) for t in summary['timings']]} s")  # figures for the README
     assert created.timestamp() - killer.killed_at <= liveness + 60
     descriptions: dict[int, str] = {}
-    tables = _round_tables(fid, descriptions)
+    tables = round_tables(fid, descriptions)
     rows = {r["hospital"]: r for r in tables[1]}
     assert rows["dh1"]["status"] == rows["dh2"]["status"] == "accepted"
     if stage == "after masking":  # its masked update is in the sum, its self-mask rebuilt by the others
@@ -209,93 +129,9 @@ def test_an_agent_killed_at_any_stage_is_dropped_the_survivors_commit_and_it_com
     assert later["dh3"]["status"] == "dropped" and "its agent is offline" in later["dh3"]["reason"]
     assert summary["timings"][1]["round_s"] < liveness <= summary["timings"][0]["round_s"]
     agents.start("dh3")
-    again = _run_in_process({**raw, "rounds": 3})  # resumes after round 2, dh3 back
+    again = run_in_process({**raw, "rounds": 3})  # resumes after round 2, dh3 back
     assert len(again["timings"]) == 1
-    assert {r["hospital"]: r for r in _round_tables(fid)[3]}["dh3"]["status"] == "accepted"
-
-
-def _final_state(flow_run_id: Any, timeout_s: float = 60) -> Any:
-    from prefect.client.orchestration import get_client
-
-    deadline = time.monotonic() + timeout_s
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            fr = client.read_flow_run(flow_run_id)
-            if fr.state is not None and fr.state.is_final():
-                return fr.state
-            time.sleep(0.3)
-    raise AssertionError(f"flow run {flow_run_id} did not finish in {timeout_s} s")
-
-
-DUMMY = {"server_round": 1, "global_ref": None, "spec": {"federation_id": "pin"}, "nonce": "n", "stats": True}
-EVIL_MARKER = Path("/tmp/primia-evil-ran")
-
-
-def test_whoever_holds_the_prefect_api_cannot_run_code_at_a_hospital(agents: Agents, tmp_path: Path) -> None:
-    """A job-variables override (command, environment) or a deployment swapped on the server is refused
-    by the hospital's pinned worker: the run fails "Refused" with the reason and nothing is executed."""
-    from prefect import Flow
-    from prefect.deployments import run_deployment
-
-    from infra.agent import LAUNCH_COMMAND, ensure_pool_and_deployment
-
-    marker = tmp_path / "pwned"
-    EVIL_MARKER.unlink(missing_ok=True)
-    cases = {
-        "command": ({"command": f"touch {marker}"}, "job-variable overrides are not accepted: ['command']"),
-        "env": ({"env": {"PRIMIA_HOSPITAL__REQUIRE_SECURE_AGGREGATION": "false"}},
-                "job-variable overrides are not accepted: ['env']"),
-    }
-    for name, (job_variables, reason) in cases.items():
-        fr = run_deployment("local-training/hospital-dh1", parameters=DUMMY, job_variables=job_variables, timeout=0)
-        state = _final_state(fr.id)  # type: ignore[union-attr]
-        assert (state.name, reason in str(state.message)) == ("Refused", True), (name, state)
-    evil: Flow[..., Any] = Flow.from_source(str(REPO), "tests/integration/evil_flow.py:local_training")  # type: ignore[assignment]
-    evil.to_deployment(name="hospital-dh1", work_pool_name="hospital-dh1",
-                       job_variables={"command": LAUNCH_COMMAND, "working_dir": str(REPO)}).apply()
-    try:
-        fr = run_deployment("local-training/hospital-dh1", parameters=DUMMY, timeout=0)
-        state = _final_state(fr.id)  # type: ignore[union-attr]
-        assert state.name == "Refused" and "entrypoint 'tests/integration/evil_flow.py:local_training' is not" in \
-            str(state.message)
-    finally:
-        ensure_pool_and_deployment("hospital-dh1", "dh1")  # the hospital's own, as its agent applies it
-    assert not marker.exists() and not EVIL_MARKER.exists()
-
-
-def test_a_swapped_registry_key_changes_nothing_and_a_forged_roster_is_refused(agents: Agents) -> None:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    from primia.errors import IntegrityError
-    from primia.federation import roster as r
-    from primia.federation import trust
-    from tasks.registry import list_view
-
-    view = {b.hospital: b for b in list_view()}["dh2"]
-    view.signing_public_key = r.authority_public(Ed25519PrivateKey.generate())  # the UI's block: not trusted
-    view.save("hospital-dh2", overwrite=True)
-    fid = f"swap-{int(time.time())}"
-    _run_in_process(_raw(agents, fid, rounds=1, min_hospitals=3))
-    assert sorted(x["hospital"] for x in _round_tables(fid)[1] if x["status"] == "accepted") == list(NAMES)
-    genuine = trust.AuthorityFolder(agents.home / "authority").signed_doc()
-    sybil = r.Roster.from_body(genuine["body"])
-    forged = r.sign(sybil.with_hospital(r.PublicIdentity("sybil", sybil.coordinator_key, sybil.coordinator_key),
-                                        "primia-h-dh1"), Ed25519PrivateKey.generate())
-    trust.publish(runtime.object_store(), forged)  # what a coordinator could put there: not the authority's
-    try:
-        with pytest.raises(IntegrityError, match="does not verify against the pinned federation authority key"):
-            _run_in_process(_raw(agents, f"{fid}-forged", rounds=1))
-        from prefect.deployments import run_deployment
-
-        from primia.secure.protocol import Params
-
-        plan = {"params": Params("pin", 1, "s", NAMES, 3, bits=64, purpose="statistics").to_dict(), "wait_s": 5}
-        fr = run_deployment("local-training/hospital-dh1", parameters=DUMMY | {"secagg": plan}, timeout=0)
-        state = _final_state(fr.id)  # type: ignore[union-attr]  # the hospital checks it too, on its own
-        assert state.is_failed() and "does not verify against the pinned federation authority key" in \
-            str(state.message)
-    finally:
-        trust.publish(runtime.object_store(), genuine)
+    assert {r["hospital"]: r for r in round_tables(fid)[3]}["dh3"]["status"] == "accepted"
 
 
 def test_late_runs_are_cancelled_whether_they_started_or_not(agents: Agents) -> None:
@@ -307,7 +143,7 @@ def test_late_runs_are_cancelled_whether_they_started_or_not(agents: Agents) -> 
     from primia.secure.protocol import Params
     from tasks.dispatch import AgentHospitals
 
-    cfg = parse_federation_config(_raw(agents, f"late-{int(time.time())}", rounds=1, round_timeout_s=5))
+    cfg = parse_federation_config(federation(agents, f"late-{int(time.time())}", rounds=1, round_timeout_s=5))
     params = Params(cfg.federation_id, 0, "late", NAMES, 3, bits=64, purpose="statistics")  # no roster ever comes
     plan = {"params": params.to_dict(), "wait_s": 120}
     agents.kill("dh2")  # its run will wait for a worker
@@ -317,7 +153,7 @@ def test_late_runs_are_cancelled_whether_they_started_or_not(agents: Agents) -> 
         time.sleep(6)  # dh1 is running: it advertised and waits for the coordinator's roster
         reasons = hospitals.finish(time.monotonic())
         assert reasons == {h: "no answer within 5 s (policy.round_timeout_s)" for h in ("dh1", "dh2")}
-        states = {h: _final_state(fr.id, 60) for h, fr in hospitals.runs.items()}
+        states = {h: final_state(fr.id, 60) for h, fr in hospitals.runs.items()}
         assert states["dh2"].name == "Cancelled" and "late: dropped" in str(states["dh2"].message)
         assert states["dh1"].name == "Cancelled"  # stopped by its worker
     finally:

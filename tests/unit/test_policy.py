@@ -31,7 +31,7 @@ def test_distributed_roster_is_the_registry_or_named_registered_hospitals() -> N
     assert roster(_cfg([]), "distributed", ["c", "a", "b"]) == ("a", "b", "c")
     assert roster(_cfg([{"name": "b"}]), "distributed", ["a", "b"]) == ("b",)
     assert roster(_cfg([{"name": "a"}, {"name": "b"}]), "distributed", ["a"], revoked=["b"]) == ("a",)
-    with pytest.raises(ConfigError, match="hospitals: z not registered and active"):
+    with pytest.raises(ConfigError, match="hospitals: z not active on the signed roster"):
         roster(_cfg([{"name": "z"}]), "distributed", ["a"])
     with pytest.raises(ConfigError, match="policy.min_hospitals is 3 but only 2 hospitals"):
         roster(_cfg([], min_hospitals=3), "distributed", ["a", "b"])

@@ -1,4 +1,4 @@
-"""Signed hospital results: accepted only from active registered keys, for this federation and round, once."""
+"""Signed hospital results: accepted only from keys active on the signed roster, for this federation and round, once."""
 
 from __future__ import annotations
 
