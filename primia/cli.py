@@ -7,7 +7,6 @@ input print one line, no traceback, and exit with status 2.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, cast
 
@@ -15,7 +14,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from primia.cli_common import console, friendly
+from primia.cli_common import connect, console, friendly
 from primia.errors import PrimiaError
 
 app = typer.Typer(help="primia: privacy-preserving federated learning for medical imaging.", no_args_is_help=True,
@@ -30,38 +29,6 @@ def _home() -> Path:
     from primia.config import load_settings
 
     return load_settings().home
-
-
-def connect() -> Any:
-    """Point Prefect at the stack's server (before Prefect is imported) and return the settings."""
-    from infra.processes import http_ok
-    from primia.config import load_settings
-    from primia.errors import StackError
-
-    settings = load_settings()
-    if not settings.prefect.api_url or not settings.mlflow.tracking_uri:
-        raise StackError("the local stack is not running: start it with `primia stack up` (or `make up`)")
-    for name, url in (("Prefect", settings.prefect.api_url + "/health"), ("MLflow", settings.mlflow.tracking_uri)):
-        if not http_ok(url):
-            raise StackError(f"{name} at {url} does not answer: start the stack with `primia stack up`")
-    os.environ["PREFECT_API_URL"] = settings.prefect.api_url
-    export_logins(settings)
-    os.environ.setdefault("PREFECT_HOME", str((settings.home / "prefect-client").resolve()))
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # Prefect's logs go to the server (the UI shows them); the console keeps our progress bars and
-    # one-line errors instead of task tracebacks.
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
-    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-    return settings
-
-
-def export_logins(settings: Any) -> None:
-    """Prefect's and MLflow's clients read their credentials from the environment."""
-    if settings.prefect.auth_string is not None:
-        os.environ["PREFECT_API_AUTH_STRING"] = settings.prefect.auth_string.get_secret_value()
-    if settings.mlflow.username is not None and settings.mlflow.password is not None:
-        os.environ["MLFLOW_TRACKING_USERNAME"] = settings.mlflow.username.get_secret_value()
-        os.environ["MLFLOW_TRACKING_PASSWORD"] = settings.mlflow.password.get_secret_value()
 
 
 # ------------------------------------------------------------------ stack

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from primia.cli_common import console, friendly
+from primia.cli_common import connect, console, friendly
 from primia.errors import ConfigError, DataError
 
 agent_app = typer.Typer(help="Run a hospital agent: a Prefect worker on pool hospital-NAME, on local data.",
@@ -33,8 +33,6 @@ def start_cmd(
 
     Runs in the foreground until stopped (Ctrl-C or SIGTERM)."""
     from infra.agent import COORDINATOR_ONLY
-    from primia.cli import connect
-
     for name in COORDINATOR_ONLY:  # a hospital holds only its own credentials
         os.environ.pop(name, None)
     env = _agent_env(hospital, data, data_format, keys_dir, passphrase_env, poll_seconds)

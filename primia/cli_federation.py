@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from primia.cli_common import console, friendly
+from primia.cli_common import connect, console, friendly
 
 federation_app = typer.Typer(
     help="The federation authority and its signed roster: the trust root every hospital checks, which the "
@@ -115,8 +115,6 @@ def publish_cmd(file: Path = typer.Argument(None, help="A signed roster file (de
 
 
 def _publish(doc: dict) -> None:  # type: ignore[type-arg]
-    from primia.cli import connect
-
     connect()
     from primia import runtime
     from primia.federation import trust
@@ -133,8 +131,6 @@ def _publish(doc: dict) -> None:  # type: ignore[type-arg]
 @friendly
 def show_cmd() -> None:
     """The published roster, verified against this machine's pinned authority key."""
-    from primia.cli import connect
-
     connect()
     from primia import runtime
 

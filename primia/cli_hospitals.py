@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from primia.cli_common import console, friendly
+from primia.cli_common import connect, console, friendly
 from primia.errors import ConfigError
 
 hospital_app = typer.Typer(help="Hospital identities and their place on the signed roster.", no_args_is_help=True)
@@ -54,8 +54,6 @@ def register_cmd(
         console.print(f"{name}: fingerprint {public.fingerprint}; pinned authority {fingerprint_of(authority_key)}; "
                       f"give {folder / 'public.json'} to the federation authority", highlight=False, soft_wrap=True)
         return
-    from primia.cli import connect
-
     connect()
     from infra.enrol import enrol
 
@@ -78,8 +76,6 @@ def list_cmd() -> None:
 def revoke_cmd(name: str = typer.Argument(..., help="Hospital to remove from future rounds.")) -> None:
     """On a development stack: a new signed roster version with the hospital revoked (it takes part in no
     later round and is refused in one under way), and its S3 identity switched off."""
-    from primia.cli import connect
-
     connect()
     from infra.enrol import revoke
 
