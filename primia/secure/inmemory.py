@@ -16,18 +16,8 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from primia.secure.protocol import (
-    Client,
-    Floors,
-    Params,
-    Signer,
-    Unmasked,
-    accept,
-    consistent_shares,
-    require,
-    sign,
-    unmask_sum,
-)
+from primia.secure.protocol import Client, Floors, Params, Signer, sign
+from primia.secure.unmask import Unmasked, accept, consistent_shares, require, unmask_sum
 from primia.signing import Verifier, verifier_for
 
 

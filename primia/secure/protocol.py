@@ -21,24 +21,24 @@ Stages, each a message from every surviving hospital, then a roster from the coo
                match their owner's signed commitments, strips the masks: sum over U3 of x.
 Hospital-side floors (`Floors`) hold whatever the coordinator plans: enough parties, all of them in
 the signed roster, no more than the ring bound allows, a threshold and a graph degree not below the
-automatic ones. The coordinator only ever holds masked vectors, their sum and the seeds the protocol
-reveals.
+automatic ones. The coordinator only ever holds masked vectors, their sum and the seeds the protocol reveals.
+Parameters and floors are in `plan`, the coordinator's arithmetic in `unmask`; this module holds the
+signed messages and the hospital's state machine.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from primia.secure import graph, shamir
+from primia.secure import shamir
 from primia.secure.agreement import (
-    Context,
     TamperedShareError,
     b64,
     open_share,
@@ -48,166 +48,18 @@ from primia.secure.agreement import (
     seal_share,
     unb64,
 )
+from primia.secure.plan import (  # noqa: F401  (Params, Floors and the outcomes are the protocol's vocabulary)
+    PURPOSES,
+    Floors,
+    Graph,
+    Ledger,
+    Params,
+    ProtocolViolation,
+    SecAggAbort,
+    Signer,
+)
 from primia.secure.prg import apply_masks, ring_dtype
 from primia.signing import Verifier, canonical_json
-
-Signer = Callable[[bytes], bytes]
-PURPOSES = ("train", "train+validate", "validate", "statistics")
-
-
-class SecAggAbort(RuntimeError):  # noqa: N818  # an outcome of the protocol, not a programming error
-    """The round cannot be unmasked safely (too few hospitals or shares); nothing partial is used."""
-
-
-class ProtocolViolation(ValueError):  # noqa: N818
-    """A message, roster or plan breaks the protocol (bad signature, wrong round, inconsistent roster)."""
-
-
-@dataclass(frozen=True)
-class Params:
-    """Public parameters of one secure aggregation, fixed by the coordinator before stage 1."""
-
-    federation: str
-    round: int
-    session: str  # fresh per attempt: binds every message and key to this one run of the protocol
-    parties: tuple[str, ...]
-    length: int  # ring elements per vector
-    bits: int = 32
-    degree: int = 0  # 0: automatic (complete graph up to 9 parties, then 2*ceil(log2 n))
-    threshold_fraction: float = 0.5
-    model: str = ""  # sha256 of the global model the round starts from ("" for the statistics pass)
-    purpose: str = "train+validate"  # what the sum is of: train, train+validate, validate or statistics
-
-    def __post_init__(self) -> None:
-        ring_dtype(self.bits)
-        if self.purpose not in PURPOSES:
-            raise ProtocolViolation(f"purpose must be one of {', '.join(PURPOSES)}, got {self.purpose!r}")
-        if self.degree and self.degree < len(self.parties) - 1 and (self.degree < 2 or self.degree % 2):
-            raise ProtocolViolation(f"SecAgg+ degree must be 0, even and >= 2, or >= parties-1, got {self.degree}")
-        if not 0 < self.threshold_fraction < 1:
-            raise ProtocolViolation(f"threshold_fraction must be in (0, 1), got {self.threshold_fraction}")
-        if len(self.parties) < 2:
-            raise ProtocolViolation(f"secure aggregation needs at least 2 hospitals, got {list(self.parties)}")
-        if tuple(sorted(set(self.parties))) != self.parties:
-            raise ProtocolViolation("parties must be sorted and distinct")
-
-    @property
-    def ctx(self) -> Context:
-        return Context(f"{self.federation}/{self.session}", self.round)
-
-    @property
-    def k(self) -> int:
-        """The graph degree if every party advertises."""
-        return self.degree_for(len(self.parties))
-
-    @property
-    def threshold(self) -> int:
-        """Shares needed per neighbourhood if every party advertises."""
-        return graph.threshold(self.k + 1, self.threshold_fraction)
-
-    def degree_for(self, members: int) -> int:
-        return min(self.degree, members - 1) if self.degree else graph.auto_degree(members)
-
-    def graph(self, adverts: Mapping[str, Mapping[str, Any]]) -> Graph:
-        """The SecAgg+ graph over the hospitals of U1, seeded by the hash of their signed adverts: every
-        party recomputes it, and no single party (the coordinator least) chooses it."""
-        members = tuple(sorted(adverts))
-        body = {"federation": self.federation, "round": self.round, "session": self.session,
-                "adverts": {h: [adverts[h]["c_pk"], adverts[h]["s_pk"]] for h in members}}
-        digest = hashlib.sha256(canonical_json(body)).hexdigest()
-        k = self.degree_for(len(members))
-        nbrs = graph.neighbours(list(members), k, int(digest[:16], 16)) if len(members) > 1 else \
-            {m: frozenset() for m in members}
-        return Graph(members, k, graph.threshold(k + 1, self.threshold_fraction), digest, nbrs)
-
-    def index(self, party: str) -> int:
-        return self.parties.index(party) + 1  # Shamir x-coordinate: never 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"federation": self.federation, "round": self.round, "session": self.session,
-                "parties": list(self.parties), "length": self.length, "bits": self.bits, "degree": self.degree,
-                "threshold_fraction": self.threshold_fraction, "model": self.model, "purpose": self.purpose}
-
-    @staticmethod
-    def from_dict(data: Any) -> Params:
-        """Parameters as received (a dispatch's `secagg.params`); anything malformed is a ProtocolViolation."""
-        try:
-            return Params(**{**data, "parties": tuple(data["parties"])})
-        except (TypeError, KeyError, ValueError) as exc:
-            if isinstance(exc, ProtocolViolation):
-                raise
-            raise ProtocolViolation(f"secure-aggregation parameters are malformed ({type(exc).__name__}: {exc}); "
-                                    f"expected {sorted(Params.__dataclass_fields__)}") from None
-
-
-@dataclass(frozen=True)
-class Graph:
-    """Who masks with whom in this run, fixed by U1."""
-
-    members: tuple[str, ...]  # U1
-    k: int
-    threshold: int
-    digest: str  # hash of U1's adverts: seeds the graph and binds every later message to this U1
-    nbrs: dict[str, frozenset[str]]
-
-
-@dataclass(frozen=True)
-class Floors:
-    """A hospital's own limits on what it takes part in, whatever the coordinator plans.
-
-    `colluders`: how many other hospitals it assumes may collude with a malicious coordinator. Two
-    different rosters can both gather `confirm_quorum` confirmations only if more than `colluders`
-    parties confirmed both, which no honest hospital does; a sum needs more than `colluders` + 1
-    parties, or the colluders would learn the remaining hospital's update from it."""
-
-    members: frozenset[str] | None = None  # who may be a party: the signed roster's active hospitals
-    min_parties: int = 3
-    max_parties: int = 10_000  # the ring's overflow bound holds for at most this many
-    min_threshold_fraction: float = 0.5
-    colluders: int = 0
-
-    def check_plan(self, params: Params, me: str) -> None:
-        n = len(params.parties)
-        if me not in params.parties:
-            raise ProtocolViolation(f"{me} is not a party of round {params.round}")
-        if n < self.min_parties:
-            raise ProtocolViolation(f"{me}: the plan has {n} parties, fewer than this hospital's floor of "
-                                    f"{self.min_parties}: refused")
-        if n > self.max_parties:
-            raise ProtocolViolation(f"{me}: the plan has {n} parties, more than the {self.max_parties} the ring's "
-                                    f"overflow bound holds (secure_aggregation.max_hospitals): refused")
-        strangers = sorted(set(params.parties) - self.members) if self.members is not None else []
-        if strangers:
-            raise ProtocolViolation(f"{me}: {', '.join(strangers)} in the plan are not active hospitals of the signed "
-                                    f"roster: refused")
-        if params.threshold_fraction < self.min_threshold_fraction:
-            raise ProtocolViolation(f"{me}: threshold fraction {params.threshold_fraction} is below this hospital's "
-                                    f"floor of {self.min_threshold_fraction}: refused")
-        if params.degree and params.degree < graph.auto_degree(n):
-            raise ProtocolViolation(f"{me}: SecAgg+ degree {params.degree} is below the automatic "
-                                    f"{graph.auto_degree(n)} for {n} parties: refused")
-
-    def check_u2(self, params: Params, me: str, u2: frozenset[str]) -> None:
-        """Mask only when a strict majority of the parties shared: a coordinator that tells this hospital
-        fewer did (so that it masks with partners whose keys the others will reveal) is refused."""
-        need = self.confirm_quorum(len(params.parties))
-        if len(u2) < need:
-            raise SecAggAbort(f"{me}: roster U2 names {len(u2)} of {len(params.parties)} parties, {need} (a strict "
-                              f"majority) must have shared before this hospital masks its update")
-
-    def confirm_quorum(self, parties: int) -> int:
-        """Confirmations of one (U1, U2, U3) a hospital needs before revealing anything."""
-        return min(parties, (parties + self.colluders) // 2 + 1)
-
-    @property
-    def min_sum(self) -> int:
-        return self.colluders + 2
-
-
-class Ledger(Protocol):
-    """Where a hospital remembers which sum it helped unmask (see primia.secure.ledger)."""
-
-    def claim(self, key: str, members: list[str], session: str) -> None: ...
 
 
 # ------------------------------------------------------------------ signed messages
@@ -493,118 +345,3 @@ class Client:
 
 def _hex(share: shamir.Share) -> str:
     return share.to_bytes().hex()
-
-
-# ------------------------------------------------------------------ coordinator side
-@dataclass(frozen=True)
-class Unmasked:
-    total: np.ndarray  # the sum over `included` of their vectors, in Z_2^bits
-    included: tuple[str, ...]  # sent a masked vector (U3): their inputs are in the sum
-    recovered: tuple[str, ...]  # of those, dropped before unmasking: self-masks rebuilt from shares
-    excluded: tuple[str, ...]  # shared keys but sent no vector: their pairwise masks were removed
-    k: int = 0
-    threshold: int = 0
-    weight_bound: int = 0  # sum of the weight bounds the included hospitals signed
-    members: int = 0  # hospitals in U1 (the graph's size)
-    bad_shares: dict[str, str] = field(default_factory=dict)  # revealers whose shares failed their commitment
-
-
-def accept(params: Params, stage: str, messages: dict[str, dict[str, Any]], verify: Verifier,
-           allowed: frozenset[str]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """The stage messages that verify (from hospitals still in the protocol) and reasons for the rest."""
-    good, rejected = {}, {}
-    for hospital, message in messages.items():
-        try:
-            payload = verified(params, stage, message, verify)
-            if payload["hospital"] != hospital or hospital not in allowed:
-                raise ProtocolViolation(f"{hospital}: not expected at stage {stage}")
-            good[hospital] = message
-        except ProtocolViolation as exc:
-            rejected[hospital] = str(exc)
-    return good, rejected
-
-
-def require(params: Params, stage: str, survivors: set[str] | frozenset[str], threshold: int | None = None) -> None:
-    need = params.threshold if threshold is None else threshold
-    if len(survivors) < need:
-        raise SecAggAbort(f"secure aggregation aborted in round {params.round} at stage {stage}: "
-                          f"{len(survivors)} of {len(params.parties)} hospitals remain, {need} are needed; "
-                          f"no partial model is stored")
-
-
-def consistent_shares(g: Graph, shares: dict[str, dict[str, Any]]
-                      ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """Share messages made under this U1, and reasons for the others (the coordinator's side of the
-    check every hospital makes at stage 3)."""
-    good = {h: m for h, m in shares.items() if m["payload"].get("u1") == g.digest}
-    return good, {h: f"{h}: shared under another roster U1" for h in shares if h not in good}
-
-
-def unmask_sum(params: Params, adverts: dict[str, dict[str, Any]], shares: dict[str, dict[str, Any]],
-               vectors: dict[str, np.ndarray], reveals: dict[str, dict[str, Any]],
-               masks: dict[str, dict[str, Any]] | None = None) -> Unmasked:
-    """Sum the masked vectors of U3 and strip every mask, from the revealed shares that match their
-    owners' signed commitments."""
-    g = params.graph({h: m["payload"] for h, m in adverts.items()})
-    u3, shared = frozenset(vectors), frozenset(shares)
-    require(params, "unmask", set(reveals), g.threshold)
-    commits = {h: m["payload"]["commit"] for h, m in shares.items()}
-    bad: dict[str, str] = {}
-    total = np.zeros(params.length, dtype=ring_dtype(params.bits))
-    for y in vectors.values():
-        np.add(total, y, out=total)
-    strip = [(_reconstruct(params, g, j, "b", reveals, commits, bad), -1) for j in sorted(u3)]  # self-masks
-    for j in sorted(shared - u3):  # shared keys, sent no vector: its partners' pairwise masks remain
-        s_key = X25519PrivateKey.from_private_bytes(_reconstruct(params, g, j, "s", reveals, commits, bad))
-        if raw_public(s_key) != unb64(adverts[j]["payload"]["s_pk"]):
-            raise SecAggAbort(f"secure aggregation aborted in round {params.round}: {j}'s mask key rebuilt from "
-                              f"shares does not match its signed public key; no partial model is stored")
-        for k in sorted(g.nbrs[j] & u3):
-            s_pk_k = unb64(adverts[k]["payload"]["s_pk"])
-            strip.append((pair_seed(params.ctx, j, s_key, k, s_pk_k), -1 if k < j else 1))
-    apply_masks(total, strip)
-    recovered = tuple(sorted(u3 - set(reveals)))
-    bound = sum(int(masks[h]["payload"]["weight_bound"]) for h in u3) if masks else 0
-    return Unmasked(total, tuple(sorted(u3)), recovered, tuple(sorted(shared - u3)), g.k, g.threshold, bound,
-                    len(g.members), bad)
-
-
-def _reconstruct(params: Params, g: Graph, owner: str, kind: str, reveals: dict[str, dict[str, Any]],
-                 commits: dict[str, dict[str, list[str]]], bad: dict[str, str]) -> bytes:
-    """The owner's secret from the revealed shares of its holders (its neighbours and itself); a share
-    from a non-holder, under another holder's index or not matching the owner's commitment is not used."""
-    holders = g.nbrs[owner] | {owner}
-    field_name, slot = ("b_shares", 0) if kind == "b" else ("s_shares", 1)
-    shares = []
-    for revealer, r in reveals.items():
-        text = r["payload"][field_name].get(owner)
-        if text is None or revealer not in holders:
-            continue
-        try:
-            raw = bytes.fromhex(text)
-            share = shamir.Share.from_bytes(raw)
-        except (ValueError, shamir.ShamirError):
-            bad[revealer] = f"{revealer} revealed a malformed share of {owner}'s secret"
-            continue
-        committed = commits.get(owner, {}).get(revealer)
-        matches = committed is not None and committed[slot] == commitment(params, owner, kind, raw)
-        if share.x != params.index(revealer) or not matches:
-            bad[revealer] = f"{revealer} revealed a share of {owner}'s secret that does not match its commitment"
-            continue
-        shares.append(share)
-    what = "self-mask seed" if kind == "b" else "mask key"
-    if len(shares) < g.threshold:
-        raise SecAggAbort(f"secure aggregation aborted in round {params.round}: only {len(shares)} valid shares of "
-                          f"{owner}'s {what} were revealed, threshold is {g.threshold}; no partial model is stored")
-    try:
-        return shamir.combine(shares, g.threshold)
-    except shamir.ShamirError as exc:
-        raise SecAggAbort(f"secure aggregation aborted in round {params.round}: {owner}'s {what} does not "
-                          f"reconstruct ({exc}); no partial model is stored") from None
-
-
-def decode_vector(data: bytes, params: Params) -> np.ndarray:
-    dtype = np.dtype(ring_dtype(params.bits))
-    if len(data) != params.length * dtype.itemsize:
-        raise ProtocolViolation(f"masked vector has {len(data)} bytes, expected {params.length * dtype.itemsize}")
-    return np.frombuffer(data, dtype=dtype)

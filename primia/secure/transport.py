@@ -20,6 +20,7 @@ import numpy as np
 from primia.errors import PrimiaError
 from primia.messages import CheckpointRef
 from primia.secure import protocol as p
+from primia.secure import unmask as u
 from primia.secure.agreement import b64, unb64
 from primia.signing import canonical_json
 from primia.store.checkpoints import CheckpointStore
@@ -47,7 +48,7 @@ class Channel:
         box = self.mailbox(hospital)
         ref = CheckpointRef(box.store.bucket, box.key_for(self.round, self._vector(hospital)), sha256, self.round)
         try:
-            return p.decode_vector(box.get_object(ref), self.params)
+            return u.decode_vector(box.get_object(ref), self.params)
         except PrimiaError as exc:
             raise p.ProtocolViolation(f"{hospital}: masked vector missing or not the one it signed ({exc})") from None
 
@@ -211,7 +212,7 @@ class Coordinator:
     quorum: int = 0
     admit: Admit | None = None  # which senders of masked vectors may be in the sum (the round's accept check)
 
-    def serve(self) -> p.Unmasked:
+    def serve(self) -> u.Unmasked:
         """Publishes a signed `abort` (and raises SecAggAbort) when the survivors fall below what the
         protocol needs - or below the round's quorum, which can then no longer be met - so hospitals
         stop waiting and nothing partial is used."""
@@ -228,10 +229,10 @@ class Coordinator:
         c, params = self.channel, self.channel.params
         raw = c.collect(name, expected, deadline, self.gone)
         self.log.missing(expected, raw, name, self.gone())
-        good, bad = p.accept(params, name, raw, self.verify, frozenset(expected))
+        good, bad = u.accept(params, name, raw, self.verify, frozenset(expected))
         self.log.rejected(bad)
         try:
-            p.require(params, name, set(good), need)
+            u.require(params, name, set(good), need)
         except p.SecAggAbort as exc:
             why = "; ".join(f"{h}: {r}" for h, r in sorted(self.log.reasons.items()))
             raise p.SecAggAbort(f"{exc} [{why}]" if why else str(exc)) from None
@@ -242,14 +243,14 @@ class Coordinator:
                                 f"(policy.min_hospitals) [{why}]")
         return good
 
-    def _serve(self) -> p.Unmasked:
+    def _serve(self) -> u.Unmasked:
         c, params, d = self.channel, self.channel.params, self.deadlines
         everyone, majority = set(params.parties), p.Floors().confirm_quorum(len(params.parties))
         adverts = self._stage("advertise", everyone, d.stage(), 2)
         g = params.graph({h: m["payload"] for h, m in adverts.items()})
         c.publish("advertise", {"adverts": adverts}, self.signer)
         shares = self._stage("share", set(adverts), d.stage(), g.threshold)
-        shares, other_view = p.consistent_shares(g, shares)
+        shares, other_view = u.consistent_shares(g, shares)
         self.log.rejected(other_view)
         c.publish("share", {"shares": shares}, self.signer)
         masks = self._stage("mask", set(shares), d.mask_at, g.threshold)
@@ -263,7 +264,7 @@ class Coordinator:
                 vectors[h] = c.read_vector(h, str(message["payload"]["sha256"]))
             except p.ProtocolViolation as exc:
                 self.log.rejected({h: str(exc)})
-        p.require(params, "mask", set(vectors), max(g.threshold, majority))
+        u.require(params, "mask", set(vectors), max(g.threshold, majority))
         c.publish("mask", {"masked": {h: masks[h] for h in sorted(vectors)}}, self.signer)
         confirms = self._stage("confirm", set(vectors), time.monotonic() + d.stage_s, majority)
         c.publish("confirm", {"confirmations": confirms}, self.signer)
@@ -271,6 +272,6 @@ class Coordinator:
         for h, r in reveals.items():
             for sender, why in r["payload"].get("bad", {}).items():
                 self.log.reasons.setdefault(sender, f"secure aggregation: {h} reports {why}")
-        out = p.unmask_sum(params, adverts, shares, vectors, reveals, {h: masks[h] for h in vectors})
+        out = u.unmask_sum(params, adverts, shares, vectors, reveals, {h: masks[h] for h in vectors})
         self.log.rejected(out.bad_shares)
         return out

@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from primia.secure import inmemory
 from primia.secure.agreement import pair_seed, unb64
 from primia.secure.prg import apply_masks
-from primia.secure.protocol import Client, Floors, Params, ProtocolViolation, SecAggAbort, _reconstruct
+from primia.secure.protocol import Client, Floors, Params, ProtocolViolation, SecAggAbort
+from primia.secure.unmask import _reconstruct
 
 
 @dataclass

@@ -265,7 +265,7 @@ def test_a_diverged_update_is_refused_before_it_is_masked() -> None:
 def test_signed_but_malformed_messages_and_plans_are_rejected_with_a_reason() -> None:
     from primia.config import parse_federation_config
     from primia.errors import ConfigError
-    from primia.secure.protocol import accept
+    from primia.secure.unmask import accept
 
     signers, verify = inmemory.identities(["a", "b"])
     params = _params(["a", "b"], 4)
