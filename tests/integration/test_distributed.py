@@ -51,6 +51,14 @@ def test_two_rounds_on_three_agents_without_the_coordinator_reading_hospital_fil
     assert summary["last_round_test"]["roc_auc"] > 0.7  # it learned (from sums only)
 
 
+def _runs_of(name: str) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    with get_client(sync_client=True) as client:
+        return list(client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name]))))
+
+
 STAGES = ("before advertise", "after sharing", "during training", "after masking")
 
 
@@ -109,8 +117,12 @@ def test_an_agent_killed_at_any_stage_is_dropped_the_survivors_commit_and_it_com
     raw["training"]["local_epochs"] = 3
     killer = Killer(agents, "dh3", fid, stage)
     killer.start()
-    summary = run_in_process(raw)
-    killer.join(5)
+    try:
+        summary = run_in_process(raw)
+    finally:
+        killer.join(5)
+        if killer.killed_at is not None:
+            agents.start("dh3")  # back for what follows, whatever this test finds
     assert killer.killed_at is not None and not killer.note, killer.note
     store = runtime.checkpoints(fid)
     created = dt.datetime.strptime(store.load_round(1).manifest["created"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
@@ -127,8 +139,7 @@ def test_an_agent_killed_at_any_stage_is_dropped_the_survivors_commit_and_it_com
         assert rows["dh3"]["status"] == "dropped" and "in the sum: dh1, dh2" in descriptions[1]
     later = {r["hospital"]: r for r in tables[2]}  # round 2: not asked, not waited for
     assert later["dh3"]["status"] == "dropped" and "its agent is offline" in later["dh3"]["reason"]
-    assert summary["timings"][1]["round_s"] < liveness <= summary["timings"][0]["round_s"]
-    agents.start("dh3")
+    assert later["dh3"]["seconds"] == 0 and not _runs_of(f"{fid}-round-2-dh3")
     again = run_in_process({**raw, "rounds": 3})  # resumes after round 2, dh3 back
     assert len(again["timings"]) == 1
     assert {r["hospital"]: r for r in round_tables(fid)[3]}["dh3"]["status"] == "accepted"
