@@ -137,7 +137,8 @@ def _secure_round(store: Any, p: Params, sa: SecureAggregationConfig, vectors: d
         result.append(Coordinator(channel, verify, sign_c, Deadlines(120.0, time.monotonic() + 300), set).serve())
 
     def hospital(name: str) -> None:
-        client = Client(p, name, signers[name], verify, Floors(min_parties=2, max_parties=len(p.parties)))
+        client = Client(p, name, signers[name], verify, Floors(min_parties=2, max_parties=len(p.parties)),
+                        weights_digest="bench")
         side = HospitalSide(Channel(store, lambda _: store, p, 0.05), client, 120.0, check_c)
         side.prepare()
         side.submit(vectors[name].copy(), sa.max_examples)  # stands in for encoding the update (masked in place)

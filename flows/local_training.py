@@ -41,10 +41,10 @@ def local_training(
     d = dispatch_from(server_round, global_ref, nonce, train, stats, secagg, validate)
     secure = None
     if secagg is not None:
-        model = d.global_ref.sha256 if d.global_ref is not None and not stats else ""
         secure = hospital_side(store, outbox, secagg, hospital.name, identity.signing.sign, roster.verifier(),
                                roster.coordinator_check, floors(agent, local_spec, frozenset(roster.active())),
-                               FileLedger(runtime.hospital_keys_dir() / "unmask-ledger.json"), model, d.purpose)
+                               FileLedger(runtime.hospital_keys_dir() / "unmask-ledger.json"),
+                               d.expected(local_spec.federation_id))
     salt = secrets.token_hex(8) if agent.fresh_randomness else ""
     signed = answer(hospital, identity.signing, store, outbox, d, local_spec, secure, salt)
     logger.info("%s round %d: answered (%s), %.2f s local", hospital.name, server_round,

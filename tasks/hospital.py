@@ -33,10 +33,9 @@ def local_training(hospital: HospitalConfig, dispatch: Dispatch, cfg: Federation
     if dispatch.secagg is not None:
         floors = Floors(members=frozenset(roster.active()), min_parties=2,
                         max_parties=cfg.secure_aggregation.max_hospitals)
-        model = dispatch.global_ref.sha256 if dispatch.global_ref is not None and not dispatch.stats else ""
         secure = hospital_side(store, store, dispatch.secagg, hospital.name, key.sign, roster.verifier(),
                                roster.coordinator_check, floors, _ledgers.setdefault(hospital.name, MemoryLedger()),
-                               model, dispatch.purpose)
+                               dispatch.expected(cfg.federation_id))
     signed = answer(hospital, key, store, store, dispatch, spec, secure)
     return {"hospital": hospital.name, "digest": signed.digest}
 

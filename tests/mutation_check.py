@@ -81,6 +81,34 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
         'tests/adversarial/test_round_attacks.py::test_a_retried_round_with_another_sample_gets_no_second_sum',
     ),
     (
+        'one update sum whatever the purpose',
+        'primia/secure/protocol.py',
+        '        keys = [f"{p.federation}/update/{self.weights_digest}"]',
+        '        keys = [f"{p.federation}/update/{self.weights_digest}/{p.purpose}"]',
+        'tests/adversarial/test_round_attacks.py::test_a_second_sum_of_updates_under_another_purpose_is_refused',
+    ),
+    (
+        'update ledger on the weights',
+        'primia/secure/protocol.py',
+        '        keys = [f"{p.federation}/update/{self.weights_digest}"]',
+        '        keys = [f"{p.federation}/update/{p.model}"]',
+        'tests/adversarial/test_round_attacks.py::test_the_same_weights_committed_again_get_no_second_sum',
+    ),
+    (
+        'validation ledger on the weights',
+        'primia/secure/protocol.py',
+        '        return keys + ([f"{p.federation}/validation/{self.weights_digest}"]',
+        '        return keys + ([f"{p.federation}/validation/{p.model}"]',
+        'tests/adversarial/test_round_attacks.py::test_the_same_weights_committed_again_get_no_second_sum',
+    ),
+    (
+        'one statistics pass',
+        'primia/secure/protocol.py',
+        '            return [f"{p.federation}/statistics"]',
+        '            return [f"{p.federation}/statistics/{p.round}"]',
+        'tests/adversarial/test_round_attacks.py::test_a_second_statistics_pass_is_refused',
+    ),
+    (
         'file ledger',
         'primia/secure/ledger.py',
         '            if held is not None and held["members"] != members:',
@@ -97,9 +125,10 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
     (
         'plan model binding',
         'primia/federation/secure_round.py',
-        '    if params.model != model or params.purpose != what:',
+        '    if got != expected:',
         '    if False:',
-        'tests/adversarial/test_plan_floors.py::test_a_plan_for_another_model_or_purpose_than_the_dispatch_is_refused',
+        'tests/adversarial/test_plan_floors.py::'
+        'test_a_plan_for_another_federation_round_model_or_purpose_than_the_dispatch_is_refused',
     ),
     (
         'admit nonce',

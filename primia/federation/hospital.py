@@ -25,6 +25,7 @@ from primia.messages import CheckpointRef, HospitalResult
 from primia.models.factory import build_model
 from primia.store.checkpoints import CheckpointStore
 from primia.store.weights import Weights, numpy_to_state, state_to_numpy
+from primia.store.weights import digest as weights_digest
 from primia.training.loops import predict, train_epochs
 from primia.training.metrics import confusion_matrix
 
@@ -73,6 +74,8 @@ class SecureJoin(Protocol):
 
     def prepare(self) -> None: ...
 
+    def bind_model(self, weights_digest: str) -> None: ...
+
     def submit(self, vector: np.ndarray, weight_bound: int, extra: dict[str, Any] | None = None) -> None: ...
 
 
@@ -102,6 +105,8 @@ def run_local_round(
     checkpoints.verify_committed(global_ref)
     data = load_local_data(hospital, cfg)
     start_weights = checkpoints.get_weights(global_ref)
+    if secure is not None:
+        secure.bind_model(weights_digest(start_weights))
     model = model_from_weights(cfg, start_weights)
     start = time.perf_counter()
     k = cfg.model.num_classes

@@ -25,7 +25,15 @@ import numpy as np
 from primia.config import FederationConfig
 from primia.data.statistics import STATS_KEY, mean_std, pooled_moments, stats_start
 from primia.federation.policy import ACCEPTED, DROPPED, REJECTED, Outcome, accepted_results
-from primia.federation.secure_round import SecureOutcome, SecureRound, coordinate, layout_for, plan, purpose
+from primia.federation.secure_round import (
+    Expected,
+    SecureOutcome,
+    SecureRound,
+    coordinate,
+    layout_for,
+    plan,
+    purpose,
+)
 from primia.federation.signed import RegistryEntry, signed_from_dict, verify_result
 from primia.messages import CheckpointRef, HospitalResult
 from primia.secure.protocol import SecAggAbort
@@ -53,6 +61,11 @@ class Dispatch:
     @property
     def purpose(self) -> str:
         return purpose(self.train, self.stats, self.validate)
+
+    def expected(self, federation: str) -> Expected:
+        """What the secure-aggregation plan of this dispatch must say."""
+        model = self.global_ref.sha256 if self.global_ref is not None and not self.stats else ""
+        return Expected(federation, self.server_round, model, self.purpose)
 
 
 class Hospitals(Protocol):

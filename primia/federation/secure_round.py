@@ -65,18 +65,31 @@ def plan(cfg: LocalSpec, server_round: int, hospitals: list[str], layout: Layout
     return {"params": params.to_dict(), "wait_s": round_timeout_s + 3 * sa.stage_timeout_s}
 
 
+@dataclass(frozen=True)
+class Expected:
+    """What the hospital was dispatched for; the plan must say the same."""
+
+    federation: str
+    round: int
+    model: str  # the dispatched global model's reference digest ("" for the statistics pass)
+    purpose: str
+
+
 def hospital_side(rosters: CheckpointStore, outbox: CheckpointStore, round_plan: dict[str, Any], me: str,
                   signer: Signer, verify: Verifier, coordinator: CoordinatorCheck, floors: Floors, ledger: Ledger,
-                  model: str, what: str) -> HospitalSide:
+                  expected: Expected) -> HospitalSide:
     """The hospital's protocol run for a plan, after its own floors (checked in Client) and a check that
-    the plan names the global model it was sent (the ledger's one-sum-per-model rule rests on it)."""
+    the plan is for the federation, round, global model and purpose it was dispatched for."""
     try:
         params, wait_s = Params.from_dict(round_plan["params"]), float(round_plan["wait_s"])
     except (TypeError, KeyError, ValueError) as exc:
         raise ProtocolViolation(f"secure-aggregation plan needs 'params' and a numeric 'wait_s': {exc}") from None
-    if params.model != model or params.purpose != what:
-        raise ProtocolViolation(f"{me}: the plan is for model {params.model[:12] or '(none)'} ({params.purpose}), the "
-                                f"dispatch asks for {model[:12] or '(none)'} ({what}): refused")
+    got = Expected(params.federation, params.round, params.model, params.purpose)
+    if got != expected:
+        def say(e: Expected) -> str:
+            return f"{e.federation} round {e.round}, model {e.model[:12] or '(none)'} ({e.purpose})"
+
+        raise ProtocolViolation(f"{me}: the plan is for {say(got)}; the dispatch asks for {say(expected)}: refused")
     return HospitalSide(Channel(rosters, lambda _: outbox, params), Client(params, me, signer, verify, floors, ledger),
                         wait_s, coordinator)
 

@@ -63,7 +63,7 @@ def run(params: Params, vectors: dict[str, np.ndarray], faults: Faults | None = 
     faults = faults or Faults()
     signers, verify = keys or identities(params.parties)
     floors = floors or Floors(min_parties=2)
-    clients = {p: Client(params, p, signers[p], verify, floors) for p in params.parties}
+    clients = {p: Client(params, p, signers[p], verify, floors, weights_digest="in-memory") for p in params.parties}
     spent: dict[str, dict[str, float]] = {p: {} for p in params.parties}
 
     def timed(p: str, fn: Callable[..., Any], *args: Any) -> Any:

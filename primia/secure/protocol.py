@@ -197,6 +197,7 @@ class Client:
     u3: frozenset[str] = frozenset()
     bad: dict[str, str] = field(default_factory=dict)  # senders whose shares for me are missing or tampered
     own_shares: tuple[shamir.Share, shamir.Share] | None = None  # this hospital's own (b, s) shares
+    weights_digest: str = ""  # of the global model's weights as decrypted here: keys the ledger
 
     def __post_init__(self) -> None:
         self.floors.check_plan(self.params, self.me)
@@ -318,10 +319,8 @@ class Client:
                               f"this roster, {need} (a strict majority) must before anything is revealed")
         if self.own_shares is None:
             raise ProtocolViolation(f"{self.me}: unmask before share")
-        p, members = self.params, sorted(self.u3)
-        self.ledger.claim(f"{p.federation}/round-{p.round}/{p.model or 'statistics'}/{p.purpose}", members, p.session)
-        if "validate" in p.purpose:  # a model's validation figures go into one sum only, whichever pass asks
-            self.ledger.claim(f"{p.federation}/validation/{p.model}", members, p.session)
+        for key in self.ledger_keys():
+            self.ledger.claim(key, sorted(self.u3), self.params.session)
         b_out, s_out, bad = {self.me: _hex(self.own_shares[0])}, {}, dict(self.bad)
         for sender, box in self.shared_with_me.items():
             try:
@@ -336,6 +335,18 @@ class Client:
                 s_out[sender] = plain[half:].hex()
         body = {"b_shares": b_out, "s_shares": s_out, "bad": bad}
         return sign(self.params, "unmask", self.me, body, self.signer)
+
+    def ledger_keys(self) -> list[str]:
+        """What this sum is of, as the ledger remembers it: one sum of updates per model (whatever round or
+        purpose the coordinator calls it, and however it re-encrypts or re-commits the same weights), one
+        of a model's validation figures, one statistics pass per federation."""
+        p = self.params
+        if p.purpose == "statistics":
+            return [f"{p.federation}/statistics"]
+        if not self.weights_digest:
+            raise ProtocolViolation(f"{self.me}: nothing is revealed before the hospital has checked the model")
+        keys = [f"{p.federation}/update/{self.weights_digest}"] if p.purpose.startswith("train") else []
+        return keys + ([f"{p.federation}/validation/{self.weights_digest}"] if "validate" in p.purpose else [])
 
     def _graph(self) -> Graph:
         if self.graph is None:

@@ -152,6 +152,10 @@ class HospitalSide:
         c.post("share", me, self.client.share(adverts["adverts"]))
         self.shares = self._roster("share")["shares"]
 
+    def bind_model(self, weights_digest: str) -> None:
+        """The digest of the global model this hospital loaded (decrypted): its ledger's key."""
+        self.client.weights_digest = weights_digest
+
     def submit(self, vector: np.ndarray, weight_bound: int, extra: dict[str, Any] | None = None) -> None:
         """Mask `vector` (in place), send it, confirm the survivors, then help unmask the others."""
         c, me = self.channel, self.client.me

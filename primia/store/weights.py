@@ -35,3 +35,14 @@ def decode(data: bytes, what: str = "weights") -> Weights:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def digest(weights: Weights) -> str:
+    """A digest of the weights themselves (names, dtypes, shapes, values), whatever their encoding or
+    encryption: the same model committed twice has the same digest."""
+    h = hashlib.sha256()
+    for k in sorted(weights):
+        w = np.ascontiguousarray(weights[k])
+        h.update(f"{k}|{w.dtype.str}|{w.shape}|".encode())
+        h.update(w.tobytes())
+    return h.hexdigest()

@@ -70,10 +70,13 @@ class Harness:
         entry = replace(self.roster.hospitals[hospital], status="revoked")
         self.roster = replace(self.roster, hospitals={**self.roster.hospitals, hospital: entry})
 
-    def ask(self, chosen: list[str], train: bool = True, server_round: int = 1) -> RoundAnswers:
+    def ask(self, chosen: list[str], train: bool = True, server_round: int = 1, global_ref: Any = None,
+            validate: bool = True, stats: bool = False, absent: tuple[str, ...] = ()) -> RoundAnswers:
         _, signer = self.store.ring.signer()
         how = Asking(self.store, lambda _: self.store, lambda: self.roster.hospitals, signer.sign)
-        return ask(_Threads(self), self.cfg, server_round, self.global_ref(), chosen, train, False, how)
+        ref = None if stats else (global_ref or self.global_ref())
+        return ask(_Threads(self), self.cfg, server_round, ref, chosen, train, stats, how, absent=absent,
+                   validate=validate)
 
 
 class _Threads:
@@ -95,7 +98,7 @@ class _Threads:
             floors = Floors(members=members, min_parties=2, max_parties=h.cfg.secure_aggregation.max_hospitals)
             secure = hospital_side(h.store, h.store, d.secagg, name, h.keys[name].sign, h.roster.verifier(),
                                    h.roster.coordinator_check, floors, h.ledgers.setdefault(name, MemoryLedger()),
-                                   d.global_ref.sha256 if d.global_ref else "", d.purpose) if d.secagg else None
+                                   d.expected(h.cfg.federation_id)) if d.secagg else None
             key = Ed25519PrivateKey.generate() if name in h.forge_answer else h.keys[name]
             hospital = next(x for x in h.cfg.hospitals if x.name == name)
             answer(hospital, key, h.store, h.store, d, h.cfg.local_spec(), secure)

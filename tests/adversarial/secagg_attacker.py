@@ -41,7 +41,7 @@ def setup(n: int, degree: int = 0, length: int = 64, seed: int = 0) -> tuple[Par
     params = Params("fed", 3, "attack", names, length, degree=degree, model="ab" * 32)
     signers, verify = inmemory.identities(names)
     floors = Floors(members=frozenset(names), max_parties=n)
-    clients = {h: Client(params, h, signers[h], verify, floors) for h in names}
+    clients = {h: Client(params, h, signers[h], verify, floors, weights_digest="w") for h in names}
     rng = np.random.default_rng(seed)
     updates = {h: rng.integers(0, 2**32, length, dtype=np.uint64).astype(np.uint32) for h in names}
     return params, clients, updates

@@ -39,18 +39,20 @@ def test_more_parties_than_the_ring_holds_and_a_weak_threshold_are_refused() -> 
         _client(("h1", "h2", "h3"), Floors(members=ROSTER), threshold_fraction=0.3)
 
 
-def test_a_plan_for_another_model_or_purpose_than_the_dispatch_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_plan_for_another_federation_round_model_or_purpose_than_the_dispatch_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from primia.federation.secure_round import Expected
     from tests.helpers import make_keyring
 
     store = CheckpointStore(MemoryObjectStore(), "fed", make_keyring(tmp_path))
     plan = {"params": Params("fed", 1, "s", ("h1", "h2", "h3"), 8, model="a" * 64).to_dict(), "wait_s": 5}
     signers, verify = inmemory.identities(["h1", "h2", "h3"])
     args = (store, store, plan, "h1", signers["h1"], verify, lambda m, s: True, Floors(members=ROSTER), MemoryLedger())
-    with pytest.raises(ProtocolViolation,
-                       match="the plan is for model aaaaaaaaaaaa .train.validate., the dispatch asks for bbbbbbbbbbbb"):
-        hospital_side(*args, "b" * 64, "train+validate")
-    with pytest.raises(ProtocolViolation, match="dispatch asks for aaaaaaaaaaaa .validate."):
-        hospital_side(*args, "a" * 64, "validate")
+    hospital_side(*args, Expected("fed", 1, "a" * 64, "train+validate"))  # what it was dispatched for
+    for other in (Expected("fed", 1, "b" * 64, "train+validate"), Expected("fed", 1, "a" * 64, "validate"),
+                  Expected("fed", 2, "a" * 64, "train+validate"), Expected("fed-b", 1, "a" * 64, "train+validate")):
+        with pytest.raises(ProtocolViolation, match="the plan is for fed round 1, model aaaaaaaaaaaa .train.validate.; "
+                                                    "the dispatch asks for"):
+            hospital_side(*args, other)
 
 
 def test_a_hospital_that_assumes_a_colluder_refuses_a_sum_of_two() -> None:

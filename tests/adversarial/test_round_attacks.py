@@ -121,3 +121,42 @@ def test_a_validation_pass_on_weights_the_coordinator_did_not_commit_is_refused(
     assert answers.secure is None and answers.aborted
     for status, reason in _statuses(answers).values():
         assert status != ACCEPTED and "is not the committed global.safetensors of round 0" in reason
+
+
+def _refused_second(second, first_set: str) -> None:  # type: ignore[no-untyped-def]
+    assert second.secure is None and second.aborted
+    reasons = " ".join(r for _, r in _statuses(second).values())
+    assert f"already helped unmask a sum over {first_set} from this global model" in reasons
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_the_same_weights_committed_again_get_no_second_sum(tmp_path: Path, train: bool) -> None:
+    """Re-committing the same weights gives a new ciphertext digest and a new round number; the ledger
+    keys on the weights themselves, so a's update or confusion matrix cannot be had as the difference of
+    two sums."""
+    h = Harness.make(tmp_path, ("a", "b", "c", "d"))
+    first = h.ask(["a", "b", "c", "d"], train=train, server_round=1)
+    assert first.secure is not None
+    again = h.store.put_weights(1, h.store.get_weights(h.global_ref()))
+    h.store.commit(1, {"global.safetensors": again})
+    assert again.sha256 != h.global_ref().sha256
+    again_ref = h.store.load_round(1).ref("global.safetensors")
+    second = h.ask(["b", "c", "d"], train=train, server_round=2, global_ref=again_ref, absent=("a",),
+                   validate=not train)  # training: the update alone, so only the update's ledger key applies
+    _refused_second(second, "a, b, c, d")
+
+
+def test_a_second_sum_of_updates_under_another_purpose_is_refused(tmp_path: Path) -> None:
+    """train+validate over {a, b, c, d}, then train over {b, c, d} from the same model: the difference
+    would be a's update and count."""
+    h = Harness.make(tmp_path, ("a", "b", "c", "d"))
+    assert h.ask(["a", "b", "c", "d"]).secure is not None
+    _refused_second(h.ask(["b", "c", "d"], validate=False, absent=("a",)), "a, b, c, d")
+
+
+def test_a_second_statistics_pass_is_refused(tmp_path: Path) -> None:
+    h = Harness.make(tmp_path, ("a", "b", "c", "d"))
+    assert h.ask(["a", "b", "c", "d"], train=False, stats=True, server_round=0).secure is not None
+    second = h.ask(["b", "c", "d"], train=False, stats=True, server_round=7, absent=("a",))
+    assert second.secure is None
+    assert "already helped unmask a sum over a, b, c, d" in " ".join(r for _, r in _statuses(second).values())

@@ -146,8 +146,8 @@ def test_through_the_store_the_coordinator_never_holds_an_update_in_the_clear(tm
 
     def hospital(h: str) -> None:
         try:
-            side = HospitalSide(Channel(store, lambda _: store, params, 0.01), Client(params, h, signers[h], verify),
-                                30.0, check_c)
+            client = Client(params, h, signers[h], verify, weights_digest="w")
+            side = HospitalSide(Channel(store, lambda _: store, params, 0.01), client, 30.0, check_c)
             side.prepare()
             side.submit(vectors[h].copy(), SA.max_examples)  # masked in place: keep the clear one to search for
         except BaseException as exc:  # noqa: BLE001  # reported below
@@ -197,7 +197,7 @@ def _masked_clients(n: int) -> tuple[Params, dict[str, Client], dict]:
     names = [f"h{i}" for i in range(n)]
     params = _params(names, 4)
     signers, verify = inmemory.identities(names)
-    clients = {h: Client(params, h, signers[h], verify) for h in names}
+    clients = {h: Client(params, h, signers[h], verify, weights_digest="w") for h in names}
     adverts = {h: c.advertise() for h, c in clients.items()}
     shares = {h: c.share(adverts) for h, c in clients.items()}
     masks = {}
