@@ -42,7 +42,7 @@ deploy: up
 	PRIMIA_REPO=$(CURDIR) PRIMIA_SCHEDULE_ACTIVE=$${PRIMIA_SCHEDULE_ACTIVE:-true} \
 	$(VENV)/bin/prefect work-pool create primia-coordinator --type process --overwrite >/dev/null; \
 	PREFECT_API_URL=$$($(PY) -c "from primia.config import load_settings; print(load_settings().prefect.api_url)") \
-	PRIMIA_REPO=$(CURDIR) PRIMIA_SCHEDULE_ACTIVE=$${PRIMIA_SCHEDULE_ACTIVE:-true} \
+	PRIMIA_REPO=$(CURDIR) PRIMIA_PYTHON=$(CURDIR)/$(PY) PRIMIA_SCHEDULE_ACTIVE=$${PRIMIA_SCHEDULE_ACTIVE:-true} \
 	$(VENV)/bin/prefect --no-prompt deploy --all
 
 # The test session starts its own stack (temporary folder, free ports) and stops it by PID.

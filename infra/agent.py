@@ -63,7 +63,7 @@ def _run_engine(env: dict[str, str], cwd: str, argv: list[str]) -> None:
     os.environ.clear()
     os.environ.update(env)
     sys.argv = ["infra.agent_engine", *argv]
-    run_pinned(flow_run_id(argv, env))
+    run_pinned(flow_run_id(argv, env))  # a hospital's warm launcher runs local-training, whatever it is told
 
 
 class WarmLauncher:
@@ -162,12 +162,20 @@ def run_worker(pool: str, hospital: str, env: dict[str, str], log: Callable[[str
                 proc.kill()
 
 
+def spawn_log_process(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """A child process in its own session, its output in `log` (tests and benchmarks)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as fh:
+        return subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, cwd=REPO, start_new_session=True)
+
+
 def spawn_agent(hospital: str, data: Path, log: Path, env: dict[str, str] | None = None,
                 poll_seconds: float = 1.0) -> subprocess.Popen[bytes]:
     """`primia agent start` as a child in its own session (tests, benchmarks; stop with stop_agent)."""
-    log.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "primia.cli", "agent", "start", "--hospital", hospital, "--data", str(data),
            "--poll-seconds", f"{poll_seconds:g}"]
+    log.parent.mkdir(parents=True, exist_ok=True)
     own = {k: v for k, v in os.environ.items() if k not in COORDINATOR_ONLY}  # a hospital holds only its own
     with log.open("ab") as fh:
         return subprocess.Popen(cmd, env={**own, **(env or {})}, stdout=fh, stderr=subprocess.STDOUT,

@@ -1,7 +1,9 @@
-"""A hospital agent's Prefect worker that runs only what the hospital pinned.
+"""A Prefect worker that runs only what its machine pinned: a hospital agent's, and the coordinator's.
 
-`python -m infra.agent_worker --pool hospital-NAME` is a process worker (work-pool type "process")
-with one change: before a flow run is started, it checks the run against what this machine pinned,
+`python -m infra.agent_worker --pool hospital-NAME` (a hospital) or `--pool primia-coordinator --role
+coordinator` is a process worker (work-pool type "process") with one change: everyone who holds the
+Prefect login (every party: it is one credential) can create and edit deployments and runs, so before a
+flow run is started the worker checks it against what this machine pinned,
 not against what the Prefect server says - the deployment (its name, entrypoint, storage, pull steps,
 job variables and parameter schema), the run's own job-variable overrides (none are accepted), the
 resolved command, working folder and environment, and the parameters against the local flow's
@@ -40,13 +42,15 @@ ENTRYPOINT = "flows/local_training.py:local_training"
 
 @dataclass(frozen=True)
 class Pin:
-    """What this hospital runs: one deployment of the local flow, with one command."""
+    """One deployment this machine runs: which local flow, with which command and pull steps."""
 
     flow: Flow[..., Any]
     deployment_name: str  # "local-training/hospital-NAME"
     command: str
     working_dir: str
     entrypoint: str = ENTRYPOINT
+    flow_path: str = "flows.local_training:local_training"  # what the pinned engine imports
+    pull_steps: tuple[dict[str, Any], ...] = ()
 
     @property
     def job_variables(self) -> dict[str, Any]:
@@ -74,42 +78,53 @@ with warnings.catch_warnings():
     class PinnedProcessWorker(ProcessWorker):
         type = "process"
 
-        def __init__(self, *args: Any, pin: Pin, **kwargs: Any) -> None:
+        def __init__(self, *args: Any, pins: list[Pin], **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self.pin = pin
-            self._deployment_id: UUID | None = None
+            self.pins = pins
+            self._ids: dict[UUID, Pin] = {}
 
-        async def _expected(self, flow_run: FlowRun, deployment: Any) -> ProcessJobConfiguration:
+        async def _expected(self, pin: Pin, flow_run: FlowRun, deployment: Any) -> ProcessJobConfiguration:
             """What Prefect's own process template and the pinned job variables resolve to for this run
             (so a tampered work-pool template is caught too)."""
             cfg = await ProcessJobConfiguration.from_template_and_values(
-                ProcessWorker.get_default_base_job_template(), dict(self.pin.job_variables), client=self.client)
+                ProcessWorker.get_default_base_job_template(), dict(pin.job_variables), client=self.client)
             cfg.prepare_for_flow_run(flow_run, deployment, await self.client.read_flow(flow_run.flow_id),
                                      self.work_pool, self.name, self.backend_id)
             return cfg
 
+        async def _pin_of(self, flow_run: FlowRun) -> Pin | None:
+            if not self._ids:
+                from prefect.exceptions import ObjectNotFound
+
+                for pin in self.pins:
+                    try:
+                        self._ids[(await self.client.read_deployment_by_name(pin.deployment_name)).id] = pin
+                    except ObjectNotFound:
+                        continue
+            return self._ids.get(flow_run.deployment_id) if flow_run.deployment_id else None
+
         async def refusal(self, flow_run: FlowRun, configuration: ProcessJobConfiguration
-                          ) -> tuple[str, ProcessJobConfiguration | None]:
-            """Why this run must not be started here ("" when it is what the hospital pinned)."""
-            if self._deployment_id is None:
-                self._deployment_id = (await self.client.read_deployment_by_name(self.pin.deployment_name)).id
-            if flow_run.deployment_id != self._deployment_id:
-                return f"the flow run is not of the pinned deployment {self.pin.deployment_name}", None
+                          ) -> tuple[str, Pin | None, ProcessJobConfiguration | None]:
+            """Why this run must not be started here ("" when it is what this machine pinned)."""
+            pin = await self._pin_of(flow_run)
+            if pin is None:
+                names = ", ".join(p.deployment_name for p in self.pins)
+                return f"the flow run is not of a deployment this machine pinned ({names})", None, None
             if flow_run.job_variables:
-                return f"job-variable overrides are not accepted: {sorted(flow_run.job_variables)}", None
-            d = await self.client.read_deployment(flow_run.deployment_id)
+                return f"job-variable overrides are not accepted: {sorted(flow_run.job_variables)}", None, None
+            d = await self.client.read_deployment(flow_run.deployment_id)  # type: ignore[arg-type]
             problems = []
-            if d.entrypoint != self.pin.entrypoint:
-                problems.append(f"entrypoint {d.entrypoint!r} is not {self.pin.entrypoint!r}")
+            if d.entrypoint != pin.entrypoint:
+                problems.append(f"entrypoint {d.entrypoint!r} is not {pin.entrypoint!r}")
             if d.storage_document_id is not None or d.path not in (None, "."):
                 problems.append(f"the deployment names code storage (path {d.path!r})")
-            if d.pull_steps:
-                problems.append(f"the deployment has pull steps {d.pull_steps!r}")
-            if (d.job_variables or {}) != self.pin.job_variables:
+            if list(d.pull_steps or []) != list(pin.pull_steps):
+                problems.append(f"the deployment's pull steps {d.pull_steps!r} are not the pinned ones")
+            if (d.job_variables or {}) != pin.job_variables:
                 problems.append(f"deployment job variables {d.job_variables!r} are not the pinned ones")
-            if normalised_schema(d.parameter_openapi_schema) != normalised_schema(parameter_schema(self.pin.flow)):
+            if normalised_schema(d.parameter_openapi_schema) != normalised_schema(parameter_schema(pin.flow)):
                 problems.append("the deployment's parameter schema is not the local flow's")
-            expected = await self._expected(flow_run, d)
+            expected = await self._expected(pin, flow_run, d)
             for attr in ("command", "working_dir", "stream_output"):
                 if getattr(configuration, attr) != getattr(expected, attr):
                     problems.append(f"resolved {attr} {getattr(configuration, attr)!r} is not the pinned "
@@ -119,34 +134,37 @@ with warnings.catch_warnings():
             if env:
                 problems.append(f"the resolved environment differs in {env}")
             try:
-                self.pin.flow.validate_parameters(flow_run.parameters or {})
+                pin.flow.validate_parameters(flow_run.parameters or {})
             except Exception as exc:  # noqa: BLE001  # Prefect's parameter errors: a reason, not a crash
                 problems.append(f"parameters rejected by the local flow: {exc}")
-            return "; ".join(problems), expected
+            return "; ".join(problems), pin, expected
 
         async def run(self, flow_run: FlowRun, configuration: ProcessJobConfiguration,
                       task_status: anyio.abc.TaskStatus[int] | None = None) -> ProcessWorkerResult:
             task_status = task_status or anyio.TASK_STATUS_IGNORED
-            reason, expected = await self.refusal(flow_run, configuration)
-            if reason or expected is None:
-                self.get_flow_run_logger(flow_run).error("refused by the hospital agent: %s", reason)
-                await propose_state(self.client, Failed(name="Refused", message=f"refused by the hospital agent: "
-                                                                                f"{reason}"), flow_run_id=flow_run.id)
+            reason, pin, expected = await self.refusal(flow_run, configuration)
+            if reason or expected is None or pin is None:
+                self.get_flow_run_logger(flow_run).error("refused by this machine's pinned worker: %s", reason)
+                refused = Failed(name="Refused", message=f"refused by this machine's pinned worker: {reason}")
+                await propose_state(self.client, refused, flow_run_id=flow_run.id)
                 task_status.started(RunRefused(reason))  # type: ignore[arg-type]  # an Exception: "not started"
                 return ProcessWorkerResult(status_code=0, identifier="refused")
-            return await self._start(flow_run, expected, task_status)
+            return await self._start(pin, flow_run, expected, task_status)
 
-        async def _start(self, flow_run: FlowRun, expected: ProcessJobConfiguration,
+        async def _start(self, pin: Pin, flow_run: FlowRun, expected: ProcessJobConfiguration,
                          task_status: anyio.abc.TaskStatus[int]) -> ProcessWorkerResult:
-            flow = self.pin.flow
+            from infra.agent_engine import FLOW_ENV
+
+            flow = pin.flow
 
             async def resolve_flow(_: FlowRun) -> Flow[..., Any]:
                 return flow  # crash/cancellation hooks: the local flow, never the deployment's
 
             execution = None
             async with FlowRunExecutorContext() as ctx:
-                starter = EngineCommandStarter(command=self.pin.command, cwd=Path(self.pin.working_dir),
-                                               env=expected.env, stream_output=expected.stream_output,
+                starter = EngineCommandStarter(command=pin.command, cwd=Path(pin.working_dir),
+                                               env={**expected.env, FLOW_ENV: pin.flow_path},
+                                               stream_output=expected.stream_output,
                                                control_channel=ctx.control_channel)
                 executor = ctx.create_executor(flow_run, starter, resolve_flow=resolve_flow, propose_submitting=False)
 
@@ -162,17 +180,34 @@ with warnings.catch_warnings():
             return ProcessWorkerResult(status_code=execution.status_code, identifier=str(execution.handle.pid))
 
 
-def pin_for(pool: str) -> Pin:
-    from flows.local_training import local_training
+COORDINATOR_COMMAND = f"{sys.executable} -m infra.agent_engine"  # prefect.yaml: "{{ $PRIMIA_PYTHON }} -m ..."
+
+
+def pins_for(pool: str, role: str) -> list[Pin]:
+    """A hospital: its own local-training deployment, started through its warm launcher. The coordinator:
+    the two deployments of prefect.yaml, as `make deploy` registers them."""
     from infra.agent import LAUNCH_COMMAND, REPO
 
-    return Pin(local_training, f"local-training/{pool}", LAUNCH_COMMAND, str(REPO))
+    if role == "hospital":
+        from flows.local_training import local_training
+
+        return [Pin(local_training, f"local-training/{pool}", LAUNCH_COMMAND, str(REPO))]
+    from flows.centralized_training import centralized_training
+    from flows.scheduled import federated_training_from_file
+
+    pull = ({"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}},)
+    return [Pin(federated_training_from_file, "federated-training-from-file/federated-training", COORDINATOR_COMMAND,
+                str(REPO), "flows/scheduled.py:federated_training_from_file",
+                "flows.scheduled:federated_training_from_file", pull),
+            Pin(centralized_training, "centralized-training/centralized-training", COORDINATOR_COMMAND, str(REPO),
+                "flows/centralized_training.py:centralized_training", "flows.centralized_training:centralized_training",
+                pull)]
 
 
-async def serve(pool: str, name: str, poll_s: float) -> int:
+async def serve(pool: str, name: str, poll_s: float, role: str = "hospital") -> int:
     from prefect.settings import PREFECT_WORKER_QUERY_SECONDS, temporary_settings
 
-    worker = PinnedProcessWorker(work_pool_name=pool, name=name, pin=pin_for(pool), prefetch_seconds=10,
+    worker = PinnedProcessWorker(work_pool_name=pool, name=name, pins=pins_for(pool, role), prefetch_seconds=10,
                                  create_pool_if_not_found=False)
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
@@ -191,8 +226,9 @@ def main() -> int:
     parser.add_argument("--pool", required=True)
     parser.add_argument("--name", required=True)
     parser.add_argument("--poll-seconds", type=float, default=1.0)
+    parser.add_argument("--role", choices=("hospital", "coordinator"), default="hospital")
     args = parser.parse_args()
-    return asyncio.run(serve(args.pool, args.name, args.poll_seconds))
+    return asyncio.run(serve(args.pool, args.name, args.poll_seconds, args.role))
 
 
 if __name__ == "__main__":

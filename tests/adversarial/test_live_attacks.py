@@ -89,3 +89,57 @@ def test_a_swapped_registry_key_changes_nothing_and_a_forged_roster_is_refused(a
         trust.publish(runtime.object_store(), genuine)
 
 
+
+
+def test_a_hospital_holding_the_prefect_login_cannot_run_code_on_the_coordinators_worker(
+        agents: Agents, tmp_path: Path) -> None:
+    """Every party holds the one Prefect login. The coordinator's worker is pinned too: it runs the two
+    deployments of prefect.yaml as registered (a real federation here), and refuses a job-variable
+    override and a deployment a hospital put on the coordinator's pool."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+    from prefect import Flow
+    from prefect.deployments import run_deployment
+
+    from infra.agent import spawn_log_process
+    from tests.integration.conftest import federation_raw
+
+    env = {**os.environ, "PRIMIA_REPO": str(REPO), "PRIMIA_PYTHON": sys.executable, "PRIMIA_SCHEDULE_ACTIVE": "false"}
+    prefect = str(Path(sys.executable).parent / "prefect")
+    for cmd in ([prefect, "work-pool", "create", "primia-coordinator", "--type", "process", "--overwrite"],
+                [prefect, "--no-prompt", "deploy", "--all"]):
+        done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    worker = spawn_log_process([sys.executable, "-m", "infra.agent_worker", "--pool", "primia-coordinator",
+                                "--name", "coordinator", "--role", "coordinator"], tmp_path / "worker.log")
+    try:
+        marker = tmp_path / "pwned"
+        fr = run_deployment("federated-training-from-file/federated-training", timeout=0,
+                            parameters={"config_path": "configs/demo.yaml"},
+                            job_variables={"command": f"touch {marker}"})
+        state = final_state(fr.id, 90)  # type: ignore[union-attr]
+        assert state.name == "Refused" and "job-variable overrides are not accepted" in str(state.message)
+        evil: Flow[..., Any] = Flow.from_source(str(REPO), "tests/adversarial/evil_flow.py:local_training")  # type: ignore[assignment]
+        evil.to_deployment(name="evil", work_pool_name="primia-coordinator").apply()
+        fr = run_deployment("local-training/evil", parameters={"server_round": 1, "global_ref": None, "spec": {},
+                                                               "nonce": "n"}, timeout=0)
+        state = final_state(fr.id, 90)  # type: ignore[union-attr]
+        assert state.name == "Refused" and "not of a deployment this machine pinned" in str(state.message)
+        data = agents.root.parent / "pinned-coordinator"
+        from primia.data.synthetic import make_synthetic, write_image_folder
+
+        for k, site in enumerate(("h1", "h2", "h3", "test")):
+            write_image_folder(make_synthetic(32, 2, 32, seed=60 + k, noise=0.1), data / site)
+        config = tmp_path / "fed.yaml"
+        config.write_text(yaml.safe_dump(federation_raw(data, f"pinned-{int(time.time())}", rounds=1)))
+        fr = run_deployment("federated-training-from-file/federated-training", timeout=0,
+                            parameters={"config_path": str(config)})
+        state = final_state(fr.id, 240)  # type: ignore[union-attr]
+        assert state.is_completed(), (state, (tmp_path / "worker.log").read_text()[-3000:])
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    assert not marker.exists()

@@ -21,7 +21,7 @@ def test_prefect_yaml_deploys_with_an_inactive_nightly_schedule(live_stack: stac
     from prefect.client.orchestration import get_client
 
     env = {**os.environ, "PREFECT_API_URL": live_stack.urls["prefect_api"], "PRIMIA_REPO": str(ROOT),
-           "PRIMIA_SCHEDULE_ACTIVE": "false"}
+           "PRIMIA_PYTHON": sys.executable, "PRIMIA_SCHEDULE_ACTIVE": "false"}
     prefect = str(Path(sys.executable).parent / "prefect")
     pools = [[prefect, "work-pool", "create", "primia-coordinator", "--type", "process", "--overwrite"]]
     for cmd in (*pools, [prefect, "--no-prompt", "deploy", "--all"]):
