@@ -124,7 +124,7 @@ def coordinate(sr: SecureRound, cfg: LocalSpec, round_plan: dict[str, Any], layo
     params, sa = Params.from_dict(round_plan["params"]), config_for(cfg, stats)
     log = ServerLog()
     channel = Channel(sr.store, sr.mailbox, params)
-    coordinator = Coordinator(channel, sr.verify, sr.signer, deadlines, gone, log, sr.quorum, admit)
+    coordinator = Coordinator(channel, sr.verify, sr.signer, deadlines, gone, log, sr.quorum, admit, sa.max_examples)
     unmasked = coordinator.serve()
     try:
         sums = decode(sa, layout, unmasked.total, dict(start) if start is not None else None, len(unmasked.included),

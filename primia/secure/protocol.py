@@ -89,7 +89,7 @@ def verified(params: Params, stage: str, message: dict[str, Any], verify: Verifi
 
 
 _BODY: dict[str, dict[str, type]] = {
-    "advertise": {"c_pk": str, "s_pk": str}, "share": {"boxes": dict, "commit": dict, "u1": str},
+    "advertise": {"c_pk": str, "s_pk": str, "plan": str}, "share": {"boxes": dict, "commit": dict, "u1": str},
     "mask": {"sha256": str, "weight_bound": int, "u1": str, "u2": str}, "confirm": {"u1": str, "u2": list, "u3": list},
     "unmask": {"b_shares": dict, "s_shares": dict, "bad": dict},
 }
@@ -109,6 +109,33 @@ def _check_body(stage: str, hospital: str, payload: dict[str, Any]) -> None:
                 key = b""
             if len(key) != 32:
                 raise ProtocolViolation(f"{hospital}: advertised {name} is not a base64 32-byte X25519 key")
+    if not _nested_ok(stage, payload):
+        raise ProtocolViolation(f"{hospital}: {stage} message is malformed inside (expected strings where it has "
+                                f"other values)")
+
+
+def _strs(d: Any) -> bool:
+    return isinstance(d, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in d.items())
+
+
+def _nested_ok(stage: str, payload: dict[str, Any]) -> bool:
+    """The shapes inside a message, so no party's arithmetic meets a number where a hex string belongs."""
+    if stage == "share":
+        return all(isinstance(b, dict) and _strs(b) for b in payload["boxes"].values()) and all(
+            isinstance(c, list) and len(c) == 2 and all(isinstance(x, str) for x in c)
+            for c in payload["commit"].values())
+    if stage == "mask":
+        bound = payload["weight_bound"]
+        return not isinstance(bound, bool) and bound > 0
+    if stage == "confirm":
+        return all(isinstance(h, str) for h in (*payload["u2"], *payload["u3"]))
+    if stage == "unmask":
+        return _strs(payload["b_shares"]) and _strs(payload["s_shares"]) and _strs(payload["bad"])
+    return True
+
+
+def plan_digest(params: Params) -> str:
+    return hashlib.sha256(canonical_json(params.to_dict())).hexdigest()
 
 
 def roster_digest(members: frozenset[str] | set[str]) -> str:
@@ -203,7 +230,10 @@ class Client:
         self.floors.check_plan(self.params, self.me)
 
     def advertise(self) -> dict[str, Any]:
-        body = {"c_pk": b64(raw_public(self.c_key)), "s_pk": b64(raw_public(self.s_key))}
+        """The fresh public keys, with the digest of the plan this hospital accepted: every party checks
+        that everyone in U1 accepted the very same plan (parties, degree, threshold, model, purpose)."""
+        body = {"c_pk": b64(raw_public(self.c_key)), "s_pk": b64(raw_public(self.s_key)),
+                "plan": plan_digest(self.params)}
         return sign(self.params, "advertise", self.me, body, self.signer)
 
     def share(self, adverts: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -214,6 +244,10 @@ class Client:
         if (own["c_pk"], own["s_pk"]) != (b64(raw_public(self.c_key)), b64(raw_public(self.s_key))):
             raise ProtocolViolation(f"{self.me}: roster U1 carries another advert in its name")
         payloads = {h: _advert_payload(h, m) for h, m in adverts.items()}
+        other_plans = sorted(h for h, pl in payloads.items() if pl.get("plan") != plan_digest(self.params))
+        if other_plans:
+            raise ProtocolViolation(f"{self.me}: {', '.join(other_plans)} advertised under another plan: the "
+                                    f"coordinator is inconsistent")
         g = self.graph = self.params.graph(payloads)
         # Only the neighbours' signatures matter to this hospital (log n of them): a forged advert of
         # anyone else is caught by that party's own neighbours, and the U1 digest in every share and
@@ -228,6 +262,9 @@ class Client:
         if len(holders) < g.threshold:
             raise SecAggAbort(f"{self.me}: only {len(holders)} of its neighbourhood advertised keys, threshold is "
                               f"{g.threshold}")
+        if g.threshold <= self.floors.colluders:  # the colluders among its holders could rebuild both its seeds
+            raise ProtocolViolation(f"{self.me}: threshold {g.threshold} is not above the {self.floors.colluders} "
+                                    f"colluders this hospital assumes: refused")
         xs = [self.params.index(h) for h in holders]
         b_shares = shamir.split(self.b_seed, xs, g.threshold)
         s_shares = shamir.split(raw_private(self.s_key), xs, g.threshold)

@@ -215,6 +215,7 @@ class Coordinator:
     log: ServerLog = field(default_factory=ServerLog)
     quorum: int = 0
     admit: Admit | None = None  # which senders of masked vectors may be in the sum (the round's accept check)
+    max_weight: int = 0  # the largest weight bound a hospital may sign (secure_aggregation.max_examples; 0: any)
 
     def serve(self) -> u.Unmasked:
         """Publishes a signed `abort` (and raises SecAggAbort) when the survivors fall below what the
@@ -258,10 +259,12 @@ class Coordinator:
         self.log.rejected(other_view)
         c.publish("share", {"shares": shares}, self.signer)
         masks = self._stage("mask", set(shares), d.mask_at, g.threshold)
+        refused = {h: f"{h}: signed a weight bound above secure_aggregation.max_examples ({self.max_weight})"
+                   for h, m in masks.items() if self.max_weight and m["payload"]["weight_bound"] > self.max_weight}
         if self.admit is not None:  # a hospital whose answer is rejected is left out of the sum
-            refused = self.admit(masks)
-            self.log.rejected(refused)
-            masks = {h: m for h, m in masks.items() if h not in refused}
+            refused |= self.admit({h: m for h, m in masks.items() if h not in refused})
+        self.log.rejected(refused)
+        masks = {h: m for h, m in masks.items() if h not in refused}
         vectors = {}
         for h, message in masks.items():
             try:
@@ -271,6 +274,12 @@ class Coordinator:
         u.require(params, "mask", set(vectors), max(g.threshold, majority))
         c.publish("mask", {"masked": {h: masks[h] for h in sorted(vectors)}}, self.signer)
         confirms = self._stage("confirm", set(vectors), time.monotonic() + d.stage_s, majority)
+        view = {"u1": g.digest, "u2": sorted(shares), "u3": sorted(vectors)}
+        other = {h: f"{h} confirmed rosters the coordinator did not publish" for h, m in confirms.items()
+                 if {k: m["payload"][k] for k in view} != view}  # relayed, it would stop every honest hospital
+        self.log.rejected(other)
+        confirms = {h: m for h, m in confirms.items() if h not in other}
+        u.require(params, "confirm", set(confirms), majority)
         c.publish("confirm", {"confirmations": confirms}, self.signer)
         reveals = self._stage("unmask", set(confirms), time.monotonic() + d.stage_s, g.threshold)
         for h, r in reveals.items():

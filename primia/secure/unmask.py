@@ -104,11 +104,12 @@ def _reconstruct(params: Params, g: Graph, owner: str, kind: str, reveals: dict[
         try:
             raw = bytes.fromhex(text)
             share = shamir.Share.from_bytes(raw)
-        except (ValueError, shamir.ShamirError):
+        except (ValueError, TypeError, shamir.ShamirError):
             bad[revealer] = f"{revealer} revealed a malformed share of {owner}'s secret"
             continue
-        committed = commits.get(owner, {}).get(revealer)
-        matches = committed is not None and committed[slot] == commitment(params, owner, kind, raw)
+        committed = commits.get(owner, {}).get(revealer) if isinstance(commits.get(owner), dict) else None
+        matches = isinstance(committed, list) and len(committed) == 2 and \
+            committed[slot] == commitment(params, owner, kind, raw)
         if share.x != params.index(revealer) or not matches:
             bad[revealer] = f"{revealer} revealed a share of {owner}'s secret that does not match its commitment"
             continue

@@ -205,6 +205,7 @@ class CheckpointStore:
             manifests[r] = (raw, self._verified(raw, r))
         head = self.head()
         remembered = self.memory.counter(self.federation_id) if self.memory else 0
+        history.check_not_backwards(self.federation_id, head, remembered)  # before any repair writes a head
         if head is not None and head.round + 1 in manifests and max(manifests) == head.round + 1:
             raw, body = manifests[head.round + 1]
             if body.get("previous") == head.manifest and body.get("counter") == head.counter + 1:

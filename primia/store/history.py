@@ -72,8 +72,17 @@ class Memory:
         return int(json.loads(path.read_text())["counter"]) if path.exists() else 0
 
     def remember(self, federation: str, head: Head) -> None:
-        write_private_json(self._path(federation), {"round": head.round, "counter": head.counter,
-                                                    "manifest": head.manifest})
+        """Never lowers what it remembers: only a newer commit moves it on."""
+        if head.counter >= self.counter(federation):
+            write_private_json(self._path(federation), {"round": head.round, "counter": head.counter,
+                                                        "manifest": head.manifest})
+
+
+def check_not_backwards(federation: str, head: Head | None, remembered: int) -> None:
+    if head is not None and head.counter < remembered:
+        raise IntegrityError(f"federation {federation!r}: the head names commit {head.counter} (round {head.round}), "
+                             f"older than commit {remembered} this coordinator wrote: the history went backwards; "
+                             f"refused")
 
 
 def check_chain(federation: str, head: Head | None, manifests: dict[int, tuple[bytes, dict[str, Any]]],
@@ -87,10 +96,7 @@ def check_chain(federation: str, head: Head | None, manifests: dict[int, tuple[b
             raise IntegrityError(f"federation {federation!r}: the signed head is missing (newest manifest: round "
                                  f"{newest}): the history was tampered with; refused")
         return -1
-    if head.counter < remembered:
-        raise IntegrityError(f"federation {federation!r}: the head names commit {head.counter} (round {head.round}), "
-                             f"older than commit {remembered} this coordinator wrote: the history went backwards; "
-                             f"refused")
+    check_not_backwards(federation, head, remembered)
     if head.round not in manifests:
         raise IntegrityError(f"federation {federation!r}: round {head.round}, which the signed head names, has no "
                              f"manifest: the newest rounds were deleted; refused")

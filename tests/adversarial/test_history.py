@@ -87,3 +87,22 @@ def test_a_commit_whose_head_was_lost_in_a_crash_is_completed(tmp_path: Path) ->
     (tmp_path / "m" / "fed.json").write_text(json.dumps({"round": 1, "counter": 2, "manifest": "x"}))
     assert store.resume_round().round == 2  # type: ignore[union-attr]
     assert store.head().round == 2  # type: ignore[union-attr]
+
+
+def test_a_failed_resume_does_not_lower_what_the_coordinator_remembers(tmp_path: Path) -> None:
+    """Cut the history back (delete rounds 3-5, restore round 1's head from a bucket version): the resume
+    is refused - and so is the next one; the refused attempt must not 'repair' the head or forget the
+    newest commit."""
+    store = CheckpointStore(MemoryObjectStore(), "fed", make_keyring(tmp_path), memory=history.Memory(tmp_path / "m"))
+    heads = {}
+    for r in range(6):
+        store.commit(r, {"global.safetensors": store.put_weights(r, {"w": np.full(3, float(r))})})
+        heads[r] = store.store.get(store.head_key)
+    for r in (5, 4, 3):
+        store.store.remove_all_versions(store.manifest_key(r))
+    store.store.put(store.head_key, heads[1])
+    for _ in range(2):
+        with pytest.raises(IntegrityError, match="older than commit 6 this coordinator wrote"):
+            store.resume_round()
+    assert store.memory is not None and store.memory.counter("fed") == 6
+    assert store.store.get(store.head_key) == heads[1]  # nothing was "repaired"

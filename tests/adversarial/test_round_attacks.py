@@ -160,3 +160,43 @@ def test_a_second_statistics_pass_is_refused(tmp_path: Path) -> None:
     second = h.ask(["b", "c", "d"], train=False, stats=True, server_round=7, absent=("a",))
     assert second.secure is None
     assert "already helped unmask a sum over a, b, c, d" in " ".join(r for _, r in _statuses(second).values())
+
+
+def test_a_hospital_signing_an_oversized_weight_bound_is_kept_out_of_the_sum(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A weight bound above max_examples would let one hospital take the ring's headroom while every
+    count check still passed."""
+    from primia.secure import transport
+
+    h = Harness.make(tmp_path)
+    honest = transport.HospitalSide.submit
+
+    def greedy(self, vector, weight_bound, extra=None):  # type: ignore[no-untyped-def]
+        bound = weight_bound * 100 if self.client.me == "c" else weight_bound
+        return honest(self, vector, bound, extra)
+
+    monkeypatch.setattr(transport.HospitalSide, "submit", greedy)
+    answers = h.ask(["a", "b", "c"])
+    assert answers.secure is not None and answers.secure.included == ("a", "b")
+    assert "signed a weight bound above secure_aggregation.max_examples" in answers.secure.reasons["c"]
+
+
+def test_a_confirmation_over_other_rosters_is_not_relayed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compromised hospital confirms rosters nobody published: relayed, it would make every honest
+    hospital refuse as if the coordinator lied; the coordinator drops it and the round goes on."""
+    from primia.secure import protocol
+
+    h = Harness.make(tmp_path)
+    honest = protocol.Client.confirm
+
+    def lie(self, masks):  # type: ignore[no-untyped-def]
+        message = honest(self, masks)
+        if self.me == "c":
+            body = {k: message["payload"][k] for k in ("u1", "u2", "u3")} | {"u1": "0" * 64}
+            message = protocol.sign(self.params, "confirm", self.me, body, self.signer)
+        return message
+
+    monkeypatch.setattr(protocol.Client, "confirm", lie)
+    answers = h.ask(["a", "b", "c"])
+    assert answers.secure is not None and answers.secure.included == ("a", "b", "c")
+    assert "c confirmed rosters the coordinator did not publish" in answers.secure.reasons["c"]

@@ -269,7 +269,7 @@ def test_signed_but_malformed_messages_and_plans_are_rejected_with_a_reason() ->
 
     signers, verify = inmemory.identities(["a", "b"])
     params = _params(["a", "b"], 4)
-    bad_key = sign(params, "advertise", "a", {"c_pk": "bm90IGEga2V5", "s_pk": "x"}, signers["a"])
+    bad_key = sign(params, "advertise", "a", {"c_pk": "bm90IGEga2V5", "s_pk": "x", "plan": "p"}, signers["a"])
     no_boxes = sign(params, "share", "b", {"boxes": "none"}, signers["b"])
     good, why = accept(params, "advertise", {"a": bad_key}, verify, frozenset("ab"))
     assert not good and "not a base64 32-byte X25519 key" in why["a"]
@@ -369,3 +369,44 @@ def test_a_forged_advert_in_u1_is_caught_by_its_owner_and_its_neighbours() -> No
     for h in g.nbrs["h03"]:
         with pytest.raises(ProtocolViolation, match="signature does not verify"):
             clients[h].share(u1)
+
+
+def test_malformed_insides_of_signed_messages_are_rejected_with_a_reason() -> None:
+    """A compromised hospital signs a share commitment that is a number, a share that is a number, or a
+    weight bound that is not a positive count: each is a protocol violation naming it, not a crash."""
+    from primia.secure.unmask import accept
+
+    signers, verify = inmemory.identities(["a", "b", "c"])
+    params = _params(["a", "b", "c"], 4)
+    cases = {
+        "share": {"boxes": {}, "commit": {"a": 7}, "u1": "x"},
+        "unmask": {"b_shares": {"c": 5}, "s_shares": {}, "bad": {}},
+        "mask": {"sha256": "s", "weight_bound": True, "u1": "x", "u2": "y"},
+    }
+    for stage, body in cases.items():
+        good, why = accept(params, stage, {"a": sign(params, stage, "a", body, signers["a"])}, verify,
+                           frozenset("abc"))
+        assert not good and "malformed inside" in why["a"], (stage, why)
+
+
+def test_a_hospital_refuses_a_threshold_its_assumed_colluders_could_meet() -> None:
+    """5 parties on a complete graph, t = 3: with 3 colluders assumed, they alone could rebuild its seeds."""
+    names = [f"h{i}" for i in range(5)]
+    params = _params(names, 4)
+    signers, verify = inmemory.identities(names)
+    clients = {h: Client(params, h, signers[h], verify, Floors(colluders=3)) for h in names}
+    adverts = {h: c.advertise() for h, c in clients.items()}
+    with pytest.raises(ProtocolViolation, match="threshold 3 is not above the 3 colluders this hospital assumes"):
+        clients["h0"].share(adverts)
+
+
+def test_an_advert_made_under_another_plan_is_refused() -> None:
+    """The coordinator shows one hospital a plan with another party list: its advert names that plan."""
+    names = ["h0", "h1", "h2", "h3"]
+    params = _params(names, 4)
+    other = Params("fed", 1, "sess", tuple(names), 4, threshold_fraction=0.75)
+    signers, verify = inmemory.identities(names)
+    clients = {h: Client(other if h == "h3" else params, h, signers[h], verify) for h in names}
+    adverts = {h: c.advertise() for h, c in clients.items()}
+    with pytest.raises(ProtocolViolation, match="h3 advertised under another plan: the coordinator is inconsistent"):
+        clients["h0"].share(adverts)
