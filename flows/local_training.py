@@ -9,16 +9,26 @@ the federation's signed roster and the hospital's own floors, not against the co
 from __future__ import annotations
 
 import secrets
+import sys
 from typing import Any
 
 from prefect import flow, get_run_logger
 
 from primia import runtime
 from primia.config import LocalSpec
-from primia.errors import ConfigError
+from primia.errors import ConfigError, IntegrityError, PrimiaError, StoreError
 from primia.federation.agent import answer, check_plan, dispatch_from, floors, hospital_config
 from primia.federation.secure_round import hospital_side
 from primia.secure.ledger import FileLedger
+from primia.secure.plan import ProtocolViolation, SecAggAbort
+
+# Reasons that name only the protocol, the roster and the stores: the coordinator may read them. Anything
+# else (a data error names the hospital's folders and classes) is told only as its kind.
+SAFE_TO_SAY = (ProtocolViolation, SecAggAbort, ConfigError, IntegrityError, StoreError)
+
+
+class HospitalError(PrimiaError):
+    """A hospital's part of a round failed; what went wrong stays at the hospital."""
 
 
 @flow(name="local-training", persist_result=False, log_prints=False)
@@ -29,6 +39,20 @@ def local_training(
     """Validate the incoming global model, train on local data, and contribute the update, counts and
     validation figures - under secure aggregation only in masked form; store a signed answer. With
     `stats` (before round 1) it only contributes its image intensity moments for input normalisation."""
+    agent = runtime.settings().hospital
+    try:
+        return _answer(server_round, global_ref, spec, nonce, train, secagg, stats, validate)
+    except SAFE_TO_SAY:
+        raise
+    except Exception as exc:  # noqa: BLE001  # a data error names local paths and classes: keep them here
+        print(f"primia hospital {agent.name}: round {server_round} failed: {type(exc).__name__}: {exc}",
+              file=sys.stderr, flush=True)  # the agent's own log, on the hospital's machine
+        raise HospitalError(f"hospital {agent.name}: its part of round {server_round} failed "
+                            f"({type(exc).__name__}); the details stay in the hospital's own agent log") from None
+
+
+def _answer(server_round: int, global_ref: dict[str, Any] | None, spec: dict[str, Any], nonce: str, train: bool,
+            secagg: dict[str, Any] | None, stats: bool, validate: bool) -> dict[str, Any]:
     agent, logger = runtime.settings().hospital, get_run_logger()
     check_plan(agent, train, stats, secagg)  # the hospital's privacy floor, before anything is read
     local_spec = LocalSpec.model_validate(spec)

@@ -51,7 +51,7 @@ def enrol(hospital: str, keys_dir: Path, passphrase: str | None = None) -> Hospi
         draft = authority.add(public)
     entry = draft.hospitals[hospital]
     _provision(home, hospital, entry.bucket, keys_dir)
-    if current is None or current.status != ACTIVE or authority.signed() is None:
+    if current is None or current.status != ACTIVE or authority.signed_version() == 0:
         publish(authority.sign())
     return entry
 

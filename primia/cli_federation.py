@@ -95,10 +95,13 @@ def revoke_cmd(hospital: str = typer.Argument(..., help="The hospital to take of
 def sign_cmd(
     publish: bool = typer.Option(True, help="Also publish it to the coordinator's bucket (a development stack, "
                                             "where one operator plays every role)."),
+    valid_days: float = typer.Option(90, min=0.01, help="Days the version is valid: hospitals refuse it after, so a "
+                                                        "coordinator cannot withhold a newer one (a revocation) "
+                                                        "for longer."),
     authority_dir: Path = DIR_OPTION,
 ) -> None:
     """Sign the draft as the next roster version (roster.json in the authority's folder)."""
-    doc = _folder(authority_dir).sign()
+    doc = _folder(authority_dir).sign(valid_days)
     console.print(f"signed roster version {doc['body']['version']} ({len(doc['body']['hospitals'])} hospitals)")
     if publish:
         _publish(doc)
@@ -135,7 +138,8 @@ def show_cmd() -> None:
     from primia import runtime
 
     roster = runtime.roster()
-    table = Table(title=f"federation {roster.name}: roster version {roster.version} ({roster.created}), verified")
+    table = Table(title=f"federation {roster.name}: roster version {roster.version} ({roster.created}, valid until "
+                        f"{roster.valid_until}), verified")
     for col in ("hospital", "status", "fingerprint", "bucket", "work pool"):
         table.add_column(col, overflow="fold")
     for h, e in sorted(roster.hospitals.items()):

@@ -225,6 +225,27 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
         'tests/adversarial/test_round_attacks.py::test_a_confirmation_over_other_rosters_is_not_relayed',
     ),
     (
+        'roster expiry',
+        'primia/federation/roster.py',
+        '    if expired:',
+        '    if False:',
+        'tests/unit/test_roster.py::test_an_expired_roster_or_one_of_another_federation_is_refused',
+    ),
+    (
+        'roster name binding',
+        'primia/federation/roster.py',
+        '            if current.get("name", roster.name) != roster.name:',
+        '            if False:',
+        'tests/unit/test_roster.py::test_an_expired_roster_or_one_of_another_federation_is_refused',
+    ),
+    (
+        'no data paths in failures',
+        'flows/local_training.py',
+        '    except SAFE_TO_SAY:\n        raise\n    except Exception as exc:',
+        '    except Exception as exc:\n        raise\n    except BaseException as exc:',
+        'tests/unit/test_hospital_errors.py::test_a_data_error_leaves_only_its_kind',
+    ),
+    (
         'head counter',
         'primia/store/history.py',
         '    if head.counter < remembered:',

@@ -62,6 +62,8 @@ class Roster:
     coordinator_bucket: str
     hospitals: dict[str, HospitalEntry] = field(default_factory=dict)
     created: str = ""
+    valid_until: str = ""  # ISO time; after it the roster is refused (a coordinator cannot keep withholding
+    # a newer version, e.g. a revocation, for longer than this)
 
     def active(self) -> dict[str, HospitalEntry]:
         return {h: e for h, e in self.hospitals.items() if e.status == ACTIVE}
@@ -75,6 +77,7 @@ class Roster:
 
     def body(self) -> dict[str, Any]:
         return {"kind": ROSTER_KIND, "name": self.name, "version": self.version, "created": self.created,
+                "valid_until": self.valid_until,
                 "coordinator": {"signing_public_key": self.coordinator_key, "bucket": self.coordinator_bucket},
                 "hospitals": {h: asdict(e) for h, e in sorted(self.hospitals.items())}}
 
@@ -87,7 +90,8 @@ class Roster:
             if any(e.hospital != h for h, e in hospitals.items()):
                 raise ValueError("an entry is filed under another hospital's name")
             return Roster(str(body["name"]), int(body["version"]), str(body["coordinator"]["signing_public_key"]),
-                          str(body["coordinator"]["bucket"]), hospitals, str(body.get("created", "")))
+                          str(body["coordinator"]["bucket"]), hospitals, str(body.get("created", "")),
+                          str(body.get("valid_until", "")))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise IntegrityError(f"roster is malformed ({type(exc).__name__}: {exc})") from None
 
@@ -132,9 +136,11 @@ def fingerprint_of(public_b64: str) -> str:
     return hashlib.sha256(public_b64.encode()).hexdigest()[:16]
 
 
-def sign(roster: Roster, authority: Ed25519PrivateKey) -> dict[str, Any]:
-    """A new version of the roster, signed by the authority."""
-    body = replace(roster, created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds")).body()
+def sign(roster: Roster, authority: Ed25519PrivateKey, valid_days: float = 90) -> dict[str, Any]:
+    """A new version of the roster, signed by the authority, valid for `valid_days`."""
+    now = dt.datetime.now(dt.UTC)
+    body = replace(roster, created=now.isoformat(timespec="seconds"),
+                   valid_until=(now + dt.timedelta(days=valid_days)).isoformat(timespec="seconds")).body()
     return {"body": body, "authority": fingerprint_of(authority_public(authority)),
             "signature": base64.b64encode(authority.sign(canonical_json(body))).decode()}
 
@@ -148,7 +154,15 @@ def open_signed(doc: Any, authority_key: str, where: str = "roster") -> Roster:
     if not ed25519_valid(authority_key, canonical_json(body), signature):
         raise IntegrityError(f"{where}: signature does not verify against the pinned federation authority key "
                              f"({fingerprint_of(authority_key)}): refused")
-    return Roster.from_body(body)
+    roster = Roster.from_body(body)
+    try:
+        expired = dt.datetime.fromisoformat(roster.valid_until) < dt.datetime.now(dt.UTC)
+    except ValueError:
+        raise IntegrityError(f"{where}: roster version {roster.version} has no valid_until: refused") from None
+    if expired:
+        raise IntegrityError(f"{where}: roster version {roster.version} expired on {roster.valid_until}; the "
+                             f"authority must sign a fresh one (`primia federation sign`): refused")
+    return roster
 
 
 # ------------------------------------------------------------------ the authority's key (kept offline)
@@ -207,11 +221,14 @@ class Pin:
             fcntl.flock(fd, fcntl.LOCK_EX)
             current = self._read()
             seen = int(current.get("version", 0))
+            if current.get("name", roster.name) != roster.name:
+                raise IntegrityError(f"{where} is the roster of federation {roster.name!r}; this party enrolled in "
+                                     f"{current['name']!r}: refused")
             if roster.version < seen:
                 raise IntegrityError(f"{where} is version {roster.version}, older than version {seen} this hospital "
                                      f"already saw (a replayed roster, e.g. from before a revocation): refused")
-            if roster.version > seen:
-                write_private_json(self.path, {**current, "version": roster.version})
+            if roster.version > seen or "name" not in current:
+                write_private_json(self.path, {**current, "version": max(seen, roster.version), "name": roster.name})
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)

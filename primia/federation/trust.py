@@ -61,12 +61,12 @@ class AuthorityFolder:
         self.save_draft(roster)
         return roster
 
-    def sign(self) -> dict[str, Any]:
+    def sign(self, valid_days: float = 90) -> dict[str, Any]:
         """The next version of the roster, signed; the draft and the signed file are updated."""
         draft = self.draft()
-        latest = self.signed()
-        version = max(draft.version, latest.version if latest else 0) + 1
-        doc = r.sign(replace(draft, version=version), r.load_authority(self.key_file))
+        latest = self.signed_version()
+        version = max(draft.version, latest) + 1
+        doc = r.sign(replace(draft, version=version), r.load_authority(self.key_file), valid_days)
         self.save_draft(r.Roster.from_body(doc["body"]))
         (self.path / SIGNED_FILE).write_text(json.dumps(doc, indent=1, sort_keys=True))
         return doc
@@ -76,6 +76,11 @@ class AuthorityFolder:
         if not path.exists():
             return None
         return r.open_signed(json.loads(path.read_text()), self.public_key(), str(path))
+
+    def signed_version(self) -> int:
+        """The version of the last signed roster (expired or not: the next one must be newer)."""
+        path = self.path / SIGNED_FILE
+        return int(json.loads(path.read_text())["body"]["version"]) if path.exists() else 0
 
     def signed_doc(self) -> dict[str, Any]:
         path = self.path / SIGNED_FILE

@@ -86,3 +86,21 @@ def test_a_malformed_roster_is_a_clear_refusal(tmp_path: Path) -> None:
         r.open_signed(doc, r.authority_public(key))
     with pytest.raises(IntegrityError, match="not a signed roster"):
         r.open_signed({"body": {}}, r.authority_public(key))
+
+
+def test_an_expired_roster_or_one_of_another_federation_is_refused(tmp_path: Path) -> None:
+    """A coordinator that withholds a newer version (a revocation) can do so only until the roster it
+    keeps showing expires; and a roster the same authority signed for another federation is not this one."""
+    folder = _folder(tmp_path)
+    pin = r.Pin(tmp_path / "h1" / "roster-pin.json")
+    pin.enrol(folder.public_key())
+    pin.accept(folder.sign(valid_days=1))
+    stale = r.sign(r.Roster.from_body(folder.draft().body()), r.load_authority(folder.key_file), valid_days=-1)
+    stale["body"]["version"] = 99  # newer than seen, signed by the authority - but out of date
+    stale = r.sign(r.Roster.from_body(stale["body"]), r.load_authority(folder.key_file), valid_days=-1)
+    with pytest.raises(IntegrityError, match="expired on .*the authority must sign a fresh one"):
+        pin.accept(stale)
+    other = r.Roster.from_body(folder.draft().body())
+    other = r.sign(replace(other, name="another-federation", version=100), r.load_authority(folder.key_file))
+    with pytest.raises(IntegrityError, match="roster of federation 'another-federation'; this party enrolled in 'fed'"):
+        pin.accept(other)
