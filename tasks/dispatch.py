@@ -43,8 +43,11 @@ class AgentHospitals:
     def start(self, dispatches: dict[str, Dispatch]) -> dict[str, str]:
         spec = self.cfg.local_spec().model_dump(mode="json")
         with ThreadPoolExecutor(max_workers=min(16, max(1, len(dispatches)))) as pool:  # API calls overlap
-            started = list(pool.map(lambda item: contextvars.copy_context().run(self._start, spec, *item),
-                                    dispatches.items()))
+            # Each call runs in a copy of this thread's context (taken here, not in the pool's thread, whose
+            # context is empty): the flow run's Prefect settings and client, not an ephemeral server's.
+            futures = [pool.submit(contextvars.copy_context().run, self._start, spec, h, d)
+                       for h, d in dispatches.items()]
+            started = [f.result() for f in futures]
         return {h: why for h, why in started if why}
 
     def _start(self, spec: dict[str, Any], hospital: str, d: Dispatch) -> tuple[str, str]:

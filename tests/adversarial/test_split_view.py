@@ -64,10 +64,15 @@ def test_the_mask_binding_alone_stops_it(n: int, monkeypatch: pytest.MonkeyPatch
 @pytest.mark.parametrize("n", SIZES)
 def test_the_quorum_intersection_alone_stops_it(n: int, monkeypatch: pytest.MonkeyPatch) -> None:
     _without_binding(monkeypatch)
-    attempt = split_view(n)
-    assert not attempt.leaked and attempt.revealed == 0
-    assert "a strict majority" in attempt.refusals[attempt.target]
-    assert sum("(a strict majority) must before anything is revealed" in why for why in attempt.refusals.values())
+    quorum_refused = False
+    for _ in range(20):  # in some graphs (their keys are random) too few neighbours mask: a refusal before it
+        attempt = split_view(n)
+        assert not attempt.leaked and attempt.revealed == 0
+        assert "a strict majority" in attempt.refusals[attempt.target]
+        if any("(a strict majority) must before anything is revealed" in why for why in attempt.refusals.values()):
+            quorum_refused = True
+            break
+    assert quorum_refused, "the reveal quorum never came into play"
 
 
 def test_a_coordinator_chosen_degree_below_the_automatic_one_is_refused() -> None:

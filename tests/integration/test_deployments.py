@@ -15,6 +15,7 @@ from infra import stack
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
+LOCAL = "flows/local_training.py:local_training"
 
 
 def test_prefect_yaml_deploys_with_an_inactive_nightly_schedule(live_stack: stack.StackState) -> None:
@@ -23,6 +24,8 @@ def test_prefect_yaml_deploys_with_an_inactive_nightly_schedule(live_stack: stac
     env = {**os.environ, "PREFECT_API_URL": live_stack.urls["prefect_api"], "PRIMIA_REPO": str(ROOT),
            "PRIMIA_PYTHON": sys.executable, "PRIMIA_SCHEDULE_ACTIVE": "false"}
     prefect = str(Path(sys.executable).parent / "prefect")
+    with get_client(sync_client=True) as client:  # agents of earlier tests may have registered theirs
+        before = {d.id: d.updated for d in client.read_deployments() if d.entrypoint == LOCAL}
     pools = [[prefect, "work-pool", "create", "primia-coordinator", "--type", "process", "--overwrite"]]
     for cmd in (*pools, [prefect, "--no-prompt", "deploy", "--all"]):
         done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -34,8 +37,8 @@ def test_prefect_yaml_deploys_with_an_inactive_nightly_schedule(live_stack: stac
     assert fed.parameters == {"config_path": "configs/demo.yaml"}
     assert [(s.schedule.cron, s.active) for s in fed.schedules] == [("0 2 * * *", False)]  # type: ignore[union-attr]
     assert "centralized-training" in deployments
-    assert not [d for d in deployments.values() if d.entrypoint == "flows/local_training.py:local_training"], \
-        "hospital deployments belong to the hospitals' agents (they refuse any other)"
+    after = {d.id: d.updated for d in deployments.values() if d.entrypoint == LOCAL}
+    assert after == before, "hospital deployments belong to the hospitals' agents (they refuse any other)"
 
 
 def test_config_file_entry_point(live_stack: stack.StackState, federation_dirs: Path, tmp_path: Path) -> None:
