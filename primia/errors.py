@@ -30,3 +30,7 @@ class IntegrityError(StoreError):
 
 class RoundFailedError(PrimiaError):
     """A round ended with fewer accepted updates than the quorum; nothing was committed for it."""
+
+
+class PrivacyError(PrimiaError):
+    """Training would break a privacy guarantee (a budget spent, an account missing or not this party's)."""
