@@ -34,6 +34,7 @@ def synthetic_federation(workdir: Path, hospitals: int = 3, per_hospital: int = 
         "model": {"name": "small_cnn", "num_classes": 2},
         "data": {"image_size": size, "val_fraction": 0.2, "augment": {"enabled": False}},
         "training": {"local_epochs": 1, "batch_size": 16},
+        "privacy": {"mode": "off"},  # orchestration overhead, not DP-SGD (see `primia bench dp`)
         "hospitals": [{"name": s, "data": {"path": str(workdir / s)}} for s in sites[:-1]],
         "test_data": {"path": str(workdir / "test")},
     }

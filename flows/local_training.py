@@ -16,15 +16,16 @@ from prefect import flow, get_run_logger
 
 from primia import runtime
 from primia.config import LocalSpec
-from primia.errors import ConfigError, IntegrityError, PrimiaError, StoreError
+from primia.errors import ConfigError, IntegrityError, PrimiaError, PrivacyError, StoreError
 from primia.federation.agent import answer, check_plan, dispatch_from, floors, hospital_config
 from primia.federation.secure_round import hospital_side
+from primia.privacy.keeper import FileRecord
 from primia.secure.ledger import FileLedger
 from primia.secure.plan import ProtocolViolation, SecAggAbort
 
 # Reasons that name only the protocol, the roster and the stores: the coordinator may read them. Anything
 # else (a data error names the hospital's folders and classes) is told only as its kind.
-SAFE_TO_SAY = (ProtocolViolation, SecAggAbort, ConfigError, IntegrityError, StoreError)
+SAFE_TO_SAY = (ProtocolViolation, SecAggAbort, ConfigError, IntegrityError, StoreError, PrivacyError)
 
 
 class HospitalError(PrimiaError):
@@ -54,8 +55,8 @@ def local_training(
 def _answer(server_round: int, global_ref: dict[str, Any] | None, spec: dict[str, Any], nonce: str, train: bool,
             secagg: dict[str, Any] | None, stats: bool, validate: bool) -> dict[str, Any]:
     agent, logger = runtime.settings().hospital, get_run_logger()
-    check_plan(agent, train, stats, secagg)  # the hospital's privacy floor, before anything is read
     local_spec = LocalSpec.model_validate(spec)
+    check_plan(agent, train, stats, secagg, local_spec.privacy.mode)  # its privacy floor, before anything is read
     roster, identity, hospital = runtime.roster(), runtime.identity(), hospital_config(agent)
     entry = roster.active().get(hospital.name)
     if entry is None or entry.fingerprint != identity.public.fingerprint:
@@ -70,7 +71,8 @@ def _answer(server_round: int, global_ref: dict[str, Any] | None, spec: dict[str
                                FileLedger(runtime.hospital_keys_dir() / "unmask-ledger.json"),
                                d.expected(local_spec.federation_id))
     salt = secrets.token_hex(8) if agent.fresh_randomness else ""
-    signed = answer(hospital, identity.signing, store, outbox, d, local_spec, secure, salt)
+    record = FileRecord(runtime.hospital_keys_dir() / "privacy-record.json")  # its floor under the stored account
+    signed = answer(hospital, identity.signing, store, outbox, d, local_spec, secure, salt, record)
     logger.info("%s round %d: answered (%s), %.2f s local", hospital.name, server_round,
                 "masked" if secure is not None else "in the clear", signed.payload["local_s"])
     return {"hospital": hospital.name, "round": server_round, "digest": signed.digest}

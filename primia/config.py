@@ -90,6 +90,11 @@ class AgentSettings(BaseModel):
     # A retried attempt trains afresh (fresh randomness), so two attempts never send the same update.
     fresh_randomness: bool = True
     authority_key: str | None = None  # the federation authority's public key to pin at enrolment
+    # The hospital's own privacy budget for its records (stricter than the federation's if set): past it,
+    # it declines to train. require_dp: it refuses any round whose plan has privacy.mode off.
+    target_epsilon: float | None = Field(default=None, gt=0, le=100)
+    delta: float | None = Field(default=None, gt=0, lt=1)
+    require_dp: bool = False
 
 
 class FederationSettings(BaseModel):
@@ -251,6 +256,9 @@ class HospitalConfig(_Strict):
 
     name: str = Field(pattern=SLUG)
     data: DataSource | None = None
+    # The hospital's own, stricter privacy budget for its records (an agent: PRIMIA_HOSPITAL__TARGET_EPSILON).
+    target_epsilon: float | None = Field(default=None, gt=0, le=100)
+    delta: float | None = Field(default=None, gt=0, lt=1)
 
 
 class SecureAggregationConfig(_Strict):
@@ -297,6 +305,32 @@ class SecureAggregationConfig(_Strict):
         return 2.0 ** -(self.frac_bits + 1)
 
 
+class PrivacyConfig(_Strict):
+    """Differential privacy (sample-level DP-SGD by default; client-level DP-FedAvg; or off, said so).
+
+    sample: every hospital trains with DP-SGD (Opacus, Poisson sampling, per-sample clipping to
+    `max_grad_norm`) under one accountant for the whole federation; (target_epsilon, delta) is each
+    hospital's budget for its own records (delta must be below 1/N there). `noise_multiplier` None:
+    planned at the first round so that `rounds` rounds fit the budget.
+    client: each hospital clips its update to L2 norm `clip_norm` and adds its share of Skellam noise
+    under secure aggregation; (target_epsilon, delta) is the federation's budget per hospital.
+    A round that would pass the budget is not run; nothing turns DP off but `mode: off`."""
+
+    mode: Literal["sample", "client", "off"] = "sample"
+    target_epsilon: float = Field(default=8.0, gt=0, le=100)
+    delta: float = Field(default=1e-5, gt=0, lt=1)
+    noise_multiplier: float | None = Field(default=None, gt=0, le=100)
+    max_grad_norm: float = Field(default=1.0, gt=0, le=1e4)
+    clip_norm: float = Field(default=1.0, gt=0, le=1e4)
+    accountant: Literal["prv", "rdp"] = "prv"
+    grad_sample_mode: Literal["auto", "hooks", "ew", "ghost"] = "auto"
+    planned_rounds: int | None = Field(default=None, ge=1, le=10_000)  # default: the federation's rounds
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off"
+
+
 class LocalSpec(_Strict):
     """What a hospital needs to train a round: everything but who takes part and where data lives.
     This, not the federation config, is what the coordinator sends to a hospital agent."""
@@ -309,6 +343,23 @@ class LocalSpec(_Strict):
     training: TrainingConfig = TrainingConfig()
     strategy: StrategyConfig = StrategyConfig()
     secure_aggregation: SecureAggregationConfig = SecureAggregationConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+    rounds: int = Field(default=5, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _private_training(self) -> LocalSpec:
+        p = self.privacy
+        if p.mode == "client" and not self.secure_aggregation.enabled:
+            raise ValueError("privacy.mode client adds each hospital's share of the noise: without secure "
+                             "aggregation the coordinator would see every update with a fraction of it "
+                             "(enable secure_aggregation, or use privacy.mode sample)")
+        if p.mode == "sample" and self.strategy.name == "fedprox":
+            raise ValueError("privacy.mode sample: FedProx's proximal term is not clipped per sample, so DP-SGD "
+                             "would not cover it; use fedavg, fedadam or fedyogi")
+        if p.mode == "sample" and self.training.class_weighting:
+            raise ValueError("privacy.mode sample: class weighting derives the loss from the hospital's label "
+                             "counts, which DP-SGD does not cover; set training.class_weighting false")
+        return self
 
     @model_validator(mode="after")
     def _secure_strategy(self) -> LocalSpec:
@@ -338,7 +389,6 @@ class FederationConfig(LocalSpec):
     `hospitals` may be left out in distributed mode: then every active hospital of the signed roster
     takes part."""
 
-    rounds: int = Field(default=5, ge=1, le=10_000)
     checkpoints: CheckpointConfig = CheckpointConfig()
     policy: RoundPolicy = RoundPolicy()
     hospitals: tuple[HospitalConfig, ...] = ()

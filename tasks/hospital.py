@@ -17,9 +17,11 @@ from primia.federation.agent import answer
 from primia.federation.roster import Roster
 from primia.federation.rounds import Dispatch
 from primia.federation.secure_round import hospital_side
+from primia.privacy.keeper import MemoryRecord
 from primia.secure.protocol import Floors, MemoryLedger
 
 _ledgers: dict[str, MemoryLedger] = {}  # each simulated hospital's memory of the sums it helped unmask
+_records: dict[str, MemoryRecord] = {}  # the simulated hospitals' floors under their privacy accounts
 
 
 @task(name="local-training", cache_policy=NO_CACHE, persist_result=False,
@@ -36,7 +38,8 @@ def local_training(hospital: HospitalConfig, dispatch: Dispatch, cfg: Federation
         secure = hospital_side(store, store, dispatch.secagg, hospital.name, key.sign, roster.verifier(),
                                roster.coordinator_check, floors, _ledgers.setdefault(hospital.name, MemoryLedger()),
                                dispatch.expected(cfg.federation_id))
-    signed = answer(hospital, key, store, store, dispatch, spec, secure)
+    signed = answer(hospital, key, store, store, dispatch, spec, secure,
+                    record=_records.setdefault(cfg.federation_id, MemoryRecord()))
     return {"hospital": hospital.name, "digest": signed.digest}
 
 

@@ -62,6 +62,7 @@ def federation(a: Agents, federation_id: str, rounds: int, **policy: Any) -> dic
         "federation_id": federation_id, "rounds": rounds, "seed": 3, "class_names": ["class0", "class1"],
         "data": {"image_size": 32, "val_fraction": 0.2, "augment": {"enabled": False}},
         "training": {"batch_size": 16, "lr": 0.01},
+        "privacy": {"mode": "off"},  # differential privacy has tests of its own (test_dp_*.py)
         "policy": {"min_hospitals": 2, "round_timeout_s": 120, "round_retries": 0, **policy},
         "secure_aggregation": {"stage_timeout_s": 8},  # a dead agent never advertises: do not wait long
         "hospitals": [{"name": n} for n in NAMES],  # names only: data paths stay with the agents

@@ -18,6 +18,7 @@ from primia.federation.hospital import SecureJoin, run_local_round, run_local_st
 from primia.federation.rounds import Dispatch, result_name
 from primia.federation.signed import SignedResult, sign_result, to_dict
 from primia.messages import CheckpointRef
+from primia.privacy.keeper import AccountKeeper, Record
 from primia.secure.protocol import Floors, Params, ProtocolViolation
 from primia.store.checkpoints import CheckpointStore
 
@@ -25,13 +26,17 @@ from primia.store.checkpoints import CheckpointStore
 def hospital_config(agent: AgentSettings) -> HospitalConfig:
     if agent.name is None or agent.data is None:
         raise ConfigError("hospital agent settings: PRIMIA_HOSPITAL__NAME and PRIMIA_HOSPITAL__DATA__PATH must be set")
-    return HospitalConfig(name=agent.name, data=agent.data)
+    return HospitalConfig(name=agent.name, data=agent.data, target_epsilon=agent.target_epsilon, delta=agent.delta)
 
 
-def check_plan(agent: AgentSettings, train: bool, stats: bool, secagg: dict[str, Any] | None) -> None:
+def check_plan(agent: AgentSettings, train: bool, stats: bool, secagg: dict[str, Any] | None,
+               privacy_mode: str = "sample") -> None:
     """The hospital's own privacy floor: refuse a dispatch that would send an update, statistics or a
-    validation confusion matrix in the clear, or aggregate with a weaker threshold, when its settings
-    require better."""
+    validation confusion matrix in the clear, train without differential privacy, or aggregate with a
+    weaker threshold, when its settings require better."""
+    if train and agent.require_dp and privacy_mode == "off":
+        raise ConfigError(f"hospital {agent.name} requires differential privacy (PRIMIA_HOSPITAL__REQUIRE_DP) and the "
+                          f"federation's plan has privacy.mode off: refused")
     if secagg is None and agent.require_secure_aggregation:
         what = "an update" if train else "image statistics" if stats else "a validation confusion matrix"
         raise ConfigError(f"hospital {agent.name} requires secure aggregation (PRIMIA_HOSPITAL__REQUIRE_SECURE_"
@@ -53,15 +58,17 @@ def floors(agent: AgentSettings, spec: LocalSpec, members: frozenset[str] | None
 
 
 def answer(hospital: HospitalConfig, key: Ed25519PrivateKey, store: CheckpointStore, outbox: CheckpointStore,
-           d: Dispatch, spec: LocalSpec, secure: SecureJoin | None = None, seed_salt: str = "") -> SignedResult:
+           d: Dispatch, spec: LocalSpec, secure: SecureJoin | None = None, seed_salt: str = "",
+           record: Record | None = None) -> SignedResult:
     """Run the hospital's part of the round, then sign and store its answer in its own mailbox."""
     if d.stats:
         result = run_local_statistics(hospital, d.server_round, spec, d.nonce, secure)
     elif d.global_ref is None:
         raise ConfigError(f"round {d.server_round}: a training or validation dispatch needs the global model")
     else:
+        keeper = AccountKeeper(outbox, record, hospital.name) if record is not None else None
         result = run_local_round(hospital, d.server_round, d.global_ref, spec, store, d.train, d.nonce, secure,
-                                 seed_salt, outbox, d.validate)
+                                 seed_salt, outbox, d.validate, keeper)
     signed = sign_result(key, spec.federation_id, result)
     outbox.put_json(d.server_round, result_name(hospital.name, d.nonce), to_dict(signed))
     return signed

@@ -18,7 +18,7 @@ from primia.data.imageset import ImageSet
 from primia.data.partition import group_split
 from primia.data.sources import cached_source
 from primia.data.statistics import STATS_KEY, local_moments, stats_start
-from primia.errors import DataError
+from primia.errors import DataError, PrivacyError
 from primia.federation.secure_update import Contribution, Layout, encode, statistics_config
 from primia.federation.strategies import make_strategy
 from primia.messages import CheckpointRef, HospitalResult
@@ -26,7 +26,10 @@ from primia.models.factory import build_model
 from primia.store.checkpoints import CheckpointStore
 from primia.store.weights import Weights, numpy_to_state, state_to_numpy
 from primia.store.weights import digest as weights_digest
-from primia.training.loops import predict, train_epochs
+from primia.privacy.accounting import SampleAccount, check_budget, plan_noise
+from primia.privacy.dpsgd import grad_sample_mode, sample_rate, steps_per_round, train_private
+from primia.privacy.keeper import AccountKeeper
+from primia.training.loops import Augmented, make_optimizer, predict, train_epochs
 from primia.training.metrics import confusion_matrix
 
 
@@ -91,13 +94,16 @@ def run_local_round(
     seed_salt: str = "",
     outbox: CheckpointStore | None = None,
     validate: bool = True,
+    keeper: AccountKeeper | None = None,
 ) -> HospitalResult:
     """Validate the global model on local validation data, then (if `train`) train and upload the
     update - or, under secure aggregation, contribute update, counts, loss and confusion matrix only in
     masked form (nothing of this hospital leaves in the clear). Only a committed global model that the
     coordinator signed is validated or trained on. `seed_salt` (an agent's fresh randomness) makes a
     retried attempt train afresh instead of repeating the same update. A plaintext update goes to
-    `outbox` (the hospital's own store; default: `checkpoints`, which it reads the global model from)."""
+    `outbox` (the hospital's own store; default: `checkpoints`, which it reads the global model from).
+    Under sample-level DP it trains with DP-SGD on the account `keeper` holds, and declines the round
+    (PrivacyError) when that would take the account past its budget."""
     if secure is not None:
         # key exchange and shares first, within the protocol's stage deadline (a cold start or a slow
         # data read cannot miss it), and a failure in what follows is then recoverable from the shares
@@ -113,11 +119,16 @@ def run_local_round(
     val_cm = confusion_matrix(data.val.labels, predict(model, data.val).argmax(axis=1), k) if validate else \
         np.zeros((k, k), dtype=np.int64)
     loss, update, metrics = float("nan"), None, {"val_samples": float(len(data.val))}
+    privacy: dict[str, float] = {}
     if train:
         seed = derive_seed(cfg.seed, server_round, hospital.name, *([seed_salt] if seed_salt else []))
         torch.manual_seed(seed)
-        mu = make_strategy(cfg.strategy).proximal_mu
-        loss = train_epochs(model, data.train, cfg.training, cfg.data.augment, seed, proximal_mu=mu)
+        if cfg.privacy.mode == "sample":
+            loss, privacy = train_sample_dp(model, data.train, cfg, hospital, keeper, seed)
+        else:
+            mu = make_strategy(cfg.strategy).proximal_mu
+            loss = train_epochs(model, data.train, cfg.training, cfg.data.augment, seed, proximal_mu=mu)
+    metrics |= privacy
     local_s = time.perf_counter() - start
     if secure is not None:
         sa, local = cfg.secure_aggregation, state_to_numpy(model.state_dict())
@@ -125,7 +136,7 @@ def run_local_round(
         contribution = Contribution(len(data.train), loss if train else 0.0, val_cm, len(data.val) if validate else 0)
         vector, _ = encode(sa, layout, contribution, local, start_weights)
         secure.submit(vector, sa.max_examples, {"nonce": nonce})
-        return _masked_result(hospital.name, server_round, local_s, nonce)
+        return _masked_result(hospital.name, server_round, local_s, nonce, privacy)
     if train:
         update = (outbox or checkpoints).put_weights(server_round, state_to_numpy(model.state_dict()),
                                                      hospital=hospital.name)
@@ -136,11 +147,65 @@ def run_local_round(
     )
 
 
-def _masked_result(hospital: str, server_round: int, local_s: float, nonce: str) -> HospitalResult:
+def _masked_result(hospital: str, server_round: int, local_s: float, nonce: str,
+                   privacy: dict[str, float] | None = None) -> HospitalResult:
     """What a hospital says in the clear when everything else went into the masked vector: that it took
-    part, and how long its local work took."""
+    part, how long its local work took and the privacy it has spent (its epsilon, a function of its
+    sample rate, tells its data set's size roughly)."""
     return HospitalResult(hospital=hospital, round=server_round, num_examples=0, update=None, train_loss=float("nan"),
-                          val_confusion=(), local_s=local_s, metrics={"masked": 1.0}, nonce=nonce)
+                          val_confusion=(), local_s=local_s, metrics={"masked": 1.0, **(privacy or {})}, nonce=nonce)
+
+
+def train_sample_dp(model: torch.nn.Module, data: ImageSet, cfg: LocalSpec, hospital: HospitalConfig,
+                    keeper: AccountKeeper | None, seed: int) -> tuple[float, dict[str, float]]:
+    """One round of DP-SGD on the hospital's federation-long account: opened (or planned), checked
+    against the budget, trained, stored before anything of the update leaves."""
+    if keeper is None:
+        raise PrivacyError(f"hospital {hospital.name}: privacy.mode sample needs the hospital's privacy account "
+                           f"store; refusing to train without one")
+    budget = open_budget(keeper, cfg, hospital, len(data))
+    account = budget.account
+    steps = steps_per_round(len(data), cfg.training.batch_size, cfg.training.local_epochs)
+    after = account.epsilon_after(steps)
+    if after > budget.target:
+        raise PrivacyError(f"hospital {hospital.name}: this round would take its privacy budget to epsilon "
+                           f"{after:.3g} > {budget.target:g} (delta {account.delta:g}, {budget.source}); it declines")
+    dataset = Augmented(data, cfg.data.augment, seed)
+    run = train_private(model, dataset, cfg.training, cfg.privacy, account, make_optimizer(model, cfg.training),
+                        grad_sample_mode(cfg.privacy, cfg.model.name), cfg.training.local_epochs)
+    account.rounds += 1
+    keeper.save(account)  # spent before the update can leave
+    return run.loss, {"epsilon": account.epsilon(), "epsilon_next": account.epsilon_after(steps),
+                      "delta": account.delta, "noise_multiplier": account.noise, "dp_steps": float(account.steps)}
+
+
+@dataclass(frozen=True)
+class Budget:
+    account: SampleAccount
+    target: float
+    source: str  # whose budget binds: the federation's or the hospital's own
+
+
+def open_budget(keeper: AccountKeeper, cfg: LocalSpec, hospital: HospitalConfig, n: int) -> Budget:
+    """The hospital's account in this federation (stored, or new with its planned noise) and the budget
+    that binds it: the federation's, or the hospital's own when that is stricter."""
+    p = cfg.privacy
+    own = hospital.target_epsilon is not None and hospital.target_epsilon < p.target_epsilon
+    target = hospital.target_epsilon if own and hospital.target_epsilon is not None else p.target_epsilon
+    delta = min(p.delta, hospital.delta or p.delta)
+    check_budget(target, delta, n, "privacy" if not own else f"hospital {hospital.name}'s privacy")
+    account = keeper.load(cfg.federation_id, p.accountant)
+    if account is None:
+        q = sample_rate(n, cfg.training.batch_size)
+        rounds = p.planned_rounds or cfg.rounds
+        noise = p.noise_multiplier or plan_noise(p.target_epsilon, delta, q, rounds * steps_per_round(
+            n, cfg.training.batch_size, cfg.training.local_epochs), p.accountant)
+        account = SampleAccount.new(cfg.federation_id, hospital.name, p.accountant, delta, noise, q)
+    elif abs(account.sample_rate - sample_rate(n, cfg.training.batch_size)) > 1e-12 or account.delta != delta:
+        raise PrivacyError(f"hospital {hospital.name}: its data or privacy.delta changed since its account began "
+                           f"(sample rate {account.sample_rate:.4g}, delta {account.delta:g}); the account would no "
+                           f"longer describe its training: refusing")
+    return Budget(account, target, "its own budget" if own else "the federation's budget")
 
 
 def run_local_statistics(hospital: HospitalConfig, server_round: int, cfg: LocalSpec, nonce: str = "",

@@ -27,6 +27,7 @@ from primia.store.weights import Weights
 
 _ROUND_RE = re.compile(r"/rounds/(\d{5})/manifest\.json$")
 _IN_ROUND_RE = re.compile(r"/rounds/(\d{5})/")
+PRIVATE_ROUND = -1  # the associated data of a party's own state: no round
 
 
 def _round_of(key: str) -> int:
@@ -153,7 +154,24 @@ class CheckpointStore:
 
     def find_object(self, server_round: int, name: str) -> bytes | None:
         """An object's plaintext looked up by name (None if absent), authenticated like get_object."""
-        key = self.key_for(server_round, name)
+        return self._find_sealed(self.key_for(server_round, name), server_round)
+
+    def private_key(self, name: str) -> str:
+        return f"{self.prefix}private/{name}.enc"
+
+    def put_private_json(self, name: str, data: dict[str, Any]) -> None:
+        """A party's own state outside the rounds (retention never touches it), encrypted and bound to its
+        name like any checkpoint; overwritten in place (a versioned bucket keeps the history)."""
+        key = self.private_key(name)
+        sealed = envelope.seal(json.dumps(data, sort_keys=True).encode(), self.ring,
+                               envelope.Location(self.store.bucket, key, self.federation_id, PRIVATE_ROUND))
+        self.store.put(key, sealed.ciphertext, metadata=sealed.header)
+
+    def find_private_json(self, name: str) -> dict[str, Any] | None:
+        data = self._find_sealed(self.private_key(name), PRIVATE_ROUND)
+        return None if data is None else json.loads(data)
+
+    def _find_sealed(self, key: str, server_round: int) -> bytes | None:
         try:
             data, meta = self.store.get_with_metadata(key)
         except StoreError:
@@ -162,6 +180,7 @@ class CheckpointStore:
             data, meta = self.store.get_with_metadata(key)  # written between the two requests
         where = envelope.Location(self.store.bucket, key, self.federation_id, server_round)
         return envelope.open_sealed(envelope.Sealed(data, meta), self.ring, where, None)
+
 
     def names(self, server_round: int, folder: str) -> set[str]:
         """Names of the objects directly inside `folder` of a round (one listing request)."""

@@ -12,7 +12,7 @@ from primia.data.imageset import ImageSet
 from primia.data.transforms import augmentation
 
 
-class _Augmented(Dataset):
+class Augmented(Dataset):
     def __init__(self, data: ImageSet, aug_cfg: AugmentConfig | None, seed: int) -> None:
         self.images, self.labels = data.images, data.labels
         self.aug = augmentation(aug_cfg, seed) if aug_cfg is not None else None
@@ -56,7 +56,7 @@ def train_epochs(
     weights the model had on entry: the global model of the round.
     """
     gen = torch.Generator().manual_seed(seed)
-    loader = DataLoader(_Augmented(data, aug_cfg, seed), batch_size=cfg.batch_size, shuffle=True, generator=gen)
+    loader = DataLoader(Augmented(data, aug_cfg, seed), batch_size=cfg.batch_size, shuffle=True, generator=gen)
     weight = class_weights(data.labels, data.num_classes) if cfg.class_weighting else None
     loss_fn = nn.CrossEntropyLoss(weight=weight)
     opt = optimizer or make_optimizer(model, cfg)

@@ -35,6 +35,7 @@ def config(root: Path, names: tuple[str, ...], **extra: Any) -> FederationConfig
     raw = {"federation_id": "adv", "seed": 1, "class_names": ["class0", "class1"],
            "data": {"image_size": 16, "val_fraction": 0.25, "augment": {"enabled": False}},
            "training": {"batch_size": 16}, "model": {"name": "small_cnn"},
+           "privacy": {"mode": "off"},  # the attacks here are on secure aggregation
            "policy": {"min_hospitals": 2, "round_timeout_s": 60},
            "secure_aggregation": {"stage_timeout_s": 10},
            "hospitals": [{"name": n, "data": {"path": str(root / n)}} for n in names],

@@ -14,6 +14,7 @@ def federation_raw(root: Path, federation_id: str, rounds: int = 2) -> dict[str,
         "federation_id": federation_id, "rounds": rounds, "seed": 3, "class_names": ["class0", "class1"],
         "data": {"image_size": 32, "val_fraction": 0.2, "augment": {"enabled": True}},
         "training": {"batch_size": 16, "lr": 0.01},
+        "privacy": {"mode": "off"},  # differential privacy has tests of its own (test_dp_*.py)
         "hospitals": [{"name": s, "data": {"path": str(root / s)}} for s in ("h1", "h2", "h3")],
         "test_data": {"path": str(root / "test")},
     }

@@ -30,6 +30,7 @@ def cfg(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-de
         "federation_id": "unit", "rounds": 3, "seed": 0, "class_names": ["class0", "class1"],
         "data": {"image_size": 32, "val_fraction": 0.2},
         "training": {"batch_size": 16, "lr": 0.01},
+        "privacy": {"mode": "off"},  # differential privacy has tests of its own (test_dp_*.py)
         "hospitals": [{"name": s, "data": {"path": str(root / s)}} for s in ("h1", "h2")],
         "test_data": {"path": str(root / "test")},
     })
