@@ -23,11 +23,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from primia import progress, runtime
 from primia.config import FederationConfig
-from primia.errors import ConfigError, RoundFailedError
+from primia.errors import BudgetSpentError, ConfigError, RoundFailedError
 from primia.federation.coordinator import Selection, pooled_validation
 from primia.federation.policy import DROPPED, Outcome, accepted_results, check_quorum, roster, sample
 from primia.federation.rounds import RoundAnswers
 from primia.messages import CheckpointRef
+from primia.privacy import budget
 from tasks.coordinator import (
     aggregate_updates,
     evaluate_global,
@@ -36,7 +37,7 @@ from tasks.coordinator import (
     normalization_from,
     remember_final_validation,
 )
-from tasks.reporting import record_failed_round, record_round
+from tasks.reporting import record_failed_round, record_round, record_stop
 from tasks.rounds import ask_hospitals, reachable
 from tasks.tracking import finish_tracking, start_tracking
 
@@ -57,12 +58,23 @@ def federated_training(config: FederationConfig) -> dict[str, Any]:
         run_id = start_tracking(cfg, mode="federated", resume_run_id=resume.run_id)
         global_ref, selection, first = resume.global_ref, resume.selection, resume.round + 1
     evaluations, records, timings = {}, [], []
+    reports: dict[str, dict[str, float]] = {}  # each hospital's latest privacy report
+    stopped = ""
     progress.report("start", total=cfg.rounds, mode="federated", completed=first - 1)
     for server_round in range(first, cfg.rounds + 1):
         started = time.perf_counter()
+        stopped = budget.stop_reason(cfg, reports, cfg.policy.min_hospitals, len(roster_of_round(cfg)))
         known = global_ref.round in selection.history  # scored already (a finished run resumed): not again
-        answers = run_round(cfg, server_round, global_ref, run_id, validate=not known)
+        try:
+            if stopped:
+                raise BudgetSpentError(stopped)
+            answers = run_round(cfg, server_round, global_ref, run_id, validate=not known)
+        except BudgetSpentError as exc:  # not run: training stops, the last committed model stays selectable
+            stopped = str(exc)
+            record_stop(run_id, cfg.federation_id, server_round, stopped)
+            break
         results = accepted_results(answers.outcomes)
+        reports |= budget.reported(results)
         validation = {} if known else pooled_validation(answers.pooled.confusion)
         if not known:
             selection.offer(server_round - 1, validation["val_mcc"], global_ref)
@@ -80,7 +92,8 @@ def federated_training(config: FederationConfig) -> dict[str, Any]:
     if selection.best_round not in evaluations and selection.best_ref is not None:  # selected before a resume
         evaluations[selection.best_round] = evaluate_global.submit(cfg, selection.best_ref)
     _wait_all(records)
-    return finish_tracking(cfg, run_id, selection, {r: f.result() for r, f in evaluations.items()}, timings)
+    return finish_tracking(cfg, run_id, selection, {r: f.result() for r, f in evaluations.items()}, timings,
+                           stopped=stopped)
 
 
 def input_normalization(cfg: FederationConfig, run_id: str) -> tuple[float, float]:
@@ -124,6 +137,11 @@ def run_round(cfg: FederationConfig, server_round: int, global_ref: CheckpointRe
             return answers
         except RoundFailedError as exc:
             record_failed_round(run_id, cfg.federation_id, server_round, attempt, answers.outcomes, str(exc))
+            declined = [o.hospital for o in answers.outcomes if budget.declined_for_budget(o.reason)]
+            if train and declined and len(chosen) + len(offline) - len(declined) < policy.min_hospitals:
+                raise BudgetSpentError(f"{budget.DECLINED}: {', '.join(sorted(declined))} declined round "
+                                       f"{server_round} (their budgets would pass); the rest cannot make the "
+                                       f"quorum of {policy.min_hospitals}") from None
             if attempt == policy.round_retries:
                 after = f"resume after round {global_ref.round}" if global_ref else "start it afresh"
                 raise RoundFailedError(f"{exc}; nothing was committed for round {server_round}: run the federation "

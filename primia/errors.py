@@ -34,3 +34,7 @@ class RoundFailedError(PrimiaError):
 
 class PrivacyError(PrimiaError):
     """Training would break a privacy guarantee (a budget spent, an account missing or not this party's)."""
+
+
+class BudgetSpentError(PrivacyError):
+    """The next round would pass the privacy budget: it is not run and training stops cleanly."""

@@ -11,6 +11,7 @@ from primia.federation.coordinator import Evaluation
 from primia.federation.policy import Outcome, accepted_results
 from primia.federation.report import failed_round_markdown, round_markdown, round_metrics, round_table
 from primia.federation.rounds import RoundAnswers
+from primia.privacy import budget
 
 
 @task(name="record-round", cache_policy=NO_CACHE, persist_result=False, task_run_name="record-round-{server_round}")
@@ -26,6 +27,10 @@ def record_round(
     metrics["hospitals_accepted"] = float(len(accepted_results(outcomes)))
     metrics["hospitals_not_accepted"] = float(len(outcomes) - len(accepted_results(outcomes)))
     metrics["secure_aggregation"] = float(answers.secure is not None)
+    reports = budget.reported(accepted_results(outcomes))
+    if reports:  # each hospital's epsilon as it reports it, and the federation's (the largest)
+        metrics["epsilon"] = max(r["epsilon"] for r in reports.values())
+        metrics |= {f"epsilon_{h}": r["epsilon"] for h, r in reports.items()}
     runtime.tracker(run_id).log_metrics(metrics, step=server_round)
     if validation:
         runtime.tracker(run_id).log_metrics(validation, step=validation_step)
@@ -49,3 +54,15 @@ def record_failed_round(run_id: str, federation_id: str, server_round: int, atte
     create_markdown_artifact(failed_round_markdown(federation_id, server_round, attempt, outcomes, message),
                              key=f"{federation_id}-round-summary")
     runtime.tracker(run_id).log_metrics({"failed_round_attempts": float(attempt + 1)}, step=server_round)
+
+
+def record_stop(run_id: str, federation_id: str, server_round: int, reason: str) -> None:
+    """Training stopped before `server_round` for the privacy budget: said in the round summary, a tag
+    and the run's metrics (the last committed model stays the one selection picks from)."""
+    create_markdown_artifact(f"# {federation_id}: stopped before round {server_round}\n\n{reason}\n\n"
+                             f"Round {server_round} was not run; the models committed so far stay as they are.",
+                             key=f"{federation_id}-round-summary")
+    tracker = runtime.tracker(run_id)
+    tracker.set_tags({"primia.stopped": reason[:4000]})
+    tracker.log_metrics({"stopped_before_round": float(server_round)}, step=server_round)
+    progress.report("stopped", round=server_round, reason=reason)

@@ -29,10 +29,12 @@ def start_tracking(cfg: FederationConfig, mode: str, resume_run_id: str | None =
 @task(name="finish-tracking", cache_policy=NO_CACHE, persist_result=False)
 def finish_tracking(
     cfg: FederationConfig, run_id: str, selection: Selection, evaluations: dict[int, Evaluation],
-    timings: list[dict[str, float]], mode: str = "federated",
+    timings: list[dict[str, float]], mode: str = "federated", stopped: str = "",
 ) -> dict[str, Any]:
     tracker = runtime.tracker(run_id)
     summary = summarize(cfg, mode, run_id, selection, evaluations, timings, tracker.url())
+    if stopped:
+        summary["stopped"] = stopped
     best = evaluations[summary["selected_round"]]
     tracker.log_metrics({f"selected_test_{k}": v for k, v in best.metrics.items()}, step=summary["selected_round"])
     tracker.set_tags({"primia.selected_round": str(summary["selected_round"])})

@@ -23,6 +23,7 @@ from primia.errors import ConfigError
 from primia.federation.coordinator import Selection
 from primia.federation.strategy import Strategy, StrategyState
 from primia.messages import CheckpointRef, HospitalResult
+from primia.privacy import budget
 from primia.store import weights as wcodec
 from primia.store.checkpoints import CheckpointStore, CommittedRound
 from primia.store.weights import Weights
@@ -84,7 +85,7 @@ def commit_round(
         "results": [asdict(r) for r in results],
     })
     # plaintext updates (secure aggregation off) stay in their hospitals' mailboxes; round.json names them
-    return store.commit(server_round, refs)
+    return store.commit(server_round, refs, budget.statement(cfg, budget.reported(results)))
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,12 @@ from primia.federation.secure_update import Contribution, Layout, encode, statis
 from primia.federation.strategies import make_strategy
 from primia.messages import CheckpointRef, HospitalResult
 from primia.models.factory import build_model
-from primia.store.checkpoints import CheckpointStore
-from primia.store.weights import Weights, numpy_to_state, state_to_numpy
-from primia.store.weights import digest as weights_digest
 from primia.privacy.accounting import SampleAccount, check_budget, plan_noise
 from primia.privacy.dpsgd import grad_sample_mode, sample_rate, steps_per_round, train_private
 from primia.privacy.keeper import AccountKeeper
+from primia.store.checkpoints import CheckpointStore
+from primia.store.weights import Weights, numpy_to_state, state_to_numpy
+from primia.store.weights import digest as weights_digest
 from primia.training.loops import Augmented, make_optimizer, predict, train_epochs
 from primia.training.metrics import confusion_matrix
 

@@ -34,6 +34,7 @@ def _row(o: Outcome) -> dict[str, Any]:
         "val_samples": int(r.metrics.get("val_samples", 0)) if r and clear else None,
         "val_mcc_incoming": round(mcc_from_confusion(np.asarray(r.val_confusion)), 4)
         if r and clear and np.asarray(r.val_confusion).size else None,
+        "epsilon": round(r.metrics["epsilon"], 4) if r and "epsilon" in r.metrics else None,
         "local_s": round(r.local_s, 3) if r else None,
         "seconds": round(o.seconds, 3),
         "update_sha256": r.update.sha256[:12] if r and r.update else "",

@@ -70,8 +70,8 @@ def check_budget(target_epsilon: float, delta: float, population: int | None = N
     if not 0 < delta < 1:
         raise ConfigError(f"{what}.delta must be in (0, 1), got {delta}")
     if population is not None and delta >= 1 / max(population, 1):
-        raise ConfigError(f"{what}.delta {delta:g} must be below 1/N = {1 / max(population, 1):.3g} for the {population} "
-                          f"records it protects (a larger delta allows releasing a record outright)")
+        raise ConfigError(f"{what}.delta {delta:g} must be below 1/N = {1 / max(population, 1):.3g} for the "
+                          f"{population} records it protects (a larger delta allows releasing a record outright)")
 
 
 @dataclass
@@ -120,8 +120,9 @@ class SampleAccount:
         got = (state.get("version"), state.get("federation"), state.get("hospital"), state.get("kind"),
                state.get("mechanism"))
         if got != (STATE_VERSION, federation, hospital, kind, kind):
-            raise PrivacyError(f"the stored privacy account is {got[1:]!r}, not ({federation!r}, {hospital!r}, {kind!r}):"
-                               f" refusing to train on an account that is not this hospital's in this federation")
+            raise PrivacyError(f"the stored privacy account is {got[1:]!r}, not ({federation!r}, {hospital!r}, "
+                               f"{kind!r}): refusing to train on an account that is not this hospital's in this "
+                               f"federation")
         account = SampleAccount.new(federation, hospital, kind, float(state["delta"]), float(state["noise"]),
                                     float(state["sample_rate"]))
         account.accountant.history = [(float(s), float(q), int(n)) for s, q, n in state["history"]]

@@ -58,6 +58,7 @@ def train_private(model: nn.Module, dataset: Dataset, cfg: TrainingConfig, priva
     loader = DataLoader(dataset, batch_size=cfg.batch_size, generator=sampling)
     criterion = nn.CrossEntropyLoss()
     before = account.steps
+    model.train()  # Opacus validates the module in training mode
     made = engine.make_private(module=model, optimizer=optimizer, criterion=criterion, data_loader=loader,
                                noise_multiplier=account.noise, max_grad_norm=privacy.max_grad_norm,
                                poisson_sampling=True, grad_sample_mode=mode,

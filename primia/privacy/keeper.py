@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Protocol
 
 from primia.errors import PrivacyError
-from primia.private_files import read_private_json, write_private_json
 from primia.privacy.accounting import Kind, SampleAccount
+from primia.private_files import read_private_json, write_private_json
 from primia.store.checkpoints import CheckpointStore
 
 

@@ -189,13 +189,16 @@ class CheckpointStore:
         return {n.removesuffix(".enc") for n in names if "/" not in n and n.endswith(".enc")}
 
     # ----------------------------------------------------------------- rounds
-    def commit(self, server_round: int, refs: dict[str, CheckpointRef]) -> CommittedRound:
+    def commit(self, server_round: int, refs: dict[str, CheckpointRef],
+               privacy: dict[str, Any] | None = None) -> CommittedRound:
         """Write the signed manifest last (from now on the round is visible, exactly once), chained to
-        the previous one, then the signed head that names it."""
+        the previous one, then the signed head that names it. `privacy`: the round's privacy statement."""
         objects = {name: {"bucket": r.bucket, "key": r.key, "sha256": r.sha256} for name, r in sorted(refs.items())}
         head = self.head()
         body = manifest.build(self.federation_id, server_round, objects, head.manifest if head else None,
                               head.counter + 1 if head else 1)
+        if privacy is not None:
+            body["privacy"] = privacy
         raw = manifest.sign(body, self.ring)
         self.store.put(self.manifest_key(server_round), raw, metadata={"sha256": wcodec.sha256(raw)}, once=True)
         self._write_head(history.Head(server_round, body["counter"], history.digest(raw)))

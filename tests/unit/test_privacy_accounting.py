@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from opacus.accountants import PRVAccountant, RDPAccountant
+from opacus.accountants import PRVAccountant
 
 from primia.errors import ConfigError, PrivacyError
 from primia.privacy.accounting import SampleAccount, check_budget, plan_noise
@@ -18,14 +18,16 @@ def subsampled_gaussian_rdp(q: float, sigma: float, alpha: int) -> float:
     """Mironov, Talwar, Zhang (2019), integer alpha, exactly:
     eps(alpha) = log( sum_k C(alpha, k) (1-q)^(alpha-k) q^k exp((k^2 - k) / (2 sigma^2)) ) / (alpha - 1)."""
     logs = [math.log(math.comb(alpha, k)) + (alpha - k) * math.log1p(-q) + k * math.log(q)
-            + (k * k - k) / (2 * sigma**2) for k in range(alpha + 1)] if q < 1 else [alpha * (alpha - 1) / (2 * sigma**2)]
+            + (k * k - k) / (2 * sigma**2) for k in range(alpha + 1)] if q < 1 else \
+        [alpha * (alpha - 1) / (2 * sigma**2)]
     top = max(logs)
     return (top + math.log(sum(math.exp(v - top) for v in logs))) / (alpha - 1)
 
 
 def to_epsilon(rdp: list[float], delta: float) -> float:
     """RDP to (eps, delta), Balle et al. 2020 (Theorem 21), over the integer orders."""
-    return min(r + math.log((a - 1) / a) - (math.log(delta) + math.log(a)) / (a - 1) for r, a in zip(rdp, ORDERS))
+    return min(r + math.log((a - 1) / a) - (math.log(delta) + math.log(a)) / (a - 1)
+               for r, a in zip(rdp, ORDERS, strict=True))
 
 
 @pytest.mark.parametrize(("q", "sigma", "steps", "delta"), [(0.01, 1.1, 1000, 1e-5), (0.05, 2.0, 300, 1e-6),
