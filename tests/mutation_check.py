@@ -294,6 +294,62 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
         '    if False:',
         'tests/unit/test_agent_plan.py',
     ),
+    (
+        'privacy account rollback',
+        'primia/privacy/keeper.py',
+        '        if account.rounds < seen:',
+        '        if False:',
+        'tests/unit/test_privacy_keeper.py::test_a_deleted_or_rolled_back_account_is_refused',
+    ),
+    (
+        'privacy account missing',
+        'primia/privacy/keeper.py',
+        '            if seen:',
+        '            if False:',
+        'tests/unit/test_privacy_keeper.py::test_a_deleted_or_rolled_back_account_is_refused',
+    ),
+    (
+        'privacy account binding',
+        'primia/privacy/accounting.py',
+        '        if got != (STATE_VERSION, federation, hospital, kind, kind):',
+        '        if False:',
+        'tests/unit/test_privacy_accounting.py::test_state_round_trips_and_is_bound_to_its_federation_hospital_and_kind',
+    ),
+    (
+        'hospital declines past its budget',
+        'primia/federation/hospital.py',
+        '    if after > budget.target:',
+        '    if False:',
+        'tests/integration/test_dp_federation.py',
+    ),
+    (
+        'coordinator stops before the budget',
+        'primia/privacy/budget.py',
+        '    if asked - len(over) >= quorum:',
+        '    if True:',
+        'tests/integration/test_dp_federation.py::test_a_budget_for_two_rounds_stops_after_two_with_the_reason',
+    ),
+    (
+        'DP-SGD noise from fresh randomness',
+        'primia/privacy/dpsgd.py',
+        '                               noise_generator=torch.Generator().manual_seed(secrets.randbits(63)))',
+        '                               noise_generator=None)',
+        'tests/unit/test_dp_training.py::test_the_noise_is_fresh_whatever_the_seed',
+    ),
+    (
+        'delta below 1/N',
+        'primia/privacy/accounting.py',
+        '    if population is not None and delta >= 1 / max(population, 1):',
+        '    if False:',
+        'tests/unit/test_privacy_accounting.py::test_budgets_that_mean_nothing_are_refused',
+    ),
+    (
+        'rounding within its norm bound',
+        'primia/privacy/skellam.py',
+        '            if float(np.dot(out, out)) <= bound_sq:',
+        '            if True:',
+        'tests/unit/test_skellam.py::test_every_clipped_update_is_within_the_bound_and_every_rounding_within_its_own',
+    ),
 ]
 
 
