@@ -309,6 +309,49 @@ def bench_dispatch(
         console.print_json(json.dumps(result))
 
 
+@bench_app.command("dp")
+@friendly
+def bench_dp(
+    model: str = typer.Option("small_cnn", help="Network: small_cnn (the demo's), resnet18 or densenet121."),
+    batch: int = typer.Option(32, min=1, help="Batch size (the demo trains with 32)."),
+    image_size: int = typer.Option(64, min=8, help="Image side in pixels (64: the demo's)."),
+    steps: int = typer.Option(10, min=2, help="Steps timed per mode (after one warm-up); medians reported."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """DP-SGD overhead: a training step without DP against the same step under Opacus in each
+    per-sample gradient mode (hooks, ew, ghost), in the same run; and the demo's epsilon."""
+    from bench.dp import bench_dp as run
+
+    result = run(model, batch, image_size, steps)
+    if as_json:
+        print(json.dumps(result))
+    else:
+        console.print_json(json.dumps(result))
+
+
+@bench_app.command("privacy")
+@friendly
+def bench_privacy(
+    epsilons: str = typer.Option("1,3,8", help="Sample-level budgets to train the demo at (comma-separated)."),
+    rounds: int = typer.Option(0, help="Override the demo's rounds (0: as configured)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """The demo's privacy-utility table: test MCC of the demo federation at each budget and without DP
+    (needs `primia demo`'s data and the running stack)."""
+    connect()
+    from bench.privacy_utility import bench_privacy_utility as run
+
+    try:
+        budgets = tuple(float(e) for e in epsilons.split(",") if e.strip())
+    except ValueError:
+        raise PrimiaError(f"--epsilons {epsilons!r}: expected numbers separated by commas, e.g. 1,3,8") from None
+    result = run(budgets, rounds)
+    if as_json:
+        print(json.dumps(result))
+    else:
+        console.print_json(json.dumps(result))
+
+
 @bench_app.command("secagg")
 @friendly
 def bench_secagg(

@@ -323,7 +323,7 @@ class PrivacyConfig(_Strict):
     max_grad_norm: float = Field(default=1.0, gt=0, le=1e4)
     clip_norm: float = Field(default=1.0, gt=0, le=1e4)
     accountant: Literal["prv", "rdp"] = "prv"
-    grad_sample_mode: Literal["auto", "hooks", "ew", "ghost"] = "auto"
+    grad_sample_mode: Literal["auto", "hooks", "functorch", "ew", "ghost"] = "auto"
     planned_rounds: int | None = Field(default=None, ge=1, le=10_000)  # default: the federation's rounds
 
     @property
@@ -349,6 +349,10 @@ class LocalSpec(_Strict):
     @model_validator(mode="after")
     def _private_training(self) -> LocalSpec:
         p = self.privacy
+        if p.mode == "client":
+            raise ValueError("privacy.mode client (DP-FedAvg with Skellam noise shares) is not wired into the "
+                             "rounds yet (its mechanism and accountant are in primia.privacy.skellam): use "
+                             "privacy.mode sample")
         if p.mode == "client" and not self.secure_aggregation.enabled:
             raise ValueError("privacy.mode client adds each hospital's share of the noise: without secure "
                              "aggregation the coordinator would see every update with a fraction of it "

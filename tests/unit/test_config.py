@@ -86,3 +86,22 @@ def test_settings_env_nesting_and_secrets(monkeypatch: pytest.MonkeyPatch, tmp_p
     monkeypatch.setenv("PRIMIA_S3__BUCKET", "X")
     with pytest.raises(ConfigError, match="field PRIMIA_s3.bucket"):
         load_settings()
+
+
+def test_differential_privacy_is_on_unless_said_off() -> None:
+    cfg = parse_federation_config(_raw())
+    assert cfg.privacy.mode == "sample" and cfg.privacy.enabled and cfg.local_spec().privacy.mode == "sample"
+    assert not parse_federation_config(_raw(privacy={"mode": "off"})).privacy.enabled
+
+
+@pytest.mark.parametrize(("over", "needle"), [
+    ({"strategy": {"name": "fedprox"}}, "proximal term is not clipped per sample"),
+    ({"training": {"class_weighting": True}}, "label counts"),
+    ({"privacy": {"mode": "client"}}, "not wired into the rounds yet"),
+    ({"privacy": {"noise_multiplier": 0}}, "field privacy.noise_multiplier"),
+    ({"privacy": {"delta": 1}}, "field privacy.delta"),
+    ({"privacy": {"max_grad_norm": 0}}, "field privacy.max_grad_norm"),
+])
+def test_private_training_that_would_not_hold_is_refused(over: dict[str, object], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        parse_federation_config(_raw(**over), "cfg.yaml")
