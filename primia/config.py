@@ -349,10 +349,6 @@ class LocalSpec(_Strict):
     @model_validator(mode="after")
     def _private_training(self) -> LocalSpec:
         p = self.privacy
-        if p.mode == "client":
-            raise ValueError("privacy.mode client (DP-FedAvg with Skellam noise shares) is not wired into the "
-                             "rounds yet (its mechanism and accountant are in primia.privacy.skellam): use "
-                             "privacy.mode sample")
         if p.mode == "client" and not self.secure_aggregation.enabled:
             raise ValueError("privacy.mode client adds each hospital's share of the noise: without secure "
                              "aggregation the coordinator would see every update with a fraction of it "

@@ -297,7 +297,7 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
     (
         'privacy account rollback',
         'primia/privacy/keeper.py',
-        '        if account.rounds < seen:',
+        '        if rounds < seen:',
         '        if False:',
         'tests/unit/test_privacy_keeper.py::test_a_deleted_or_rolled_back_account_is_refused',
     ),
@@ -349,6 +349,20 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
         '            if float(np.dot(out, out)) <= bound_sq:',
         '            if True:',
         'tests/unit/test_skellam.py::test_every_clipped_update_is_within_the_bound_and_every_rounding_within_its_own',
+    ),
+    (
+        'client DP refuses an update in the clear',
+        'primia/federation/hospital.py',
+        '    if secure is None:\n        raise PrivacyError(f"hospital {hospital.name}: privacy.mode client adds only a share',
+        '    if False:\n        raise PrivacyError(f"hospital {hospital.name}: privacy.mode client adds only a share',
+        'tests/unit/test_client_dp.py',
+    ),
+    (
+        'client DP noise shares',
+        'primia/privacy/client_dp.py',
+        '    return plan.quantizer.quantize(clipped, rng) + plan.noise_share(rng), was_clipped',
+        '    return plan.quantizer.quantize(clipped, rng), was_clipped',
+        'tests/unit/test_client_dp.py',
     ),
 ]
 

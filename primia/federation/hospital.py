@@ -24,8 +24,10 @@ from primia.federation.strategies import make_strategy
 from primia.messages import CheckpointRef, HospitalResult
 from primia.models.factory import build_model
 from primia.privacy.accounting import SampleAccount, check_budget, plan_noise
+from primia.privacy.client_dp import ClientAccount, mechanism, privatize
 from primia.privacy.dpsgd import grad_sample_mode, sample_rate, steps_per_round, train_private
 from primia.privacy.keeper import AccountKeeper
+from primia.privacy.skellam import SkellamPlan
 from primia.store.checkpoints import CheckpointStore
 from primia.store.weights import Weights, numpy_to_state, state_to_numpy
 from primia.store.weights import digest as weights_digest
@@ -120,6 +122,8 @@ def run_local_round(
         np.zeros((k, k), dtype=np.int64)
     loss, update, metrics = float("nan"), None, {"val_samples": float(len(data.val))}
     privacy: dict[str, float] = {}
+    release = open_client_release(keeper, cfg, hospital, start_weights, secure) \
+        if train and cfg.privacy.mode == "client" else None
     if train:
         seed = derive_seed(cfg.seed, server_round, hospital.name, *([seed_salt] if seed_salt else []))
         torch.manual_seed(seed)
@@ -134,7 +138,9 @@ def run_local_round(
         sa, local = cfg.secure_aggregation, state_to_numpy(model.state_dict())
         layout = Layout.of(start_weights if train else None, k if validate else 0)
         contribution = Contribution(len(data.train), loss if train else 0.0, val_cm, len(data.val) if validate else 0)
-        vector, _ = encode(sa, layout, contribution, local, start_weights)
+        vector, _ = encode(sa, layout, contribution, local, start_weights, release.privatize if release else None)
+        if release is not None:
+            privacy = release.spend()  # stored before the vector leaves
         secure.submit(vector, sa.max_examples, {"nonce": nonce})
         return _masked_result(hospital.name, server_round, local_s, nonce, privacy)
     if train:
@@ -177,6 +183,51 @@ def train_sample_dp(model: torch.nn.Module, data: ImageSet, cfg: LocalSpec, hosp
     keeper.save(account)  # spent before the update can leave
     return run.loss, {"epsilon": account.epsilon(), "epsilon_next": account.epsilon_after(steps),
                       "delta": account.delta, "noise_multiplier": account.noise, "dp_steps": float(account.steps)}
+
+
+@dataclass
+class ClientRelease:
+    """One round's client-level release: the plan, the hospital's account, its budget."""
+
+    plan: SkellamPlan
+    account: ClientAccount
+    keeper: AccountKeeper
+    target: float
+    delta: float
+
+    def privatize(self, delta: np.ndarray) -> tuple[np.ndarray, bool]:
+        return privatize(self.plan, delta, np.random.default_rng())  # OS entropy: the seed is public
+
+    def spend(self) -> dict[str, float]:
+        self.account.rounds += 1
+        self.keeper.save(self.account)
+        return {"epsilon": self.plan.epsilon(self.account.rounds, self.delta),
+                "epsilon_next": self.plan.epsilon(self.account.rounds + 1, self.delta),
+                "delta": self.delta, "noise_multiplier": self.plan.noise_multiplier}
+
+
+def open_client_release(keeper: AccountKeeper | None, cfg: LocalSpec, hospital: HospitalConfig, start: Weights,
+                        secure: SecureJoin | None) -> ClientRelease:
+    """Before training: client-level DP needs secure aggregation (its noise is shared) and a budget the
+    round does not pass, the hospital's own if stricter."""
+    if secure is None:
+        raise PrivacyError(f"hospital {hospital.name}: privacy.mode client adds only a share of the noise and was "
+                           f"asked for an update in the clear; refusing")
+    if keeper is None:
+        raise PrivacyError(f"hospital {hospital.name}: privacy.mode client needs the hospital's privacy account "
+                           f"store; refusing to train without one")
+    p = cfg.privacy
+    own = hospital.target_epsilon is not None and hospital.target_epsilon < p.target_epsilon
+    target = hospital.target_epsilon if own and hospital.target_epsilon is not None else p.target_epsilon
+    delta = min(p.delta, hospital.delta or p.delta)
+    check_budget(target, delta, None, "privacy" if not own else f"hospital {hospital.name}'s privacy")
+    plan = mechanism(cfg, Layout.of(start, 0).params)
+    account = keeper.load_client(cfg.federation_id)
+    after = plan.epsilon(account.rounds + 1, delta)
+    if after > target:
+        raise PrivacyError(f"hospital {hospital.name}: this round would take its privacy budget to epsilon "
+                           f"{after:.3g} > {target:g} (delta {delta:g}, client level); it declines")
+    return ClientRelease(plan, account, keeper, target, delta)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from primia.data.statistics import stats_start
 from primia.errors import PrimiaError, RoundFailedError
 from primia.federation.secure_update import Layout, Sums, decode, statistics_config
 from primia.messages import CheckpointRef
+from primia.privacy.client_dp import mechanism
 from primia.secure.protocol import Client, Floors, Ledger, Params, ProtocolViolation, SecAggAbort, Signer
 from primia.secure.transport import (
     Admit,
@@ -127,15 +128,19 @@ def coordinate(sr: SecureRound, cfg: LocalSpec, round_plan: dict[str, Any], layo
     coordinator = Coordinator(channel, sr.verify, sr.signer, deadlines, gone, log, sr.quorum, admit, sa.max_examples)
     unmasked = coordinator.serve()
     try:
+        client = cfg.privacy.mode == "client" and layout.params and not stats
+        scale = mechanism(cfg, layout.params).quantizer.scale if client else None
         sums = decode(sa, layout, unmasked.total, dict(start) if start is not None else None, len(unmasked.included),
-                      unmasked.weight_bound)
+                      unmasked.weight_bound, scale)
     except PrimiaError as exc:
         channel.abort(str(exc), sr.signer)
         raise SecAggAbort(f"round {params.round}: {exc}") from None
     ref = sr.store.put_object(params.round, MEAN_NAME, encode_weights(sums.mean)) if sums.mean is not None else None
     graph = "SecAgg" if unmasked.k >= unmasked.members - 1 else f"SecAgg+ (k={unmasked.k})"
     summary = (f"secure aggregation ON: {graph}, threshold {unmasked.threshold} of {unmasked.k + 1}, ring "
-               f"Z_2^{sa.bits}, {sa.frac_bits} fractional bits, clip {sa.clip:g}; in the sum: "
+               f"Z_2^{sa.bits}, "
+               + ("client-level DP (Skellam noise shares, L2 clip " + f"{cfg.privacy.clip_norm:g})" if scale else
+                  f"{sa.frac_bits} fractional bits, clip {sa.clip:g}") + "; in the sum: "
                f"{', '.join(unmasked.included)}"
                + (f"; recovered after dropping: {', '.join(unmasked.recovered)}" if unmasked.recovered else "")
                + (f"; masks removed for: {', '.join(unmasked.excluded)}" if unmasked.excluded else ""))

@@ -17,6 +17,7 @@ Sums are checked against the bounds each hospital signed: a corrupted or malicio
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,7 @@ from primia.errors import PrimiaError
 from primia.secure.fixedpoint import FixedPoint, signed_int
 from primia.store.weights import Weights
 
+Privatizer = Callable[[np.ndarray], tuple[np.ndarray, bool]]  # update -> (noisy integers, clipped?)
 LOSS_MAX = 64.0  # a local loss is clipped to [0, LOSS_MAX] before it is weighted and summed
 
 
@@ -77,22 +79,32 @@ class Sums:
     val_samples: int
 
 
+def flat_delta(local: Weights, start: Weights) -> np.ndarray:
+    """local - start, every tensor in name order, as one float64 vector."""
+    return np.concatenate([(local[k].astype(np.float64) - start[k].astype(np.float64)).ravel() for k in sorted(start)])
+
+
 def encode(cfg: SecureAggregationConfig, layout: Layout, c: Contribution, local: Weights | None = None,
-           start: Weights | None = None) -> tuple[np.ndarray, int]:
-    """(ring vector, number of clipped coordinates). Fails closed outside the declared bounds."""
+           start: Weights | None = None, private: Privatizer | None = None) -> tuple[np.ndarray, int]:
+    """(ring vector, number of clipped coordinates). Fails closed outside the declared bounds.
+    `private` (client-level DP): the update is sent as the integer vector it returns (clipped, quantized
+    and noised), unweighted; `clipped` is then 1 when its norm had to be clipped."""
     fp, parts, clipped = fixed_point(cfg), [], 0
     if layout.params:
         if local is None or start is None:
             raise PrimiaError("a training contribution needs the local and the starting weights")
         _check_count(cfg, "training samples", c.num_examples, low=1)
-        delta = np.concatenate([(local[k].astype(np.float64) - start[k].astype(np.float64)).ravel()
-                                for k in sorted(start)])
+        delta = flat_delta(local, start)
         if delta.size != layout.params:
             raise PrimiaError(f"the update has {delta.size} values, the round's layout {layout.params}")
         if not np.isfinite(delta).all() or not math.isfinite(c.loss):  # a diverged model would wreck the sum
             raise PrimiaError(f"the update has {int((~np.isfinite(delta)).sum())} non-finite values or a non-finite "
                               f"loss (training diverged): refusing to send it")
-        body, clipped = fp.encode(delta, c.num_examples)
+        if private is not None:
+            noisy, was_clipped = private(delta)
+            body, clipped = noisy.astype(np.int64).astype(fp.dtype), int(was_clipped)  # two's complement in the ring
+        else:
+            body, clipped = fp.encode(delta, c.num_examples)
         loss = loss_point(cfg).encode(np.array([c.loss]), c.num_examples)[0]
         parts += [body, fp.encode_int(np.array([c.num_examples])), loss, fp.encode_int(np.array([clipped]))]
     if layout.classes:
@@ -112,9 +124,10 @@ def _check_count(cfg: SecureAggregationConfig, what: str, n: int, low: int) -> N
 
 
 def decode(cfg: SecureAggregationConfig, layout: Layout, total: np.ndarray, start: Weights | None,
-           parties: int, weight_bound: int) -> Sums:
+           parties: int, weight_bound: int, client_scale: float | None = None) -> Sums:
     """The sums, after checking them against the bounds: `parties` hospitals each signed that its counts
-    are at most its weight bound (their sum is `weight_bound`)."""
+    are at most its weight bound (their sum is `weight_bound`). `client_scale` (client-level DP): the
+    update is the noisy integer sum of `parties` unweighted updates at that scale."""
     if total.size != layout.length:
         raise PrimiaError(f"aggregate has {total.size} elements, the round's layout needs {layout.length}")
     fp, at = fixed_point(cfg), layout.params
@@ -126,8 +139,12 @@ def decode(cfg: SecureAggregationConfig, layout: Layout, total: np.ndarray, star
         loss = float(loss_point(cfg).decode(total[at + 1:at + 2], n_total)[0])
         if not 0 <= loss <= LOSS_MAX:
             raise PrimiaError(f"aggregate loss {loss:.4g} is outside [0, {LOSS_MAX:g}]: the sum is corrupt")
-        delta = fp.decode(total[:at], n_total)
-        if np.abs(delta).max(initial=0.0) > cfg.clip + 1e-9:  # a mean of clipped values stays within the clip
+        if client_scale is not None:
+            _check_sum("clipped updates", clipped, 0, parties)
+            delta = signed_int(total[:at]).astype(np.float64) / (client_scale * parties)
+        else:
+            delta = fp.decode(total[:at], n_total)
+        if client_scale is None and np.abs(delta).max(initial=0.0) > cfg.clip + 1e-9:  # means of clipped values
             raise PrimiaError("aggregate update leaves the clipping bound: the sum is corrupt (or a hospital "
                               "overflowed the ring); nothing is stored")
         mean = _add(start, delta) if start is not None else None

@@ -29,7 +29,7 @@ def reported(results: Sequence[Any]) -> dict[str, dict[str, float]]:
 def stop_reason(spec: LocalSpec, reports: Mapping[str, Mapping[str, float]], quorum: int, asked: int) -> str:
     """Why the next round must not run ("" when it may): fewer hospitals than the quorum would stay
     within the federation's budget (every other asked hospital would decline)."""
-    if spec.privacy.mode != "sample" or not reports:
+    if not spec.privacy.enabled or not reports:
         return ""
     target = spec.privacy.target_epsilon
     over = {h: r["epsilon_next"] for h, r in reports.items() if r.get("epsilon_next", 0.0) > target}
@@ -47,10 +47,13 @@ def statement(spec: LocalSpec, reports: Mapping[str, Mapping[str, float]]) -> di
         return {"mode": "off"}
     base: dict[str, Any] = {"mode": p.mode, "target_epsilon": p.target_epsilon, "delta": p.delta,
                             "accountant": p.accountant}
+    base |= {"epsilon": max((r["epsilon"] for r in reports.values()), default=None),
+             "hospitals": {h: {"epsilon": r.get("epsilon"), "noise_multiplier": r.get("noise_multiplier")}
+                           for h, r in sorted(reports.items())}}
     if p.mode == "sample":
         base |= {"mechanism": "DP-SGD: subsampled Gaussian (Poisson sampling), per-sample clipping",
-                 "max_grad_norm": p.max_grad_norm,
-                 "epsilon": max((r["epsilon"] for r in reports.values()), default=None),
-                 "hospitals": {h: {"epsilon": r.get("epsilon"), "noise_multiplier": r.get("noise_multiplier")}
-                               for h, r in sorted(reports.items())}}
+                 "max_grad_norm": p.max_grad_norm}
+    else:
+        base |= {"mechanism": "DP-FedAvg: distributed Skellam noise shares under secure aggregation, no sampling "
+                              "amplification", "clip_norm": p.clip_norm, "accountant": "rdp (Skellam)"}
     return base

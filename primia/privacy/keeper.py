@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from primia.errors import PrivacyError
 from primia.privacy.accounting import Kind, SampleAccount
+from primia.privacy.client_dp import ClientAccount
 from primia.private_files import read_private_json, write_private_json
 from primia.store.checkpoints import CheckpointStore
 
@@ -72,8 +73,9 @@ class AccountKeeper:
     def _key(self, federation: str) -> str:
         return f"{federation}/{self.hospital}"
 
-    def load(self, federation: str, kind: Kind) -> SampleAccount | None:
-        """The stored account (None if this hospital never trained in this federation)."""
+    def load_state(self, federation: str) -> dict[str, Any] | None:
+        """The stored account's state (None if this hospital never trained in this federation); missing
+        or rolled back against the local record: refused."""
         seen = self.record.get(self._key(federation))
         state = self.store.find_private_json(self._name)
         if state is None:
@@ -81,13 +83,22 @@ class AccountKeeper:
                 raise PrivacyError(f"hospital {self.hospital}: its privacy account for {federation} is missing from "
                                    f"its storage but it has trained {seen} rounds: refusing to train on a fresh budget")
             return None
-        account = SampleAccount.restore(state, federation, self.hospital, kind)
-        if account.rounds < seen:
-            raise PrivacyError(f"hospital {self.hospital}: its stored privacy account holds {account.rounds} rounds, "
+        rounds = int(state.get("rounds", -1))
+        if rounds < seen:
+            raise PrivacyError(f"hospital {self.hospital}: its stored privacy account holds {rounds} rounds, "
                                f"it has trained {seen}: the account was rolled back; refusing to train")
-        return account
+        return state
 
-    def save(self, account: SampleAccount) -> None:
+    def load(self, federation: str, kind: Kind) -> SampleAccount | None:
+        state = self.load_state(federation)
+        return None if state is None else SampleAccount.restore(state, federation, self.hospital, kind)
+
+    def load_client(self, federation: str) -> ClientAccount:
+        state = self.load_state(federation)
+        return ClientAccount(federation, self.hospital) if state is None else \
+            ClientAccount.restore(state, federation, self.hospital)
+
+    def save(self, account: SampleAccount | ClientAccount) -> None:
         """Store first, then raise the floor (a crash in between leaves a floor that is only too low)."""
         self.store.put_private_json(self._name, account.state())
         self.record.raise_to(self._key(account.federation), account.rounds)

@@ -169,3 +169,23 @@ def test_late_runs_are_cancelled_whether_they_started_or_not(agents: Agents) -> 
         assert states["dh1"].name == "Cancelled"  # stopped by its worker
     finally:
         agents.start("dh2")
+
+
+def test_agents_train_with_dp_sgd_and_keep_their_accounts_in_their_own_buckets(agents: Agents) -> None:
+    from primia.federation.roster import hospital_bucket
+
+    fid = f"dist-dp-{int(time.time())}"
+    raw = federation(agents, fid, rounds=2, min_hospitals=3)
+    raw["privacy"] = {"mode": "sample", "target_epsilon": 50.0, "noise_multiplier": 1.0, "accountant": "rdp"}
+    summary = run_in_process(raw)
+    assert not summary.get("stopped") and len(summary["timings"]) == 2
+    tables = round_tables(fid)
+    eps = {rnd: {r["hospital"]: r["epsilon"] for r in tables[rnd]} for rnd in (1, 2)}
+    assert all(0 < eps[1][n] < eps[2][n] <= 50 for n in NAMES), eps  # each agent's own account, counting on
+    for n in NAMES:
+        own = runtime.checkpoints(fid, hospital_bucket(n))
+        state = own.find_private_json(f"privacy/{n}-account")
+        assert state is not None and state["rounds"] == 2 and state["hospital"] == n
+        assert runtime.checkpoints(fid).find_private_json(f"privacy/{n}-account") is None  # not the coordinator's
+        record = json.loads((agents.home / "hospitals" / n / "privacy-record.json").read_text())
+        assert record == {f"{fid}/{n}": 2}

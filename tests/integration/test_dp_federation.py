@@ -109,3 +109,32 @@ def test_a_hospital_with_a_stricter_budget_drops_out_and_the_others_go_on(live_s
     assert took_part == {1: ["h1", "h2", "h3"], 2: ["h1", "h2"], 3: ["h1", "h2"]}
     h3 = store.find_private_json("privacy/h3-account")
     assert h3 is not None and h3["rounds"] == 1
+
+
+def test_client_level_dp_adds_its_noise_under_secure_aggregation_and_stops_at_its_budget(
+        live_stack: stack.StackState, federation_dirs: Path) -> None:
+    from flows.federated_training import federated_training
+    from primia.federation.secure_update import Layout
+    from primia.models.factory import build_model
+    from primia.privacy.client_dp import mechanism
+    from primia.store.weights import state_to_numpy
+
+    raw = federation_raw(federation_dirs, "it-dp-client", rounds=4)
+    raw["privacy"] = {"mode": "client", "noise_multiplier": 0.8, "clip_norm": 1.0, "delta": DELTA,
+                      "target_epsilon": 1.0}
+    raw["policy"] = {"min_hospitals": 2, "round_retries": 0}
+    cfg = parse_federation_config(raw)
+    plan = mechanism(cfg, Layout.of(state_to_numpy(build_model(cfg.model).state_dict()), 0).params)
+    target = (plan.epsilon(2, DELTA) + plan.epsilon(3, DELTA)) / 2
+    raw["privacy"]["target_epsilon"] = target
+    summary = federated_training(parse_federation_config(raw))
+    assert "privacy budget: the next round would take 3 of 3 hospitals past epsilon" in summary["stopped"]
+    store = runtime.checkpoints("it-dp-client")
+    assert store.committed_rounds() == [0, 1, 2]
+    privacy = json.loads(store.store.get(store.manifest_key(2)))["body"]["privacy"]
+    assert privacy["mode"] == "client" and "Skellam" in privacy["mechanism"]
+    assert privacy["epsilon"] == pytest.approx(plan.epsilon(2, DELTA)) and privacy["epsilon"] <= target
+    assert [h["noise_multiplier"] for h in privacy["hospitals"].values()] == [pytest.approx(0.8)] * 3
+    for h in ("h1", "h2", "h3"):
+        state = store.find_private_json(f"privacy/{h}-account")
+        assert state is not None and state["kind"] == "skellam" and state["rounds"] == 2
