@@ -353,8 +353,8 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
     (
         'client DP refuses an update in the clear',
         'primia/federation/hospital.py',
-        '    if secure is None:\n        raise PrivacyError(f"hospital {hospital.name}: privacy.mode client adds only a share',
-        '    if False:\n        raise PrivacyError(f"hospital {hospital.name}: privacy.mode client adds only a share',
+        '    if secure is None:\n        raise PrivacyError(f"hospital {hospital.name}: privacy.mode client adds',
+        '    if False:\n        raise PrivacyError(f"hospital {hospital.name}: privacy.mode client adds',
         'tests/unit/test_client_dp.py',
     ),
     (

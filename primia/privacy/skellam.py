@@ -36,9 +36,9 @@ from primia.errors import ConfigError, PrivacyError
 
 ORDERS: tuple[int, ...] = (*range(2, 128), 128, 192, 256, 384, 512, 1024)
 BETA = math.exp(-0.5)  # chance that a randomized rounding is drawn again (the bound's slack)
-MAX_WRAP = 1e-6
+MAX_WRAP = 1e-6  # a plan whose noise could wrap the ring more often than this is refused
 POISSON_MAX = 1e12  # largest mean drawn in one piece
-SCALE_MAX = 2.0**19  # scale * clip: rounding then adds < 1e-5 to D2 up to 10 M values, and noise stays exact  # a plan whose noise could wrap the ring more often than this is refused
+SCALE_MAX = 2.0**19  # scale * clip: rounding then adds < 1e-5 to D2 up to 10 M values, and noise stays exact
 
 
 def rdp(alpha: int, l1: float, l2: float, variance: float) -> float:
