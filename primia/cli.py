@@ -332,12 +332,13 @@ def bench_dp(
 @bench_app.command("privacy")
 @friendly
 def bench_privacy(
-    epsilons: str = typer.Option("1,3,8", help="Sample-level budgets to train the demo at (comma-separated)."),
+    epsilons: str = typer.Option("1,3,8", help="Budgets to train the demo at (comma-separated)."),
     rounds: int = typer.Option(0, help="Override the demo's rounds (0: as configured)."),
+    modes: str = typer.Option("sample,client", help="DP modes to train at each budget (sample, client)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """The demo's privacy-utility table: test MCC of the demo federation at each budget and without DP
-    (needs `primia demo`'s data and the running stack)."""
+    """The demo's privacy-utility table: test MCC of the demo federation at each budget, sample- and
+    client-level, and without DP (needs `primia demo`'s data and the running stack)."""
     connect()
     from bench.privacy_utility import bench_privacy_utility as run
 
@@ -345,7 +346,10 @@ def bench_privacy(
         budgets = tuple(float(e) for e in epsilons.split(",") if e.strip())
     except ValueError:
         raise PrimiaError(f"--epsilons {epsilons!r}: expected numbers separated by commas, e.g. 1,3,8") from None
-    result = run(budgets, rounds)
+    chosen = tuple(m.strip() for m in modes.split(",") if m.strip())
+    if not set(chosen) <= {"sample", "client"}:
+        raise PrimiaError(f"--modes {modes!r}: expected sample and/or client")
+    result = run(budgets, rounds, chosen)
     if as_json:
         print(json.dumps(result))
     else:
