@@ -317,7 +317,7 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
     ),
     (
         'hospital declines past its budget',
-        'primia/federation/hospital.py',
+        'primia/federation/private_round.py',
         '    if after > budget.target:',
         '    if False:',
         'tests/integration/test_dp_federation.py',
@@ -352,7 +352,7 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
     ),
     (
         'client DP refuses an update in the clear',
-        'primia/federation/hospital.py',
+        'primia/federation/private_round.py',
         '    if secure is None:\n        raise PrivacyError(f"hospital {hospital.name}: privacy.mode client adds',
         '    if False:\n        raise PrivacyError(f"hospital {hospital.name}: privacy.mode client adds',
         'tests/unit/test_client_dp.py',

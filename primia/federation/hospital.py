@@ -18,20 +18,17 @@ from primia.data.imageset import ImageSet
 from primia.data.partition import group_split
 from primia.data.sources import cached_source
 from primia.data.statistics import STATS_KEY, local_moments, stats_start
-from primia.errors import DataError, PrivacyError
+from primia.errors import DataError
+from primia.federation.private_round import open_client_release, train_sample_dp
 from primia.federation.secure_update import Contribution, Layout, encode, statistics_config
 from primia.federation.strategies import make_strategy
 from primia.messages import CheckpointRef, HospitalResult
 from primia.models.factory import build_model
-from primia.privacy.accounting import SampleAccount, check_budget, plan_noise
-from primia.privacy.client_dp import ClientAccount, mechanism, privatize
-from primia.privacy.dpsgd import grad_sample_mode, sample_rate, steps_per_round, train_private
 from primia.privacy.keeper import AccountKeeper
-from primia.privacy.skellam import SkellamPlan
 from primia.store.checkpoints import CheckpointStore
 from primia.store.weights import Weights, numpy_to_state, state_to_numpy
 from primia.store.weights import digest as weights_digest
-from primia.training.loops import Augmented, make_optimizer, predict, train_epochs
+from primia.training.loops import predict, train_epochs
 from primia.training.metrics import confusion_matrix
 
 
@@ -160,103 +157,6 @@ def _masked_result(hospital: str, server_round: int, local_s: float, nonce: str,
     sample rate, tells its data set's size roughly)."""
     return HospitalResult(hospital=hospital, round=server_round, num_examples=0, update=None, train_loss=float("nan"),
                           val_confusion=(), local_s=local_s, metrics={"masked": 1.0, **(privacy or {})}, nonce=nonce)
-
-
-def train_sample_dp(model: torch.nn.Module, data: ImageSet, cfg: LocalSpec, hospital: HospitalConfig,
-                    keeper: AccountKeeper | None, seed: int) -> tuple[float, dict[str, float]]:
-    """One round of DP-SGD on the hospital's federation-long account: opened (or planned), checked
-    against the budget, trained, stored before anything of the update leaves."""
-    if keeper is None:
-        raise PrivacyError(f"hospital {hospital.name}: privacy.mode sample needs the hospital's privacy account "
-                           f"store; refusing to train without one")
-    budget = open_budget(keeper, cfg, hospital, len(data))
-    account = budget.account
-    steps = steps_per_round(len(data), cfg.training.batch_size, cfg.training.local_epochs)
-    after = account.epsilon_after(steps)
-    if after > budget.target:
-        raise PrivacyError(f"hospital {hospital.name}: this round would take its privacy budget to epsilon "
-                           f"{after:.3g} > {budget.target:g} (delta {account.delta:g}, {budget.source}); it declines")
-    dataset = Augmented(data, cfg.data.augment, seed)
-    run = train_private(model, dataset, cfg.training, cfg.privacy, account, make_optimizer(model, cfg.training),
-                        grad_sample_mode(cfg.privacy, cfg.model.name), cfg.training.local_epochs)
-    account.rounds += 1
-    keeper.save(account)  # spent before the update can leave
-    return run.loss, {"epsilon": account.epsilon(), "epsilon_next": account.epsilon_after(steps),
-                      "delta": account.delta, "noise_multiplier": account.noise, "dp_steps": float(account.steps)}
-
-
-@dataclass
-class ClientRelease:
-    """One round's client-level release: the plan, the hospital's account, its budget."""
-
-    plan: SkellamPlan
-    account: ClientAccount
-    keeper: AccountKeeper
-    target: float
-    delta: float
-
-    def privatize(self, delta: np.ndarray) -> tuple[np.ndarray, bool]:
-        return privatize(self.plan, delta, np.random.default_rng())  # OS entropy: the seed is public
-
-    def spend(self) -> dict[str, float]:
-        self.account.rounds += 1
-        self.keeper.save(self.account)
-        return {"epsilon": self.plan.epsilon(self.account.rounds, self.delta),
-                "epsilon_next": self.plan.epsilon(self.account.rounds + 1, self.delta),
-                "delta": self.delta, "noise_multiplier": self.plan.noise_multiplier}
-
-
-def open_client_release(keeper: AccountKeeper | None, cfg: LocalSpec, hospital: HospitalConfig, start: Weights,
-                        secure: SecureJoin | None) -> ClientRelease:
-    """Before training: client-level DP needs secure aggregation (its noise is shared) and a budget the
-    round does not pass, the hospital's own if stricter."""
-    if secure is None:
-        raise PrivacyError(f"hospital {hospital.name}: privacy.mode client adds only a share of the noise and was "
-                           f"asked for an update in the clear; refusing")
-    if keeper is None:
-        raise PrivacyError(f"hospital {hospital.name}: privacy.mode client needs the hospital's privacy account "
-                           f"store; refusing to train without one")
-    p = cfg.privacy
-    own = hospital.target_epsilon is not None and hospital.target_epsilon < p.target_epsilon
-    target = hospital.target_epsilon if own and hospital.target_epsilon is not None else p.target_epsilon
-    delta = min(p.delta, hospital.delta or p.delta)
-    check_budget(target, delta, None, "privacy" if not own else f"hospital {hospital.name}'s privacy")
-    plan = mechanism(cfg, Layout.of(start, 0).params)
-    account = keeper.load_client(cfg.federation_id)
-    after = plan.epsilon(account.rounds + 1, delta)
-    if after > target:
-        raise PrivacyError(f"hospital {hospital.name}: this round would take its privacy budget to epsilon "
-                           f"{after:.3g} > {target:g} (delta {delta:g}, client level); it declines")
-    return ClientRelease(plan, account, keeper, target, delta)
-
-
-@dataclass(frozen=True)
-class Budget:
-    account: SampleAccount
-    target: float
-    source: str  # whose budget binds: the federation's or the hospital's own
-
-
-def open_budget(keeper: AccountKeeper, cfg: LocalSpec, hospital: HospitalConfig, n: int) -> Budget:
-    """The hospital's account in this federation (stored, or new with its planned noise) and the budget
-    that binds it: the federation's, or the hospital's own when that is stricter."""
-    p = cfg.privacy
-    own = hospital.target_epsilon is not None and hospital.target_epsilon < p.target_epsilon
-    target = hospital.target_epsilon if own and hospital.target_epsilon is not None else p.target_epsilon
-    delta = min(p.delta, hospital.delta or p.delta)
-    check_budget(target, delta, n, "privacy" if not own else f"hospital {hospital.name}'s privacy")
-    account = keeper.load(cfg.federation_id, p.accountant)
-    if account is None:
-        q = sample_rate(n, cfg.training.batch_size)
-        rounds = p.planned_rounds or cfg.rounds
-        noise = p.noise_multiplier or plan_noise(p.target_epsilon, delta, q, rounds * steps_per_round(
-            n, cfg.training.batch_size, cfg.training.local_epochs), p.accountant)
-        account = SampleAccount.new(cfg.federation_id, hospital.name, p.accountant, delta, noise, q)
-    elif abs(account.sample_rate - sample_rate(n, cfg.training.batch_size)) > 1e-12 or account.delta != delta:
-        raise PrivacyError(f"hospital {hospital.name}: its data or privacy.delta changed since its account began "
-                           f"(sample rate {account.sample_rate:.4g}, delta {account.delta:g}); the account would no "
-                           f"longer describe its training: refusing")
-    return Budget(account, target, "its own budget" if own else "the federation's budget")
 
 
 def run_local_statistics(hospital: HospitalConfig, server_round: int, cfg: LocalSpec, nonce: str = "",

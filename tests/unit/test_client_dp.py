@@ -54,7 +54,7 @@ def test_a_large_update_is_clipped_and_said_so() -> None:
 def test_a_hospital_refuses_client_dp_without_secure_aggregation(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from primia.config import HospitalConfig
     from primia.errors import PrivacyError
-    from primia.federation.hospital import open_client_release
+    from primia.federation.private_round import open_client_release
 
     with pytest.raises(PrivacyError, match="asked for an update in the clear"):
         open_client_release(None, _spec(1.0), HospitalConfig(name="h1"), {"w": np.zeros(3, np.float32)}, None)

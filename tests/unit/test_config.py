@@ -97,7 +97,7 @@ def test_differential_privacy_is_on_unless_said_off() -> None:
 @pytest.mark.parametrize(("over", "needle"), [
     ({"strategy": {"name": "fedprox"}}, "proximal term is not clipped per sample"),
     ({"training": {"class_weighting": True}}, "label counts"),
-    ({"privacy": {"mode": "client"}}, "not wired into the rounds yet"),
+    ({"privacy": {"mode": "client"}, "secure_aggregation": {"enabled": False}}, "without secure aggregation"),
     ({"privacy": {"noise_multiplier": 0}}, "field privacy.noise_multiplier"),
     ({"privacy": {"delta": 1}}, "field privacy.delta"),
     ({"privacy": {"max_grad_norm": 0}}, "field privacy.max_grad_norm"),
