@@ -93,7 +93,7 @@ def federated_training(config: FederationConfig) -> dict[str, Any]:
         evaluations[selection.best_round] = evaluate_global.submit(cfg, selection.best_ref)
     _wait_all(records)
     return finish_tracking(cfg, run_id, selection, {r: f.result() for r, f in evaluations.items()}, timings,
-                           stopped=stopped)
+                           stopped=stopped, privacy=budget.statement(cfg, reports))
 
 
 def input_normalization(cfg: FederationConfig, run_id: str) -> tuple[float, float]:

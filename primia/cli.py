@@ -145,6 +145,14 @@ def _print_summaries(summaries: dict[str, dict[str, Any]]) -> None:
     if {"federated", "centralized"} <= summaries.keys():
         gap = summaries["federated"]["test"]["mcc"] - summaries["centralized"]["test"]["mcc"]
         console.print(f"federated - centralized MCC: {gap:+.4f}")
+    for s in summaries.values():
+        p = s.get("privacy") or {}
+        if p.get("mode") not in (None, "off"):
+            spent = "" if p.get("epsilon") is None else f"{p['epsilon']:.3g}"
+            console.print(f"privacy ({s['mode']}): {p['mode']}-level DP, epsilon spent {spent or '-'} of "
+                          f"{p['target_epsilon']:g} (delta {p['delta']:g}, {p['accountant']} accountant)")
+        if s.get("stopped"):
+            console.print(f"stopped: {s['stopped']}")
 
 
 def _print_locations(summaries: dict[str, dict[str, Any]]) -> None:
@@ -163,6 +171,13 @@ def _print_locations(summaries: dict[str, dict[str, Any]]) -> None:
     if fed and fed["checkpoint"]:
         console.print(f"checkpoints: s3://{fed['checkpoint']['bucket']}/federations/{fed['federation_id']}/ "
                       f"(selected: {fed['checkpoint']['key']})")
+
+
+def _privacy_line(p: Any) -> str:
+    if not p.enabled:
+        return "differential privacy OFF"
+    level = "sample-level DP-SGD" if p.mode == "sample" else "client-level DP-FedAvg (Skellam)"
+    return f"{level} at epsilon {p.target_epsilon:g}, delta {p.delta:g} per hospital"
 
 
 @app.command()
@@ -205,7 +220,8 @@ def demo(
     if rounds:
         update["rounds"] = rounds
     cfg = cfg.model_copy(update=update)
-    console.print(f"federation {cfg.federation_id}: {len(cfg.hospitals)} hospitals, {cfg.rounds} rounds")
+    console.print(f"federation {cfg.federation_id}: {len(cfg.hospitals)} hospitals, {cfg.rounds} rounds; "
+                  f"{_privacy_line(cfg.privacy)}; the centralized baseline trains without DP")
     summaries = run_training(cfg, ["federated", "centralized"])
     _print_summaries(summaries)
     _print_locations(summaries)

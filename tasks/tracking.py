@@ -30,11 +30,14 @@ def start_tracking(cfg: FederationConfig, mode: str, resume_run_id: str | None =
 def finish_tracking(
     cfg: FederationConfig, run_id: str, selection: Selection, evaluations: dict[int, Evaluation],
     timings: list[dict[str, float]], mode: str = "federated", stopped: str = "",
+    privacy: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     tracker = runtime.tracker(run_id)
     summary = summarize(cfg, mode, run_id, selection, evaluations, timings, tracker.url())
     if stopped:
         summary["stopped"] = stopped
+    if privacy is not None:  # the federation's guarantee as it stands at the end (the last manifest says it too)
+        summary["privacy"] = privacy
     best = evaluations[summary["selected_round"]]
     tracker.log_metrics({f"selected_test_{k}": v for k, v in best.metrics.items()}, step=summary["selected_round"])
     tracker.set_tags({"primia.selected_round": str(summary["selected_round"])})
