@@ -55,7 +55,7 @@ def train_sample_dp(model: torch.nn.Module, data: ImageSet, cfg: LocalSpec, hosp
     account.rounds += 1
     keeper.save(account)  # spent before the update can leave
     return run.loss, {"epsilon": account.epsilon(), "epsilon_next": account.epsilon_after(steps),
-                      "delta": account.delta, "noise_multiplier": account.noise, "dp_steps": float(account.steps)}
+                      "delta": account.delta, "noise_multiplier": account.noise}
 
 
 @dataclass
