@@ -98,7 +98,7 @@ def run_in_process(raw: dict[str, Any]) -> dict[str, Any]:
         runtime.reset()
 
 
-def final_state(flow_run_id: Any, timeout_s: float = 60) -> Any:
+def final_state(flow_run_id: Any, timeout_s: float = 180) -> Any:  # a loaded machine is slow to refuse
     from prefect.client.orchestration import get_client
 
     deadline = time.monotonic() + timeout_s
