@@ -329,7 +329,7 @@ def bench_dispatch(
 @friendly
 def bench_dp(
     model: str = typer.Option("small_cnn", help="Network: small_cnn (the demo's), resnet18 or densenet121."),
-    batch: int = typer.Option(32, min=1, help="Batch size (the demo trains with 32)."),
+    batch: int = typer.Option(128, min=1, help="Batch size (the demo trains with 128)."),
     image_size: int = typer.Option(64, min=8, help="Image side in pixels (64: the demo's)."),
     steps: int = typer.Option(10, min=2, help="Steps timed per mode (after one warm-up); medians reported."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),

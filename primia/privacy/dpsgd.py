@@ -23,7 +23,7 @@ from primia.errors import ConfigError
 from primia.privacy.accounting import SampleAccount
 
 # The fastest per-sample gradient mode measured per network (`primia bench dp`, 2-core CPU, 64x64).
-FASTEST = {"small_cnn": "hooks", "resnet18": "hooks", "densenet121": "hooks"}
+FASTEST = {"small_cnn": "ew", "resnet18": "hooks", "densenet121": "hooks"}
 
 
 def sample_rate(n: int, batch: int) -> float:
