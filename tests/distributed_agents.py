@@ -64,7 +64,8 @@ def federation(a: Agents, federation_id: str, rounds: int, **policy: Any) -> dic
         "training": {"batch_size": 16, "lr": 0.01},
         "privacy": {"mode": "off"},  # differential privacy has tests of its own (test_dp_*.py)
         "policy": {"min_hospitals": 2, "round_timeout_s": 120, "round_retries": 0, **policy},
-        "secure_aggregation": {"stage_timeout_s": 8},  # a dead agent never advertises: do not wait long
+        # a dead agent is dropped by its silent heartbeat (liveness_s) first; 20 s leaves a loaded machine time
+        "secure_aggregation": {"stage_timeout_s": 20},
         "hospitals": [{"name": n} for n in NAMES],  # names only: data paths stay with the agents
         "test_data": {"path": str(a.root / "coordinator-test")},
     }
