@@ -25,6 +25,14 @@ bench_app = typer.Typer(help="Measure performance; prints one JSON object with -
 app.add_typer(stack_app, name="stack")
 app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
+def _emit(result: dict[str, Any], as_json: bool) -> None:
+    """A bench's one JSON object: plain for machines (--json), highlighted for people."""
+    if as_json:
+        print(json.dumps(result))
+    else:
+        console.print_json(json.dumps(result))
+
+
 def _home() -> Path:
     from primia.config import load_settings
 
@@ -300,10 +308,7 @@ def bench_round(
     from bench.round_overhead import bench_round as run
 
     result = run(rounds=rounds, workdir=_home() / "bench")
-    if as_json:
-        print(json.dumps(result))
-    else:
-        console.print_json(json.dumps(result))
+    _emit(result, as_json)
 
 
 @bench_app.command("dispatch")
@@ -319,10 +324,7 @@ def bench_dispatch(
     from bench.dispatch import bench_dispatch as run
 
     result = run(rounds=rounds, workdir=_home() / "bench" / "dispatch", poll_seconds=poll_seconds)
-    if as_json:
-        print(json.dumps(result))
-    else:
-        console.print_json(json.dumps(result))
+    _emit(result, as_json)
 
 
 @bench_app.command("dp")
@@ -339,10 +341,7 @@ def bench_dp(
     from bench.dp import bench_dp as run
 
     result = run(model, batch, image_size, steps)
-    if as_json:
-        print(json.dumps(result))
-    else:
-        console.print_json(json.dumps(result))
+    _emit(result, as_json)
 
 
 @bench_app.command("privacy")
@@ -366,10 +365,7 @@ def bench_privacy(
     if not set(chosen) <= {"sample", "client"}:
         raise PrimiaError(f"--modes {modes!r}: expected sample and/or client")
     result = run(budgets, rounds, chosen)
-    if as_json:
-        print(json.dumps(result))
-    else:
-        console.print_json(json.dumps(result))
+    _emit(result, as_json)
 
 
 @bench_app.command("secagg")
@@ -390,10 +386,7 @@ def bench_secagg(
     from bench.secagg import bench_secagg as run
 
     result = run(clients, params, repeats, store_rounds, (10, 25, 50, 100) if scaling else ())
-    if as_json:
-        print(json.dumps(result))
-    else:
-        console.print_json(json.dumps(result))
+    _emit(result, as_json)
 
 
 @bench_app.command("checkpoint")
@@ -406,10 +399,7 @@ def bench_checkpoint(
     from bench.checkpoint_io import bench_checkpoint as run
 
     result = run(repeats=repeats)
-    if as_json:
-        print(json.dumps(result))
-    else:
-        console.print_json(json.dumps(result))
+    _emit(result, as_json)
 
 
 from primia.cli_agent import agent_app  # noqa: E402

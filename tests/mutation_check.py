@@ -364,6 +364,13 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
         '    return plan.quantizer.quantize(clipped, rng), was_clipped',
         'tests/unit/test_client_dp.py',
     ),
+    (
+        'agent DP floor',
+        'primia/federation/agent.py',
+        '    if train and agent.require_dp and privacy_mode == "off":',
+        '    if False:',
+        'tests/adversarial/test_privacy_attacks.py',
+    ),
 ]
 
 
