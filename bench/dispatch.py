@@ -42,7 +42,9 @@ def bench_dispatch(rounds: int, workdir: Path, poll_seconds: float) -> dict[str,
     names = [h["name"] for h in raw["hospitals"]]
     home = runtime.settings().home
     entries = [enrol(n, home / "hospitals" / n) for n in names]
-    agents = [spawn_agent(n, workdir / n, workdir / "logs" / f"{n}.log", poll_seconds=poll_seconds) for n in names]
+    agents = [spawn_agent(n, workdir / n, workdir / "logs" / f"{n}.log", poll_seconds=poll_seconds,
+                          env={"PRIMIA_HOSPITAL__REQUIRE_DP": "false"})  # it times orchestration, DP off
+              for n in names]
     try:
         for entry, agent, n in zip(entries, agents, names, strict=True):
             wait_online(entry.pool, agent, workdir / "logs" / f"{n}.log")

@@ -94,7 +94,7 @@ class AgentSettings(BaseModel):
     # it declines to train. require_dp: it refuses any round whose plan has privacy.mode off.
     target_epsilon: float | None = Field(default=None, gt=0, le=100)
     delta: float | None = Field(default=None, gt=0, lt=1)
-    require_dp: bool = False
+    require_dp: bool = True  # a plan with privacy.mode off is refused (PRIMIA_HOSPITAL__REQUIRE_DP=false allows)
 
 
 class FederationSettings(BaseModel):
