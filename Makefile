@@ -39,10 +39,10 @@ demo: up
 deploy: up
 	$(PRIMIA) stack status >/dev/null
 	PREFECT_API_URL=$$($(PY) -c "from primia.config import load_settings; print(load_settings().prefect.api_url)") \
-	PRIMIA_REPO=$(CURDIR) PRIMIA_SCHEDULE_ACTIVE=$${PRIMIA_SCHEDULE_ACTIVE:-true} \
+	PRIMIA_REPO=$(CURDIR) PRIMIA_SCHEDULE_ACTIVE=$${PRIMIA_SCHEDULE_ACTIVE:-true} PRIMIA_TRIGGERS_ENABLED=$${PRIMIA_TRIGGERS_ENABLED:-true} \
 	$(VENV)/bin/prefect work-pool create primia-coordinator --type process --overwrite >/dev/null; \
 	PREFECT_API_URL=$$($(PY) -c "from primia.config import load_settings; print(load_settings().prefect.api_url)") \
-	PRIMIA_REPO=$(CURDIR) PRIMIA_PYTHON=$(CURDIR)/$(PY) PRIMIA_SCHEDULE_ACTIVE=$${PRIMIA_SCHEDULE_ACTIVE:-true} \
+	PRIMIA_REPO=$(CURDIR) PRIMIA_PYTHON=$(CURDIR)/$(PY) PRIMIA_SCHEDULE_ACTIVE=$${PRIMIA_SCHEDULE_ACTIVE:-true} PRIMIA_TRIGGERS_ENABLED=$${PRIMIA_TRIGGERS_ENABLED:-true} \
 	$(VENV)/bin/prefect --no-prompt deploy --all
 
 # The test session starts its own stack (temporary folder, free ports) and stops it by PID.

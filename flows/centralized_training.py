@@ -45,7 +45,6 @@ def centralized_training(config: FederationConfig) -> dict[str, Any]:
         records.append(record_round.submit(  # type: ignore[call-overload]  # Prefect resolves the future
             run_id, f"{cfg.federation_id}-centralized", epoch, RoundAnswers([outcome], pooled=pooled),
             validation, evaluations[epoch], timing, epoch))
-    for f in records:
-        f.result()
+    rows = [f.result() for f in records]
     return finish_tracking(cfg, run_id, selection, {e: f.result() for e, f in evaluations.items()}, timings,
-                           mode="centralized")
+                           mode="centralized", rows=rows)

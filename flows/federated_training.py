@@ -21,9 +21,11 @@ from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.promote_model import promote_model
 from primia import progress, runtime
 from primia.config import FederationConfig
 from primia.errors import BudgetSpentError, ConfigError, RoundFailedError
+from primia.federation.checkpointing import ResumePoint
 from primia.federation.coordinator import Selection, pooled_validation
 from primia.federation.policy import DROPPED, Outcome, accepted_results, check_quorum, roster, sample
 from primia.federation.rounds import RoundAnswers
@@ -37,9 +39,10 @@ from tasks.coordinator import (
     normalization_from,
     remember_final_validation,
 )
+from tasks.model_registry import release_model
 from tasks.reporting import record_failed_round, record_round, record_stop
 from tasks.rounds import ask_hospitals, reachable
-from tasks.tracking import finish_tracking, start_tracking
+from tasks.tracking import close_tracking, ends_run, finish_tracking, start_tracking
 
 EMBEDDED_MAX_HOSPITALS = 56  # simulated hospitals in one round: each a thread of the flow's task runner
 
@@ -50,12 +53,34 @@ def federated_training(config: FederationConfig) -> dict[str, Any]:
     cfg = config
     roster_of_round(cfg)  # fail before anything is stored if the hospitals cannot make a quorum
     resume = find_resume_point(cfg)
+    # continue from the last committed round in the same MLflow run; it ends FAILED or KILLED if this does
+    run_id = start_tracking(cfg, mode="federated", resume_run_id=resume.run_id if resume else None)
+    with ends_run(run_id):
+        summary = train(cfg, run_id, resume)
+        release = release_model(cfg, summary)
+        close_tracking(run_id)
+    if release:
+        summary["registry"] = release | promote_after_training(release)
+    return summary
+
+
+def promote_after_training(release: dict[str, Any]) -> dict[str, Any]:
+    """Embedded: promote-model as a sub-flow. Distributed: the deployment's event trigger starts it from
+    the `primia.training.completed` event the release emitted."""
+    s = runtime.settings()
+    via = s.promotion.after_training
+    if via == "auto":
+        via = "subflow" if s.mode == "embedded" else "trigger"
+    if via != "subflow":
+        return {"promotion": via}
+    return {"promotion": promote_model(release["model_name"], release["version"])}
+
+
+def train(cfg: FederationConfig, run_id: str, resume: ResumePoint | None) -> dict[str, Any]:
     if resume is None:
-        run_id = start_tracking(cfg, mode="federated")
         normalization = input_normalization(cfg, run_id) if cfg.data.normalize == "federated" else None
         global_ref, selection, first = initialize_global_model(cfg, run_id, normalization), Selection(), 1
-    else:  # continue from the last committed round, in the same MLflow run
-        run_id = start_tracking(cfg, mode="federated", resume_run_id=resume.run_id)
+    else:
         global_ref, selection, first = resume.global_ref, resume.selection, resume.round + 1
     evaluations, records, timings = {}, [], []
     reports: dict[str, dict[str, float]] = {}  # each hospital's latest privacy report
@@ -91,9 +116,9 @@ def federated_training(config: FederationConfig) -> dict[str, Any]:
         remember_final_validation(cfg, global_ref.round, selection)
     if selection.best_round not in evaluations and selection.best_ref is not None:  # selected before a resume
         evaluations[selection.best_round] = evaluate_global.submit(cfg, selection.best_ref)
-    _wait_all(records)
     return finish_tracking(cfg, run_id, selection, {r: f.result() for r, f in evaluations.items()}, timings,
-                           stopped=stopped, privacy=budget.statement(cfg, reports))
+                           stopped=stopped, privacy=budget.statement(cfg, reports), rows=_wait_all(records),
+                           close=False)
 
 
 def input_normalization(cfg: FederationConfig, run_id: str) -> tuple[float, float]:
@@ -151,6 +176,5 @@ def run_round(cfg: FederationConfig, server_round: int, global_ref: CheckpointRe
     raise AssertionError("unreachable")
 
 
-def _wait_all(futures: list[PrefectFuture[Any]]) -> None:
-    for f in futures:
-        f.result()
+def _wait_all(futures: list[PrefectFuture[Any]]) -> list[Any]:
+    return [f.result() for f in futures]

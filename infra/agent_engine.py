@@ -20,6 +20,7 @@ PINNED = {  # the only flows any pinned worker may start, by import path
     "flows.local_training:local_training",
     "flows.scheduled:federated_training_from_file",
     "flows.centralized_training:centralized_training",
+    "flows.promote_model:promote_model",
 }
 FLOW_ENV = "PRIMIA_PINNED_FLOW"
 

@@ -185,7 +185,7 @@ COORDINATOR_COMMAND = f"{sys.executable} -m infra.agent_engine"  # prefect.yaml:
 
 def pins_for(pool: str, role: str) -> list[Pin]:
     """A hospital: its own local-training deployment, started through its warm launcher. The coordinator:
-    the two deployments of prefect.yaml, as `make deploy` registers them."""
+    the deployments of prefect.yaml, as `make deploy` registers them."""
     from infra.agent import LAUNCH_COMMAND, REPO
 
     if role == "hospital":
@@ -193,6 +193,7 @@ def pins_for(pool: str, role: str) -> list[Pin]:
 
         return [Pin(local_training, f"local-training/{pool}", LAUNCH_COMMAND, str(REPO))]
     from flows.centralized_training import centralized_training
+    from flows.promote_model import promote_model
     from flows.scheduled import federated_training_from_file
 
     pull = ({"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}},)
@@ -201,7 +202,9 @@ def pins_for(pool: str, role: str) -> list[Pin]:
                 "flows.scheduled:federated_training_from_file", pull),
             Pin(centralized_training, "centralized-training/centralized-training", COORDINATOR_COMMAND, str(REPO),
                 "flows/centralized_training.py:centralized_training", "flows.centralized_training:centralized_training",
-                pull)]
+                pull),
+            Pin(promote_model, "promote-model/promote-model", COORDINATOR_COMMAND, str(REPO),
+                "flows/promote_model.py:promote_model", "flows.promote_model:promote_model", pull)]
 
 
 async def serve(pool: str, name: str, poll_s: float, role: str = "hospital") -> int:

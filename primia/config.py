@@ -107,9 +107,18 @@ class FederationSettings(BaseModel):
 
 class MlflowSettings(BaseModel):
     tracking_uri: str | None = None
-    experiment: str = "primia"
+    experiment: str = "primia"  # prefix: each federation has its own experiment, "primia/<federation id>"
     username: SecretStr | None = None  # the server's basic-auth login (hospitals need none)
     password: SecretStr | None = None
+
+
+class PromotionSettings(BaseModel):
+    """After a training run: `subflow` runs promote-model in the training flow, `trigger` leaves it to
+    the deployment's event trigger (the `primia.training.completed` event), `off` only registers the
+    challenger. `auto`: subflow in embedded mode, trigger in distributed mode."""
+
+    after_training: Literal["auto", "subflow", "trigger", "off"] = "auto"
+    policy: Path | None = None  # default mlflow/promotion.yaml of the repository
 
 
 class _LocalStackSource(PydanticBaseSettingsSource):
@@ -155,6 +164,7 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = MlflowSettings()
     hospital: AgentSettings = AgentSettings()
     federation: FederationSettings = FederationSettings()
+    promotion: PromotionSettings = PromotionSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -9,7 +9,13 @@ from prefect.cache_policies import NO_CACHE
 from primia import progress, runtime
 from primia.federation.coordinator import Evaluation
 from primia.federation.policy import Outcome, accepted_results
-from primia.federation.report import failed_round_markdown, round_markdown, round_metrics, round_table
+from primia.federation.report import (
+    data_fingerprints,
+    failed_round_markdown,
+    round_markdown,
+    round_metrics,
+    round_table,
+)
 from primia.federation.rounds import RoundAnswers
 from primia.privacy import budget
 
@@ -31,7 +37,9 @@ def record_round(
     if reports:  # each hospital's epsilon as it reports it, and the federation's (the largest)
         metrics["epsilon"] = max(r["epsilon"] for r in reports.values())
         metrics |= {f"epsilon_{h}": r["epsilon"] for h, r in reports.items()}
-    runtime.tracker(run_id).log_metrics(metrics, step=server_round)
+    tracker = runtime.tracker(run_id)
+    tracker.log_metrics(metrics, step=server_round)
+    tracker.set_tags(data_fingerprints(accepted_results(outcomes), answers.pooled, answers.secure is not None))
     if validation:
         runtime.tracker(run_id).log_metrics(validation, step=validation_step)
     create_table_artifact(
@@ -43,7 +51,7 @@ def record_round(
                                             evaluation, timing, secure),
                              key=f"{federation_id}-round-summary")
     progress.report("round", round=server_round, metrics=evaluation.metrics)
-    return metrics
+    return {"round": float(server_round)} | metrics
 
 
 def record_failed_round(run_id: str, federation_id: str, server_round: int, attempt: int, outcomes: list[Outcome],

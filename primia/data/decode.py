@@ -1,7 +1,9 @@
-"""Decode one image file (PNG/JPEG, DICOM, NIfTI) into a 2-D float32 array."""
+"""Decode one image file (PNG/JPEG, DICOM, NIfTI) into a 2-D float32 array, from a path or from the
+file's bytes (what a served model receives)."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,34 @@ def decode_image(path: Path) -> np.ndarray:
     raise DataError(f"cannot read image {path}: unsupported file type {suffix!r}")
 
 
-def _decode_pil(path: Path) -> np.ndarray:
+def sniff(data: bytes) -> str:
+    """The file type of raw image bytes from their signature: .png, .jpg or .dcm ('' if none)."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return ".png"
+    if data[:3] == b"\xff\xd8\xff":
+        return ".jpg"
+    if data[128:132] == b"DICM":
+        return ".dcm"
+    return ""
+
+
+def decode_bytes(data: bytes, what: str = "image") -> np.ndarray:
+    """`decode_image` for a file's bytes (PNG, JPEG or DICOM Part 10), the type read from its signature."""
+    suffix = sniff(data)
+    try:
+        if suffix in PIL_SUFFIXES:
+            return _decode_pil(io.BytesIO(data))
+        if suffix in DICOM_SUFFIXES:
+            return _decode_dicom(io.BytesIO(data))
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"cannot read {what}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+    raise DataError(f"cannot read {what}: {len(data)} bytes that are not a PNG, JPEG or DICOM file "
+                    f"(starts {data[:8]!r})")
+
+
+def _decode_pil(path: Path | io.BytesIO) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as img:
@@ -44,7 +73,7 @@ def _decode_pil(path: Path) -> np.ndarray:
         return np.asarray(img.convert("L"), dtype=np.float32)
 
 
-def _decode_dicom(path: Path) -> np.ndarray:
+def _decode_dicom(path: Path | io.BytesIO) -> np.ndarray:
     import pydicom
     from pydicom.pixels import apply_modality_lut
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -92,3 +93,23 @@ def failed_round_markdown(federation_id: str, server_round: int, attempt: int, o
              "| hospital | status | reason |", "| --- | --- | --- |",
              *[f"| {o.hospital} | {o.status} | {o.reason} |" for o in outcomes]]
     return "\n".join(lines)
+
+
+def data_fingerprints(results: Sequence[HospitalResult], pooled: Pooled, secure: bool) -> dict[str, str]:
+    """Tags of what the hospitals reported of their data this round: training sample counts and the
+    class histogram of their validation split (the confusion matrix's row sums). Under secure
+    aggregation only the sums exist, and the tags say so."""
+    def histogram(cm: Any) -> str:
+        cm = np.asarray(cm)
+        return json.dumps(cm.sum(axis=1).astype(int).tolist()) if cm.size else "[]"
+
+    if secure:
+        return {"primia.data.scope": "secure sums over the round's hospitals (no hospital's own counts)",
+                "primia.data.sum.train_samples": str(pooled.num_examples),
+                "primia.data.sum.val_class_histogram": histogram(pooled.confusion if pooled.confusion is not None
+                                                                 else [])}
+    tags = {"primia.data.scope": "per hospital, as each reported in the clear"}
+    for r in results:
+        tags[f"primia.data.{r.hospital}.train_samples"] = str(r.num_examples)
+        tags[f"primia.data.{r.hospital}.val_class_histogram"] = histogram(r.val_confusion)
+    return tags

@@ -47,7 +47,9 @@ def statement(spec: LocalSpec, reports: Mapping[str, Mapping[str, float]]) -> di
         return {"mode": "off"}
     base: dict[str, Any] = {"mode": p.mode, "target_epsilon": p.target_epsilon, "delta": p.delta,
                             "accountant": p.accountant}
-    base |= {"epsilon": max((r["epsilon"] for r in reports.values()), default=None),
+    # before round 1 no hospital has trained the model: nothing spent on it (the normalisation moments
+    # of the statistics pass are outside the budget, as the README says)
+    base |= {"epsilon": max((r["epsilon"] for r in reports.values()), default=0.0),
              "hospitals": {h: {"epsilon": r.get("epsilon"), "noise_multiplier": r.get("noise_multiplier")}
                            for h, r in sorted(reports.items())}}
     if p.mode == "sample":

@@ -31,9 +31,22 @@ class Tracker:
         self.run_id: str | None = None
         self.tracking_uri = settings.tracking_uri
 
-    def _experiment_id(self) -> str:
-        exp = self.client.get_experiment_by_name(self.experiment)
-        return exp.experiment_id if exp else self.client.create_experiment(self.experiment)
+    def experiment_name(self, federation_id: str) -> str:
+        return f"{self.experiment}/{federation_id}"
+
+    def _experiment_id(self, name: str, tags: dict[str, str]) -> str:
+        """The federation's experiment, created on first use with the server's default artifact location
+        (proxied `mlflow-artifacts:`: clients never hold the artifact store's credentials)."""
+        exp = self.client.get_experiment_by_name(name)
+        if exp:
+            return str(exp.experiment_id)
+        try:
+            return str(self.client.create_experiment(name, tags=tags))
+        except mlflow.exceptions.MlflowException:  # created meanwhile by another run of the federation
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return str(exp.experiment_id)
 
     def _clean(self, value: str) -> str:
         for secret in self._secrets:
@@ -41,8 +54,11 @@ class Tracker:
                 raise ValueError("refusing to log a value that contains a secret")
         return value
 
-    def start(self, run_name: str, params: dict[str, str], tags: dict[str, str]) -> str:
-        run = self.client.create_run(self._experiment_id(), run_name=run_name,
+    def start(self, run_name: str, params: dict[str, str], tags: dict[str, str], federation_id: str) -> str:
+        # the "Model training" workspace of MLflow 3's UI, not the GenAI one
+        kind = {"primia.federation_id": federation_id, "mlflow.experimentKind": "custom_model_development"}
+        experiment = self._experiment_id(self.experiment_name(federation_id), kind)
+        run = self.client.create_run(experiment, run_name=run_name,
                                      tags={k: self._clean(v) for k, v in tags.items()})
         self.run_id = run.info.run_id
         batch = [Param(k, self._clean(str(v))[:6000]) for k, v in params.items()]
@@ -74,6 +90,10 @@ class Tracker:
         if self.run_id:
             self.client.log_dict(self.run_id, data, path)
 
+    def log_text(self, text: str, path: str) -> None:
+        if self.run_id:
+            self.client.log_text(self.run_id, self._clean(text), path)
+
     def finish(self, status: str = "FINISHED") -> None:
         if self.run_id:
             mlflow.flush_async_logging()
@@ -82,5 +102,5 @@ class Tracker:
     def url(self) -> str:
         if not self.run_id:
             return self.tracking_uri
-        exp = self.client.get_experiment_by_name(self.experiment)
-        return f"{self.tracking_uri}/#/experiments/{exp.experiment_id if exp else 0}/runs/{self.run_id}"
+        exp = self.client.get_run(self.run_id).info.experiment_id
+        return f"{self.tracking_uri}/#/experiments/{exp}/runs/{self.run_id}"

@@ -107,7 +107,8 @@ def test_a_hospital_holding_the_prefect_login_cannot_run_code_on_the_coordinator
     from infra.agent import spawn_log_process
     from tests.integration.conftest import federation_raw
 
-    env = {**os.environ, "PRIMIA_REPO": str(REPO), "PRIMIA_PYTHON": sys.executable, "PRIMIA_SCHEDULE_ACTIVE": "false"}
+    env = {**os.environ, "PRIMIA_REPO": str(REPO), "PRIMIA_PYTHON": sys.executable, "PRIMIA_SCHEDULE_ACTIVE": "false",
+           "PRIMIA_TRIGGERS_ENABLED": "false"}
     prefect = str(Path(sys.executable).parent / "prefect")
     for cmd in ([prefect, "work-pool", "create", "primia-coordinator", "--type", "process", "--overwrite"],
                 [prefect, "--no-prompt", "deploy", "--all"]):

@@ -22,7 +22,8 @@ def test_prefect_yaml_deploys_with_an_inactive_nightly_schedule(live_stack: stac
     from prefect.client.orchestration import get_client
 
     env = {**os.environ, "PREFECT_API_URL": live_stack.urls["prefect_api"], "PRIMIA_REPO": str(ROOT),
-           "PRIMIA_PYTHON": sys.executable, "PRIMIA_SCHEDULE_ACTIVE": "false"}
+           "PRIMIA_PYTHON": sys.executable, "PRIMIA_SCHEDULE_ACTIVE": "false",
+           "PRIMIA_TRIGGERS_ENABLED": "false"}
     prefect = str(Path(sys.executable).parent / "prefect")
     with get_client(sync_client=True) as client:  # agents of earlier tests may have registered theirs
         before = {d.id: d.updated for d in client.read_deployments() if d.entrypoint == LOCAL}

@@ -1,0 +1,220 @@
+"""MLflow as the sign-off desk, against the real MLflow server (SQLite, artifacts in SeaweedFS S3): the
+run's structure, the released pyfunc and its card, and promotion behind the three gates."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from infra import stack
+from infra.processes import free_ports
+from primia import runtime
+from primia.config import parse_federation_config
+from primia.federation import coordinator as core
+from primia.messages import CheckpointRef
+from tasks.model_registry import client as registry_client
+from tests.integration.conftest import federation_raw
+
+pytestmark = pytest.mark.integration
+FID = "it-registry"
+EPS = 30.0  # the federation's budget; the test policies allow it (max_epsilon 40) or not (0.5)
+
+
+def _policy(tmp_path: Path, name: str, **gates: dict[str, Any]) -> str:
+    base: dict[str, Any] = {"quality": {"metric": "mcc", "tolerance": 0.02, "floor": -1.0},
+                            "privacy": {"max_epsilon": 40.0, "max_delta": 1e-5, "require_dp": True},
+                            "audit": {"required": True}}
+    for k, v in gates.items():
+        base[k] = base[k] | v
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(base))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def trained(live_stack: stack.StackState, federation_dirs: Path) -> dict[str, Any]:
+    from flows.federated_training import federated_training
+
+    raw = federation_raw(federation_dirs, FID, rounds=2)
+    # a loose budget for 38 samples a hospital, so that a trained round (not the initial model) is selected
+    raw["privacy"] = {"mode": "sample", "target_epsilon": EPS, "delta": 1e-5, "max_grad_norm": 1.0}
+    raw["training"] = {"batch_size": 16, "lr": 0.02, "local_epochs": 2}
+    summary = federated_training(parse_federation_config(raw))
+    assert summary["selected_round"] >= 1, summary["val_mcc"]
+    return summary
+
+
+@pytest.fixture(scope="module")
+def mlc(trained: dict[str, Any]) -> MlflowClient:
+    return registry_client()
+
+
+def test_run_structure(trained: dict[str, Any], mlc: MlflowClient) -> None:
+    run = mlc.get_run(trained["mlflow_run_id"])
+    exp = mlc.get_experiment(run.info.experiment_id)
+    assert exp.name == f"primia/{FID}" and exp.artifact_location.startswith("mlflow-artifacts:")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert run.info.status == "FINISHED"
+    tags = run.data.tags
+    assert len(tags["mlflow.source.git.commit"]) == 40 and tags["primia.git.dirty"] in ("true", "false")
+    assert tags["primia.version"] and tags["primia.data.scope"].startswith("secure sums")
+    assert int(tags["primia.data.sum.train_samples"]) > 0
+    assert sum(json.loads(tags["primia.data.sum.val_class_histogram"])) > 0
+    assert run.data.params["privacy.mode"] == "sample"
+    assert [m.step for m in mlc.get_metric_history(run.info.run_id, "epsilon")] == [1, 2]
+    paths = {a.path for a in mlc.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "rounds.csv", "privacy.json", "summary.json", "plots", "model_card"} <= paths
+    rounds = mlc.download_artifacts(run.info.run_id, "rounds.csv")
+    lines = Path(rounds).read_text().splitlines()
+    assert lines[0].startswith("round,") and [ln.split(",")[0] for ln in lines[1:]] == ["1", "2"]
+    models = mlc.search_logged_models([exp.experiment_id])
+    assert [m.source_run_id for m in models] == [run.info.run_id]
+
+
+def test_version_is_challenger_with_card_and_checkpoint(trained: dict[str, Any], mlc: MlflowClient) -> None:
+    reg = trained["registry"]
+    assert reg["promotion"] == "off"  # the test session leaves promotion to the tests
+    mv = mlc.get_model_version_by_alias(FID, "challenger")
+    assert str(mv.version) == reg["version"] and mv.run_id == trained["mlflow_run_id"]
+    ck = trained["checkpoint"]
+    assert (mv.tags["primia.checkpoint.bucket"], mv.tags["primia.checkpoint.key"],
+            mv.tags["primia.checkpoint.sha256"]) == (ck["bucket"], ck["key"], ck["sha256"])
+    assert 0 < float(mv.tags["primia.privacy.epsilon"]) <= EPS and mv.tags["primia.privacy.mode"] == "sample"
+    assert mv.tags["primia.audit.verdict"] == "not audited"
+    assert "[" in mv.tags["primia.test.mcc"]  # estimate [low, high]
+    card = mv.description
+    for needle in ("Privacy model card", "epsilon", "SecAgg+", "95% CI", "not audited", ck["sha256"],
+                   "Hospitals in each round's sum: r1: 3, r2: 3"):
+        assert needle in card, needle
+    model = mlflow.models.get_model_info(f"models:/{FID}/{mv.version}")
+    assert [c["name"] for c in model.signature.inputs.to_dict()] == ["image"]
+    assert model.signature.inputs.to_dict()[0]["type"] == "binary"
+
+
+def _test_files(root: Path) -> list[Path]:
+    return [f for c in ("class0", "class1") for f in sorted((root / "test" / c).iterdir())]
+
+
+def test_alias_predicts_raw_images_as_the_coordinator_evaluates(trained: dict[str, Any], federation_dirs: Path,
+                                                                mlc: MlflowClient) -> None:
+    cfg = parse_federation_config(federation_raw(federation_dirs, FID))
+    ck = trained["checkpoint"]
+    store = runtime.checkpoints(FID)
+    ref = CheckpointRef(ck["bucket"], ck["key"], ck["sha256"], trained["selected_round"])
+    expected = core.evaluate(cfg, store.get_weights(ref), core.load_test_set(cfg)).probs
+    model = mlflow.pyfunc.load_model(f"models:/{FID}@challenger")
+    files = _test_files(federation_dirs)
+    by_path = model.predict(pd.DataFrame({"image": [str(f) for f in files]}))
+    by_bytes = model.predict(pd.DataFrame({"image": [f.read_bytes() for f in files]}))
+    assert list(by_path.columns) == ["class0", "class1"]
+    np.testing.assert_allclose(by_path.to_numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(by_bytes.to_numpy(), expected, atol=1e-6)
+    with pytest.raises(Exception, match="not a PNG, JPEG or DICOM"):
+        model.predict(pd.DataFrame({"image": [b"not an image at all, long enough"]}))
+
+
+def _tags(mlc: MlflowClient, version: str) -> dict[str, str]:
+    return dict(mlc.get_model_version(FID, version).tags)
+
+
+def _champion(mlc: MlflowClient) -> str | None:
+    try:
+        return str(mlc.get_model_version_by_alias(FID, "champion").version)
+    except MlflowException:
+        return None
+
+
+def test_promotion_gates(trained: dict[str, Any], mlc: MlflowClient, tmp_path: Path) -> None:
+    from flows.promote_model import promote_model
+
+    v = trained["registry"]["version"]
+    # each gate failing in turn: nothing moves, the reason is tagged (the audit has not run yet)
+    out = promote_model(FID, v, _policy(tmp_path, "lenient", audit={"required": True}))
+    assert out["action"] == "not promoted" and _champion(mlc) is None
+    assert _tags(mlc, v)["primia.gate.audit"] == "FAIL" and "not audited" in _tags(mlc, v)["primia.gate.audit.reason"]
+    mlc.set_model_version_tag(FID, v, "primia.audit.verdict", "PASS")  # as the privacy audit records its verdict
+    out = promote_model(FID, v, _policy(tmp_path, "strict-quality", quality={"floor": 0.999}))
+    assert out["action"] == "not promoted" and _champion(mlc) is None
+    assert _tags(mlc, v)["primia.gate.quality"] == "FAIL" and "below the floor" in out["reasons"]
+    out = promote_model(FID, v, _policy(tmp_path, "strict-privacy", privacy={"max_epsilon": 0.5}))
+    assert out["action"] == "not promoted" and _champion(mlc) is None
+    assert "above the policy's budget" in _tags(mlc, v)["primia.gate.privacy.reason"]
+    # every gate passes: champion moves, every figure is tagged
+    out = promote_model(FID, v, _policy(tmp_path, "lenient"))
+    assert out["action"] == "promoted" and _champion(mlc) == v
+    tags = _tags(mlc, v)
+    assert all(tags[f"primia.gate.{g}"] == "PASS" for g in ("quality", "privacy", "audit"))
+    assert 0 < float(tags["primia.gate.privacy.epsilon"]) <= EPS and "primia.gate.quality.score" in tags
+    assert "**promoted**" in mlc.get_model_version(FID, v).description
+    # the nightly re-check under a lowered budget demotes it, with the reason
+    out = promote_model(FID, "", _policy(tmp_path, "lowered", privacy={"max_epsilon": 0.5}))
+    assert [r["action"] for r in out["rechecked"] if r["model_name"] == FID] == ["demoted"]
+    assert _champion(mlc) is None and "above the policy's budget" in _tags(mlc, v)["primia.demoted"]
+    promote_model(FID, v, _policy(tmp_path, "lenient"))
+    assert _champion(mlc) == v
+
+
+def test_privacy_gate_refuses_a_version_whose_checkpoint_is_not_the_signed_one(
+        trained: dict[str, Any], mlc: MlflowClient, tmp_path: Path) -> None:
+    """A registry entry pointed at another checkpoint (or with other weights) has no signed privacy record."""
+    from flows.promote_model import promote_model
+
+    v = trained["registry"]["version"]
+    good = _tags(mlc, v)["primia.checkpoint.sha256"]
+    mlc.set_model_version_tag(FID, v, "primia.checkpoint.sha256", "0" * 64)
+    try:
+        out = promote_model(FID, v, _policy(tmp_path, "lenient"))
+    finally:
+        mlc.set_model_version_tag(FID, v, "primia.checkpoint.sha256", good)
+    assert out["action"] == "not promoted" and "no signed privacy record" in out["reasons"]
+
+
+def test_mlflow_models_serve_answers(trained: dict[str, Any], federation_dirs: Path, tmp_path: Path) -> None:
+    port = free_ports(1)[0]
+    bindir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ.get('PATH', '')}",
+           "MLFLOW_TRACKING_URI": runtime.settings().mlflow.tracking_uri or ""}
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen([f"{bindir}/mlflow", "models", "serve", "-m", f"models:/{FID}@champion",
+                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        files = _test_files(federation_dirs)[:3]
+        body = json.dumps({"dataframe_split": {"columns": ["image"], "data": [
+            [base64.b64encode(f.read_bytes()).decode()] for f in files]}}).encode()
+        answer = None
+        for _ in range(120):
+            try:
+                req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                             headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(req, timeout=10) as resp:
+                    answer = json.loads(resp.read())
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    break
+                time.sleep(0.5)
+        assert answer is not None, (tmp_path / "serve.log").read_text()[-2000:]
+        preds = answer["predictions"]
+        assert len(preds) == 3 and all(abs(p["class0"] + p["class1"] - 1) < 1e-5 for p in preds)
+        local = mlflow.pyfunc.load_model(f"models:/{FID}@champion").predict(pd.DataFrame({"image": [str(f) for f in files]}))
+        np.testing.assert_allclose([[p["class0"], p["class1"]] for p in preds], local.to_numpy(), atol=1e-6)
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(30)
+        log.close()
