@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import mlflow
@@ -46,8 +47,40 @@ def _policy(tmp_path: Path, name: str, **gates: dict[str, Any]) -> str:
     return str(path)
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
 @pytest.fixture(scope="module")
-def trained(live_stack: stack.StackState, federation_dirs: Path) -> dict[str, Any]:
+def coordinator_worker(live_stack: stack.StackState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """prefect.yaml deployed with its triggers enabled and the coordinator's pinned worker running, before
+    the module's federation trains: the end of training starts promote-model through the automation."""
+    from prefect.client.orchestration import get_client
+
+    from infra.agent import spawn_log_process
+
+    env = {**os.environ, "PRIMIA_REPO": str(REPO), "PRIMIA_PYTHON": sys.executable, "PRIMIA_SCHEDULE_ACTIVE": "false",
+           "PRIMIA_TRIGGERS_ENABLED": "true"}
+    prefect = str(Path(sys.executable).parent / "prefect")
+    for cmd in ([prefect, "work-pool", "create", "primia-coordinator", "--type", "process", "--overwrite"],
+                [prefect, "--no-prompt", "deploy", "--all"]):
+        done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    log = tmp_path_factory.mktemp("coordinator-worker") / "worker.log"
+    worker = spawn_log_process([sys.executable, "-m", "infra.agent_worker", "--pool", "primia-coordinator",
+                                "--name", "coordinator-registry", "--role", "coordinator"], log)
+    try:
+        yield log
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        with get_client(sync_client=True) as client:  # later tests' trainings start no promotion
+            deployment = client.read_deployment_by_name("promote-model/promote-model")
+            for automation in client.read_resource_related_automations(f"prefect.deployment.{deployment.id}"):
+                client.pause_automation(automation.id)
+
+
+@pytest.fixture(scope="module")
+def trained(coordinator_worker: Path, federation_dirs: Path) -> dict[str, Any]:
     from flows.federated_training import federated_training
 
     raw = federation_raw(federation_dirs, FID, rounds=2)
@@ -84,6 +117,34 @@ def test_run_structure(trained: dict[str, Any], mlc: MlflowClient) -> None:
     assert lines[0].startswith("round,") and [ln.split(",")[0] for ln in lines[1:]] == ["1", "2"]
     models = mlc.search_logged_models([exp.experiment_id])
     assert [m.source_run_id for m in models] == [run.info.run_id]
+
+
+def test_end_of_training_triggers_promotion_through_the_deployment(trained: dict[str, Any], mlc: MlflowClient,
+                                                                   coordinator_worker: Path) -> None:
+    """The promote-model run is created by the automation (not by the training flow) and run by the
+    coordinator's pinned worker, with the default policy: ε 30 is above its budget of 8, and no audit yet."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    from tests.distributed_agents import final_state
+
+    v = trained["registry"]["version"]
+    deadline, runs = time.monotonic() + 120, []
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline and not runs:
+            runs = [r for r in client.read_flow_runs(deployment_filter=DeploymentFilter(
+                        name=DeploymentFilterName(any_=["promote-model"])))
+                    if r.parameters.get("model_name") == FID]
+            time.sleep(0.5)
+    assert len(runs) == 1, "no promote-model run was triggered"
+    run = runs[0]
+    assert run.created_by is not None and run.created_by.type == "AUTOMATION"
+    assert str(run.parameters["version"]) == v
+    state = final_state(run.id, 180)
+    assert state.is_completed(), (state, coordinator_worker.read_text()[-3000:])
+    tags = _tags(mlc, v)
+    assert tags["primia.promotion.decision"] == "not promoted" and _champion(mlc) is None
+    assert tags["primia.gate.privacy"] == "FAIL" and tags["primia.gate.audit"] == "FAIL"
 
 
 def test_version_is_challenger_with_card_and_checkpoint(trained: dict[str, Any], mlc: MlflowClient) -> None:
@@ -218,3 +279,65 @@ def test_mlflow_models_serve_answers(trained: dict[str, Any], federation_dirs: P
         os.killpg(proc.pid, 15)
         proc.wait(30)
         log.close()
+
+
+def _secrets(home: Path) -> list[bytes]:
+    """Every secret of the stack and the coordinator: S3 keys (its own and MLflow's), logins, master keys
+    (raw, base64, hex), the signing key (raw and as configured)."""
+    from cryptography.hazmat.primitives import serialization
+
+    stackdir = home / "stack"
+    values = [v for f in ("credentials.json", "admin.json", "mlflow-service.json")
+              for k, v in json.loads((stackdir / f).read_text()).items() if k not in ("mlflow_username", "actions")
+              and isinstance(v, str) and len(v) >= 8]
+    values += runtime.secrets()
+    ring = runtime.keyring()
+    raw = list(ring.keks.values())
+    if ring.signing_private is not None:
+        raw.append(ring.signing_private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                                      serialization.NoEncryption()))
+    out = [v.encode() for v in values] + raw
+    out += [base64.b64encode(r) for r in raw] + [r.hex().encode() for r in raw]
+    return [s for s in out if len(s) >= 8]
+
+
+def test_nothing_in_mlflow_holds_a_secret(trained: dict[str, Any], mlc: MlflowClient, live_stack: stack.StackState,
+                                          tmp_path: Path) -> None:
+    run = mlc.get_run(trained["mlflow_run_id"])
+    v = trained["registry"]["version"]
+    mv = mlc.get_model_version(FID, v)
+    texts = [json.dumps(run.data.params), json.dumps(run.data.tags), json.dumps(sorted(run.data.metrics)),
+             json.dumps(dict(mv.tags)), mv.description or "", json.dumps(dict(mlc.get_registered_model(FID).tags)),
+             json.dumps(mlc.get_experiment(run.info.experiment_id).tags)]
+    for lm in mlc.search_logged_models([run.info.experiment_id]):
+        texts += [json.dumps(lm.tags), json.dumps(lm.params)]
+    files = [p for p in Path(mlc.download_artifacts(run.info.run_id, "", str(tmp_path / "run"))).rglob("*")
+             if p.is_file()]
+    files += [p for p in Path(mlflow.artifacts.download_artifacts(f"models:/{FID}/{v}",
+                                                                  dst_path=str(tmp_path / "model"))).rglob("*")
+              if p.is_file()]
+    names = {p.name for p in files}
+    assert {"config.yaml", "rounds.csv", "privacy.json", "MLmodel", "weights.safetensors", "spec.json",
+            "input_example.json"} <= names, names
+    blobs = [t.encode() for t in texts] + [p.read_bytes() for p in files]
+    secrets = _secrets(Path(os.environ["PRIMIA_HOME"]))
+    assert len(secrets) >= 6
+    leaks = [(i, s[:4]) for i, b in enumerate(blobs) for s in secrets if s in b]
+    assert not leaks, leaks
+
+
+def test_a_failed_run_ends_failed_not_running(live_stack: stack.StackState, federation_dirs: Path,
+                                              tmp_path: Path) -> None:
+    from flows.federated_training import federated_training
+    from primia.errors import RoundFailedError
+
+    raw = federation_raw(federation_dirs, "it-registry-fails", rounds=1)
+    raw["hospitals"][2]["data"]["path"] = str(tmp_path / "missing")  # hospital 3 fails: below the quorum of 3
+    raw["policy"] = {"min_hospitals": 3, "round_retries": 0}
+    with pytest.raises(RoundFailedError):
+        federated_training(parse_federation_config(raw))
+    mlc = registry_client()
+    exp = mlc.get_experiment_by_name("primia/it-registry-fails")
+    runs = mlc.search_runs([exp.experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert "RoundFailedError" in runs[0].data.tags["primia.error"]
