@@ -51,6 +51,12 @@ def _data_markdown(tags: dict[str, str]) -> str:
     return "\n".join([f"As reported in the last round: {scope}.", "", "| figure | value |", "| --- | --- |", *rows])
 
 
+def model_spec(cfg: FederationConfig, class_names: tuple[str, ...]) -> dict[str, Any]:
+    """What the pyfunc rebuilds the network and its preprocessing from."""
+    return {"model": cfg.model.model_dump(mode="json"), "image_size": cfg.data.image_size,
+            "class_names": list(class_names)}
+
+
 @task(name="release-model", cache_policy=NO_CACHE, persist_result=False)
 def release_model(cfg: FederationConfig, summary: dict[str, Any]) -> dict[str, Any] | None:
     """The selected global model into the training run and the registry (alias `challenger`), with its
@@ -68,8 +74,7 @@ def release_model(cfg: FederationConfig, summary: dict[str, Any]) -> dict[str, A
     rows = [{k: float(v) for k, v in r.items()} for r in summary.get("rows", [])]
     release = Release(
         name=cfg.federation_id, federation_id=cfg.federation_id, run_id=run_id, round=ref.round, rounds=cfg.rounds,
-        checkpoint=ref, weights=weights, spec={"model": cfg.model.model_dump(mode="json"),
-                                               "image_size": cfg.data.image_size, "class_names": list(test.class_names)},
+        checkpoint=ref, weights=weights, spec=model_spec(cfg, test.class_names),
         example_images=test.images[:2], privacy=store.load_round(ref.round).manifest.get("privacy"),
         ci=bootstrap_ci(evaluation.labels, evaluation.probs, seed=cfg.seed), test_size=len(test),
         secure=_secure_markdown(cfg, rows), data=_data_markdown(run.data.tags), code=code_version())

@@ -10,11 +10,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,6 +21,7 @@ import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+import mlflow
 from infra import stack
 from infra.processes import free_ports
 from primia import runtime
@@ -273,7 +273,8 @@ def test_mlflow_models_serve_answers(trained: dict[str, Any], federation_dirs: P
         assert answer is not None, (tmp_path / "serve.log").read_text()[-2000:]
         preds = answer["predictions"]
         assert len(preds) == 3 and all(abs(p["class0"] + p["class1"] - 1) < 1e-5 for p in preds)
-        local = mlflow.pyfunc.load_model(f"models:/{FID}@champion").predict(pd.DataFrame({"image": [str(f) for f in files]}))
+        local = mlflow.pyfunc.load_model(f"models:/{FID}@champion").predict(
+            pd.DataFrame({"image": [str(f) for f in files]}))
         np.testing.assert_allclose([[p["class0"], p["class1"]] for p in preds], local.to_numpy(), atol=1e-6)
     finally:
         os.killpg(proc.pid, 15)
