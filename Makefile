@@ -7,7 +7,7 @@ PRIMIA := $(VENV)/bin/primia
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv up down status demo deploy test test-unit test-integration bench lint clean
+.PHONY: venv up down status demo deploy test test-unit test-integration bench lint clean screenshot
 
 venv: $(STAMP)
 
@@ -57,6 +57,12 @@ test-integration: venv
 
 bench: up
 	$(PRIMIA) bench round --json
+
+# The README's MLflow screenshots of the newest demo's registered version (Debian's Chromium, headless).
+screenshot: venv
+	@$(PY) -m pip install -q --disable-pip-version-check -r requirements-docs.txt >>$(VENV)/pip.log 2>&1 \
+		|| { tail -n 30 $(VENV)/pip.log; exit 1; }
+	$(PY) -m infra.screenshot $${MODEL:?set MODEL=<federation id>, e.g. the newest demo} --out docs
 
 lint: venv
 	$(VENV)/bin/ruff check primia flows tasks infra bench tests

@@ -21,7 +21,7 @@ from primia.federation.rounds import Pooled, RoundAnswers
 from tasks.centralized import centralized_epoch, prepare_centralized
 from tasks.coordinator import evaluate_global
 from tasks.reporting import record_round
-from tasks.tracking import finish_tracking, start_tracking
+from tasks.tracking import ends_run, finish_tracking, start_tracking
 
 
 @flow(name="centralized-training", flow_run_name="{config.federation_id}-centralized", persist_result=False,
@@ -29,6 +29,11 @@ from tasks.tracking import finish_tracking, start_tracking
 def centralized_training(config: FederationConfig) -> dict[str, Any]:
     cfg = config
     run_id = start_tracking(cfg, mode="centralized")
+    with ends_run(run_id):  # FAILED or KILLED, never left RUNNING
+        return _train(cfg, run_id)
+
+
+def _train(cfg: FederationConfig, run_id: str) -> dict[str, Any]:
     trainer = prepare_centralized(cfg)
     selection, evaluations, records, timings = Selection(), {}, [], []
     progress.report("start", total=trainer.epochs, mode="centralized")

@@ -3,6 +3,9 @@
 Round r: the round's hospitals validate global model r-1 and train on it -> the strategy aggregates
 the accepted updates into global model r (checkpointed) -> test evaluation and reporting run in the
 background while the next round trains. Model selection by pooled validation MCC, as PriMIA.
+After the last round the selected model is released to the MLflow registry as `challenger`, and
+promote-model gates it (a sub-flow in embedded mode; the deployment's event trigger otherwise). The
+MLflow run ends FAILED or KILLED if training does not finish.
 
 Same flow in both modes (PRIMIA_MODE): embedded runs each hospital as a concurrent task on data
 named in the config (a simulation on one machine); distributed starts each hospital's own

@@ -176,6 +176,12 @@ def _print_locations(summaries: dict[str, dict[str, Any]]) -> None:
     for mode, summ in summaries.items():
         console.print(f"  {mode} run: {summ['mlflow_url']}")
     fed = summaries.get("federated")
+    reg = (fed or {}).get("registry")
+    if reg:
+        promo = reg.get("promotion")
+        said = promo if isinstance(promo, str) else f"{promo['action']}" + (f" ({promo['reasons']})"
+                                                                            if promo.get("reasons") else "")
+        console.print(f"registry:    {reg['model_uri']} (challenger); promotion: {said}", soft_wrap=True)
     if fed and fed["checkpoint"]:
         console.print(f"checkpoints: s3://{fed['checkpoint']['bucket']}/federations/{fed['federation_id']}/ "
                       f"(selected: {fed['checkpoint']['key']})")
@@ -400,6 +406,45 @@ def bench_checkpoint(
 
     result = run(repeats=repeats)
     _emit(result, as_json)
+
+
+@bench_app.command("promote")
+@friendly
+def bench_promote(
+    rounds: int = typer.Option(3, min=1, help="Rounds of the demo federation per run (the demo trains 20)."),
+    repeats: int = typer.Option(1, min=1, help="Runs; medians reported, each run listed."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """The registry's cost in the demo: log_model_s, register_s, promote_s, load_predict_s, and their share
+    of the run's wall time (needs `primia demo` to have written the Br35H data once)."""
+    connect()
+    from bench.promote import bench_promote as run
+
+    _prepare_br35h(_home() / "data" / "br35h")
+    _emit(run(rounds, repeats), as_json)
+
+
+@app.command()
+@friendly
+def promote(
+    model: str = typer.Argument(..., help="Registered model: the federation id."),
+    version: str = typer.Option("", "--version", "-v", help="Version to gate (empty: re-check the champion)."),
+    policy: Path = typer.Option(None, "--policy", help="Promotion policy (default mlflow/promotion.yaml)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the decision as JSON."),
+) -> None:
+    """Gate a registered version for `champion` (quality, privacy and audit, as the policy says), or
+    re-check the current champion and demote it if a gate fails now. Runs the promote-model flow."""
+    connect()
+    from flows.promote_model import promote_model
+
+    result = promote_model(model, version, str(policy) if policy else "")
+    if as_json:
+        print(json.dumps(result, default=str))
+        return
+    for d in result.get("rechecked", [result]):
+        console.print(f"{d['model_name']} v{d['version'] or '-'}: [bold]{d['action']}[/bold]")
+        for name, g in d.get("gates", {}).items():
+            console.print(f"  {name}: {'PASS' if g['passed'] else 'FAIL'} - {g['reason']}")
 
 
 from primia.cli_agent import agent_app  # noqa: E402

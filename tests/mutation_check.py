@@ -371,6 +371,62 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
         '    if False:',
         'tests/adversarial/test_privacy_attacks.py',
     ),
+    (
+        'privacy gate: epsilon budget',
+        'primia/registry/gates.py',
+        '    if float(eps) > p.max_epsilon:',
+        '    if False:',
+        'tests/unit/test_registry_core.py::test_privacy_gate_fails_closed',
+    ),
+    (
+        'privacy gate: DP required',
+        'primia/registry/gates.py',
+        '        if p.require_dp:',
+        '        if False:',
+        'tests/unit/test_registry_core.py::test_privacy_gate_fails_closed',
+    ),
+    (
+        'audit gate: missing audit',
+        'primia/registry/gates.py',
+        '    if verdict is None:',
+        '    if False:',
+        'tests/unit/test_registry_core.py::test_audit_gate_needs_a_passing_audit',
+    ),
+    (
+        'quality gate: floor',
+        'primia/registry/gates.py',
+        '    if score < q.floor:',
+        '    if False:',
+        'tests/unit/test_registry_core.py::test_quality_gate_floor_and_champion_tolerance',
+    ),
+    (
+        'registry: signed checkpoint',
+        'primia/registry/promotion.py',
+        '    if (obj.get("bucket"), obj.get("key"), obj.get("sha256")) != named:',
+        '    if False:',
+        'tests/integration/test_model_registry.py::test_privacy_gate_refuses_a_version_whose_checkpoint_is_not_the_signed_one',
+    ),
+    (
+        'registry: weights digest',
+        'primia/registry/promotion.py',
+        '    if digest(store.get_weights(ref)) != digest(state_to_numpy(model.model.state_dict())):',
+        '    if False:',
+        'tests/integration/test_model_registry.py::test_privacy_gate_refuses_registry_weights_that_are_not_the_checkpoints',
+    ),
+    (
+        'registry: champion only if all pass',
+        'primia/registry/promotion.py',
+        '    if decision.passed:',
+        '    if True:',
+        'tests/integration/test_model_registry.py::test_promotion_gates',
+    ),
+    (
+        'registry: nightly demotion',
+        'primia/registry/promotion.py',
+        '    if not decision.passed:',
+        '    if False:',
+        'tests/integration/test_model_registry.py::test_promotion_gates',
+    ),
 ]
 
 

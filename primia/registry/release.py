@@ -34,6 +34,7 @@ from primia.registry.pyfunc import INPUT_COLUMN, SPEC_ARTIFACT, WEIGHTS_ARTIFACT
 from primia.store.weights import Weights, digest, encode
 
 CHALLENGER, CHAMPION = "challenger", "champion"
+MODEL_CODE = Path(__file__).resolve().parent / "model_code.py"  # models from code: no pickle in the model
 MODEL_PATH = "model"
 # What a serving environment needs besides primia itself (installed there: `--env-manager local`).
 SERVING_PACKAGES = ("torch", "monai", "opacus", "pydicom", "pillow", "safetensors", "pandas", "numpy", "pydantic",
@@ -95,7 +96,7 @@ def log_model(client: MlflowClient, release: Release) -> Any:
                                             tags={"primia.federation_id": release.federation_id,
                                                   "primia.round": str(release.round)})
         info = Model.log(artifact_path=None, name=MODEL_PATH, flavor=mlflow.pyfunc, run_id=release.run_id,
-                         model_id=logged.model_id, python_model=ImageClassifier(),
+                         model_id=logged.model_id, python_model=str(MODEL_CODE),
                          artifacts={SPEC_ARTIFACT: str(spec_file), WEIGHTS_ARTIFACT: str(weights_file)},
                          signature=signature, input_example=example, pip_requirements=_requirements())
     return info

@@ -245,6 +245,22 @@ def test_privacy_gate_refuses_a_version_whose_checkpoint_is_not_the_signed_one(
     assert out["action"] == "not promoted" and "no signed privacy record" in out["reasons"]
 
 
+def test_privacy_gate_refuses_registry_weights_that_are_not_the_checkpoints(
+        trained: dict[str, Any], mlc: MlflowClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The signed manifest names the checkpoint, but the registry's copy must also be those weights."""
+    from flows.promote_model import promote_model
+
+    store = runtime.checkpoints(FID)
+    real = store.get_weights
+
+    def other_weights(ref: CheckpointRef) -> dict[str, np.ndarray]:
+        return {k: w + 0.01 if w.dtype.kind == "f" else w for k, w in real(ref).items()}
+
+    monkeypatch.setattr(store, "get_weights", other_weights)
+    out = promote_model(FID, trained["registry"]["version"], _policy(tmp_path, "lenient"))
+    assert out["action"] == "not promoted" and "no signed privacy record" in out["reasons"]
+
+
 def test_mlflow_models_serve_answers(trained: dict[str, Any], federation_dirs: Path, tmp_path: Path) -> None:
     port = free_ports(1)[0]
     bindir = str(Path(sys.executable).parent)
@@ -319,7 +335,8 @@ def test_nothing_in_mlflow_holds_a_secret(trained: dict[str, Any], mlc: MlflowCl
               if p.is_file()]
     names = {p.name for p in files}
     assert {"config.yaml", "rounds.csv", "privacy.json", "MLmodel", "weights.safetensors", "spec.json",
-            "input_example.json"} <= names, names
+            "input_example.json", "model_code.py"} <= names, names
+    assert not [n for n in names if n.endswith((".pkl", ".pickle"))], names  # models from code: no pickle
     blobs = [t.encode() for t in texts] + [p.read_bytes() for p in files]
     secrets = _secrets(Path(os.environ["PRIMIA_HOME"]))
     assert len(secrets) >= 6
