@@ -5,7 +5,8 @@ the running stack, with promotion as a sub-flow, and reports the release's steps
 (`log_model_s`), registering the version with its card (`register_s`), the promote-model flow
 (`promote_s`: both models loaded from the registry and scored on the held-out set, three gates,
 tags) and loading the new version by URI and predicting two raw PNGs (`load_predict_s`).
-`share_of_run`: (log + register + promote) / the whole run's wall time. The demo trains 20 rounds, so
+`release_s`: the whole release task (the above plus re-scoring the checkpoint, the bootstrap
+intervals and the card). `share_of_run`: (release + promote) / the whole run's wall time. The demo trains 20 rounds, so
 the share of a full `make demo` is smaller than this one's (`rounds` default 3).
 """
 
@@ -47,10 +48,10 @@ def bench_promote(rounds: int, repeats: int) -> dict[str, Any]:
         promote = reg["promotion"]["promote_s"]
         runs.append({"log_model_s": reg["log_model_s"], "register_s": reg["register_s"], "promote_s": promote,
                      "load_predict_s": load_predict, "run_s": wall,
-                     "share_of_run": (reg["log_model_s"] + reg["register_s"] + promote) / wall,
+                     "release_s": reg["release_s"], "share_of_run": (reg["release_s"] + promote) / wall,
                      "decision": reg["promotion"]["action"]})
     out: dict[str, Any] = {k: statistics.median(r[k] for r in runs)
-                           for k in ("log_model_s", "register_s", "promote_s", "load_predict_s", "run_s",
-                                     "share_of_run")}
+                           for k in ("log_model_s", "register_s", "release_s", "promote_s", "load_predict_s",
+                                     "run_s", "share_of_run")}
     out |= {"rounds": rounds, "repeats": repeats, "runs": runs}
     return out

@@ -419,8 +419,10 @@ def bench_promote(
     of the run's wall time (needs `primia demo` to have written the Br35H data once)."""
     connect()
     from bench.promote import bench_promote as run
+    from primia.data.br35h import prepare_br35h
 
-    _prepare_br35h(_home() / "data" / "br35h")
+    if not (_home() / "data" / "br35h" / "test").is_dir():  # quietly: --json prints one object only
+        prepare_br35h(_home() / "data" / "br35h", hospitals=3, seed=0)
     _emit(run(rounds, repeats), as_json)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -54,6 +55,8 @@ def connect() -> Any:
     # one-line errors instead of task tracebacks.
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow's INFO lines would break the bars
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # in case MLflow was imported already
     return settings
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 from mlflow.tracking import MlflowClient
@@ -64,6 +65,7 @@ def release_model(cfg: FederationConfig, summary: dict[str, Any]) -> dict[str, A
     ck = summary.get("checkpoint")
     if not ck:
         return None
+    started = time.perf_counter()
     mlflow_client, run_id = client(), summary["mlflow_run_id"]
     store = runtime.checkpoints(cfg.federation_id)
     ref = CheckpointRef(ck["bucket"], ck["key"], ck["sha256"], int(summary["selected_round"]))
@@ -84,7 +86,7 @@ def release_model(cfg: FederationConfig, summary: dict[str, Any]) -> dict[str, A
                payload={"model_name": release.name, "version": version, "federation": cfg.federation_id,
                         "run_id": run_id, "round": ref.round})
     return {"model_name": release.name, "version": version, "model_uri": f"models:/{release.name}/{version}",
-            **release.timings}
+            **release.timings, "release_s": time.perf_counter() - started}
 
 
 def _artifact_key(name: str) -> str:

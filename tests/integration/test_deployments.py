@@ -38,6 +38,13 @@ def test_prefect_yaml_deploys_with_an_inactive_nightly_schedule(live_stack: stac
     assert fed.parameters == {"config_path": "configs/demo.yaml"}
     assert [(s.schedule.cron, s.active) for s in fed.schedules] == [("0 2 * * *", False)]  # type: ignore[union-attr]
     assert "centralized-training" in deployments
+    promote = deployments["promote-model"]  # the registry's gatekeeper: nightly re-check + the training trigger
+    assert promote.entrypoint == "flows/promote_model.py:promote_model"
+    assert [(s.schedule.cron, s.active) for s in promote.schedules] == [("30 3 * * *", False)]  # type: ignore[union-attr]
+    with get_client(sync_client=True) as client:
+        automations = client.read_resource_related_automations(f"prefect.deployment.{promote.id}")
+    assert len(automations) == 1 and not automations[0].enabled  # PRIMIA_TRIGGERS_ENABLED=false
+    assert automations[0].trigger.expect == {"primia.training.completed"}  # type: ignore[union-attr]
     after = {d.id: d.updated for d in deployments.values() if d.entrypoint == LOCAL}
     assert after == before, "hospital deployments belong to the hospitals' agents (they refuse any other)"
 

@@ -222,6 +222,13 @@ def test_promotion_gates(trained: dict[str, Any], mlc: MlflowClient, tmp_path: P
     assert all(tags[f"primia.gate.{g}"] == "PASS" for g in ("quality", "privacy", "audit"))
     assert 0 < float(tags["primia.gate.privacy.epsilon"]) <= EPS and "primia.gate.quality.score" in tags
     assert "**promoted**" in mlc.get_model_version(FID, v).description
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:  # the decisions as a Prefect artifact, newest first
+        shown = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"{FID}-promotion"])))
+    assert any("not promoted" in str(a.data) and "below the floor" in str(a.data) for a in shown)
+    assert any(": promoted" in str(a.data) for a in shown)
     # the nightly re-check under a lowered budget demotes it, with the reason
     out = promote_model(FID, "", _policy(tmp_path, "lowered", privacy={"max_epsilon": 0.5}))
     assert [r["action"] for r in out["rechecked"] if r["model_name"] == FID] == ["demoted"]
