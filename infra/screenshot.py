@@ -13,6 +13,7 @@ import argparse
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 from primia.config import load_settings
 
@@ -43,21 +44,39 @@ def shoot(model: str, version: str | None, out: Path) -> list[Path]:
         max(client.search_model_versions(f"name='{model}'"), key=lambda v: int(v.version))
     experiment = client.get_run(mv.run_id).info.experiment_id
     base = s.mlflow.tracking_uri.rstrip("/")
-    pages = {out / "mlflow-model-card.png": f"{base}/#/models/{model}/versions/{mv.version}",
-             out / "mlflow-runs.png": f"{base}/#/experiments/{experiment}/runs?workflowType=machine_learning"}
+    workspace = "workflowType=machine_learning"  # the "Model training" workspace
+    # (file, url, height): the app scrolls inside its own panel, so the card page gets a tall window
+    pages = [(out / "mlflow-model-card.png", f"{base}/#/models/{model}/versions/{mv.version}?{workspace}", 2300),
+             (out / "mlflow-runs.png", f"{base}/#/experiments/{experiment}/runs?{workspace}", 700)]
     out.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=_chromium(), args=CHROMIUM_FLAGS, headless=True)
-        context = browser.new_context(viewport={"width": 1600, "height": 1400},
+        context = browser.new_context(viewport={"width": 1500, "height": 2300},
                                       http_credentials={"username": s.mlflow.username.get_secret_value(),
                                                         "password": s.mlflow.password.get_secret_value()})
+        # MLflow 3 remembers the workspace in localStorage (default GenAI) and opens its assistant panel
+        context.add_init_script("localStorage.setItem('mlflow.workflowType', 'machine_learning');")
         page = context.new_page()
-        for path, url in pages.items():
-            page.goto(url, wait_until="networkidle")
-            page.wait_for_timeout(2500)  # the React app renders after its API calls
+        for path, url, height in pages:
+            page.set_viewport_size({"width": 1500, "height": height})
+            page.goto(url, wait_until="load")
+            page.wait_for_timeout(4000)  # the React app renders after its API calls
+            _close_assistant(page)
             page.screenshot(path=str(path), full_page=True)
         browser.close()
-    return list(pages)
+    return [p for p, _, _ in pages]
+
+
+def _close_assistant(page: Any) -> None:
+    """Best effort: the assistant panel takes a third of the width; the page is usable without it."""
+    panel = page.get_by_text("MLflow Assistant")
+    if panel.count():
+        close = panel.first.locator("xpath=(ancestor::div[count(.//button)>=3][1]//button)[last()]")
+        try:
+            close.click(timeout=2000)
+            page.wait_for_timeout(800)
+        except Exception:  # a changed UI: keep the panel rather than fail the screenshot
+            pass
 
 
 def main(argv: list[str] | None = None) -> int:
