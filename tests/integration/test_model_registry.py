@@ -33,12 +33,12 @@ from tests.integration.conftest import federation_raw
 
 pytestmark = pytest.mark.integration
 FID = "it-registry"
-EPS = 30.0  # the federation's budget; the test policies allow it (max_epsilon 40) or not (0.5)
+EPS = 100.0  # the federation's budget (the most the config allows); the test policies allow what it spent or not (0.5)
 
 
 def _policy(tmp_path: Path, name: str, **gates: dict[str, Any]) -> str:
     base: dict[str, Any] = {"quality": {"metric": "mcc", "tolerance": 0.02, "floor": -1.0},
-                            "privacy": {"max_epsilon": 40.0, "max_delta": 1e-5, "require_dp": True},
+                            "privacy": {"max_epsilon": EPS, "max_delta": 1e-5, "require_dp": True},
                             "audit": {"required": True}}
     for k, v in gates.items():
         base[k] = base[k] | v
@@ -84,8 +84,11 @@ def trained(coordinator_worker: Path, federation_dirs: Path) -> dict[str, Any]:
     from flows.federated_training import federated_training
 
     raw = federation_raw(federation_dirs, FID, rounds=2)
-    # a loose budget for 38 samples a hospital, so that a trained round (not the initial model) is selected
-    raw["privacy"] = {"mode": "sample", "target_epsilon": EPS, "delta": 1e-5, "max_grad_norm": 1.0}
+    # weak noise under a loose budget for 38 samples a hospital, so that the federation learns and a trained
+    # round (not the initial model) is selected; the policies below allow its epsilon or not
+    raw["rounds"] = 3
+    raw["privacy"] = {"mode": "sample", "target_epsilon": EPS, "delta": 1e-5, "max_grad_norm": 1.0,
+                      "noise_multiplier": 0.5}
     raw["training"] = {"batch_size": 16, "lr": 0.02, "local_epochs": 2}
     summary = federated_training(parse_federation_config(raw))
     assert summary["selected_round"] >= 1, summary["val_mcc"]
@@ -109,12 +112,12 @@ def test_run_structure(trained: dict[str, Any], mlc: MlflowClient) -> None:
     assert int(tags["primia.data.sum.train_samples"]) > 0
     assert sum(json.loads(tags["primia.data.sum.val_class_histogram"])) > 0
     assert run.data.params["privacy.mode"] == "sample"
-    assert [m.step for m in mlc.get_metric_history(run.info.run_id, "epsilon")] == [1, 2]
+    assert [m.step for m in mlc.get_metric_history(run.info.run_id, "epsilon")] == [1, 2, 3]
     paths = {a.path for a in mlc.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "rounds.csv", "privacy.json", "summary.json", "plots", "model_card"} <= paths
     rounds = mlc.download_artifacts(run.info.run_id, "rounds.csv")
     lines = Path(rounds).read_text().splitlines()
-    assert lines[0].startswith("round,") and [ln.split(",")[0] for ln in lines[1:]] == ["1", "2"]
+    assert lines[0].startswith("round,") and [ln.split(",")[0] for ln in lines[1:]] == ["1", "2", "3"]
     models = mlc.search_logged_models([exp.experiment_id])
     assert [m.source_run_id for m in models] == [run.info.run_id]
 
@@ -122,7 +125,8 @@ def test_run_structure(trained: dict[str, Any], mlc: MlflowClient) -> None:
 def test_end_of_training_triggers_promotion_through_the_deployment(trained: dict[str, Any], mlc: MlflowClient,
                                                                    coordinator_worker: Path) -> None:
     """The promote-model run is created by the automation (not by the training flow) and run by the
-    coordinator's pinned worker, with the default policy: ε 30 is above its budget of 8, and no audit yet."""
+    coordinator's pinned worker, with the default policy: the epsilon spent is above its budget of 8, and no
+    audit yet."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 
@@ -160,7 +164,7 @@ def test_version_is_challenger_with_card_and_checkpoint(trained: dict[str, Any],
     assert "[" in mv.tags["primia.test.mcc"]  # estimate [low, high]
     card = mv.description
     for needle in ("Privacy model card", "epsilon", "SecAgg+", "95% CI", "not audited", ck["sha256"],
-                   "Hospitals in each round's sum: r1: 3, r2: 3"):
+                   "Hospitals in each round's sum: r1: 3, r2: 3, r3: 3"):
         assert needle in card, needle
     model = mlflow.models.get_model_info(f"models:/{FID}/{mv.version}")
     assert [c["name"] for c in model.signature.inputs.to_dict()] == ["image"]
