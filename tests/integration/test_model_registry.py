@@ -80,16 +80,28 @@ def coordinator_worker(live_stack: stack.StackState, tmp_path_factory: pytest.Te
 
 
 @pytest.fixture(scope="module")
-def trained(coordinator_worker: Path, federation_dirs: Path) -> dict[str, Any]:
+def registry_dirs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Larger, cleaner hospitals than the shared ones: validation splits big enough that a trained round's
+    pooled validation MCC beats the initial model's every time."""
+    from primia.data.synthetic import make_synthetic, write_image_folder
+
+    root = tmp_path_factory.mktemp("registry-hospitals")
+    for k, site in enumerate(["h1", "h2", "h3", "test"]):
+        write_image_folder(make_synthetic(96, 2, 32, seed=40 + k, noise=0.05), root / site)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(coordinator_worker: Path, registry_dirs: Path) -> dict[str, Any]:
     from flows.federated_training import federated_training
 
-    raw = federation_raw(federation_dirs, FID, rounds=2)
-    # weak noise under a loose budget for 38 samples a hospital, so that the federation learns and a trained
+    raw = federation_raw(registry_dirs, FID, rounds=2)
+    # weak noise under a loose budget for 77 samples a hospital, so that the federation learns and a trained
     # round (not the initial model) is selected; the policies below allow its epsilon or not
     raw["rounds"] = 3
     raw["privacy"] = {"mode": "sample", "target_epsilon": EPS, "delta": 1e-5, "max_grad_norm": 1.0,
                       "noise_multiplier": 0.5}
-    raw["training"] = {"batch_size": 16, "lr": 0.02, "local_epochs": 2}
+    raw["training"] = {"batch_size": 16, "lr": 0.03, "local_epochs": 2}
     summary = federated_training(parse_federation_config(raw))
     assert summary["selected_round"] >= 1, summary["val_mcc"]
     return summary
@@ -175,15 +187,15 @@ def _test_files(root: Path) -> list[Path]:
     return [f for c in ("class0", "class1") for f in sorted((root / "test" / c).iterdir())]
 
 
-def test_alias_predicts_raw_images_as_the_coordinator_evaluates(trained: dict[str, Any], federation_dirs: Path,
+def test_alias_predicts_raw_images_as_the_coordinator_evaluates(trained: dict[str, Any], registry_dirs: Path,
                                                                 mlc: MlflowClient) -> None:
-    cfg = parse_federation_config(federation_raw(federation_dirs, FID))
+    cfg = parse_federation_config(federation_raw(registry_dirs, FID))
     ck = trained["checkpoint"]
     store = runtime.checkpoints(FID)
     ref = CheckpointRef(ck["bucket"], ck["key"], ck["sha256"], trained["selected_round"])
     expected = core.evaluate(cfg, store.get_weights(ref), core.load_test_set(cfg)).probs
     model = mlflow.pyfunc.load_model(f"models:/{FID}@challenger")
-    files = _test_files(federation_dirs)
+    files = _test_files(registry_dirs)
     by_path = model.predict(pd.DataFrame({"image": [str(f) for f in files]}))
     by_bytes = model.predict(pd.DataFrame({"image": [f.read_bytes() for f in files]}))
     assert list(by_path.columns) == ["class0", "class1"]
@@ -272,7 +284,7 @@ def test_privacy_gate_refuses_registry_weights_that_are_not_the_checkpoints(
     assert out["action"] == "not promoted" and "no signed privacy record" in out["reasons"]
 
 
-def test_mlflow_models_serve_answers(trained: dict[str, Any], federation_dirs: Path, tmp_path: Path) -> None:
+def test_mlflow_models_serve_answers(trained: dict[str, Any], registry_dirs: Path, tmp_path: Path) -> None:
     port = free_ports(1)[0]
     bindir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": f"{bindir}:{os.environ.get('PATH', '')}",
@@ -282,7 +294,7 @@ def test_mlflow_models_serve_answers(trained: dict[str, Any], federation_dirs: P
                              "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        files = _test_files(federation_dirs)[:3]
+        files = _test_files(registry_dirs)[:3]
         body = json.dumps({"dataframe_split": {"columns": ["image"], "data": [
             [base64.b64encode(f.read_bytes()).decode()] for f in files]}}).encode()
         answer = None
