@@ -21,7 +21,7 @@ def match(recon: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
 def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per image, 2-D, data range 1 (MONAI's SSIMMetric, 7x7 window on images under 11 px a side)."""
     win = 11 if min(a.shape[-2:]) >= 11 else 7
-    return SSIMMetric(spatial_dims=2, data_range=1.0, win_size=win)(a, b).flatten()
+    return torch.as_tensor(SSIMMetric(spatial_dims=2, data_range=1.0, win_size=win)(a, b)).flatten()
 
 
 def leakage(recon: torch.Tensor, original: torch.Tensor, prior: torch.Tensor) -> dict[str, float]:
@@ -29,7 +29,7 @@ def leakage(recon: torch.Tensor, original: torch.Tensor, prior: torch.Tensor) ->
     recon = match(recon.clamp(0, 1), original)
     s = ssim(recon, original)
     s_prior = ssim(prior.expand_as(original).clamp(0, 1), original)
-    psnr = PSNRMetric(max_val=1.0)(recon, original).flatten()
+    psnr = torch.as_tensor(PSNRMetric(max_val=1.0)(recon, original)).flatten()
     mse = ((recon - original) ** 2).flatten(1).mean(1)
     rdlv = (s - s_prior) / s_prior.clamp_min(1e-6)
     i = int(torch.argmax(s))
