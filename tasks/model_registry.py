@@ -16,7 +16,7 @@ from primia import runtime
 from primia.config import FederationConfig
 from primia.federation.coordinator import evaluate, load_test_set
 from primia.messages import CheckpointRef
-from primia.registry import promotion
+from primia.registry import card, promotion
 from primia.registry.policy import load_policy
 from primia.registry.release import Release, register
 from primia.store.weights import Weights
@@ -32,24 +32,6 @@ def client() -> MlflowClient:
 
     mlflow.set_tracking_uri(tracker.tracking_uri)  # the fluent API (log_model, load_model) uses it
     return tracker.client
-
-
-def _secure_markdown(cfg: FederationConfig, rows: list[dict[str, float]]) -> str:
-    sa = cfg.secure_aggregation
-    if not sa.enabled:
-        return "**Off**: the coordinator saw each hospital's update."
-    counts = ", ".join(f"r{int(r['round'])}: {int(r.get('hospitals_accepted', 0))}" for r in rows) or "n/a"
-    return (f"SecAgg+ over Z_2^{sa.bits}: the coordinator saw only the sums. Unmasking needs "
-            f"floor({sa.threshold_fraction} x (k + 1)) + 1 shares of a neighbourhood of k "
-            f"(neighbours: {sa.neighbours or 'complete graph up to 9'}), update clip {sa.clip}.\n\n"
-            f"Hospitals in each round's sum: {counts}.")
-
-
-def _data_markdown(tags: dict[str, str]) -> str:
-    data = {k[len("primia.data."):]: v for k, v in sorted(tags.items()) if k.startswith("primia.data.")}
-    scope = data.pop("scope", "not reported")
-    rows = [f"| {k} | {v} |" for k, v in data.items()]
-    return "\n".join([f"As reported in the last round: {scope}.", "", "| figure | value |", "| --- | --- |", *rows])
 
 
 def model_spec(cfg: FederationConfig, class_names: tuple[str, ...]) -> dict[str, Any]:
@@ -79,7 +61,8 @@ def release_model(cfg: FederationConfig, summary: dict[str, Any]) -> dict[str, A
         checkpoint=ref, weights=weights, spec=model_spec(cfg, test.class_names),
         example_images=test.images[:2], privacy=store.load_round(ref.round).manifest.get("privacy"),
         ci=bootstrap_ci(evaluation.labels, evaluation.probs, seed=cfg.seed), test_size=len(test),
-        secure=_secure_markdown(cfg, rows), data=_data_markdown(run.data.tags), code=code_version())
+        secure=card.secure_section(cfg.secure_aggregation, rows), data=card.data_section(run.data.tags),
+        code=code_version())
     version = register(mlflow_client, release)
     emit_event(event=TRAINING_COMPLETED,
                resource={"prefect.resource.id": f"primia.model.{release.name}", "prefect.resource.name": release.name},
@@ -102,14 +85,14 @@ def _report(decision: promotion.Decision) -> dict[str, Any]:
 
 
 def _store_of(mlflow_client: MlflowClient, name: str, version: str) -> Any:
-    mv = mlflow_client.get_model_version(name, version)
+    mv = promotion.model_version(mlflow_client, name, version)
     return runtime.checkpoints(mv.tags.get("primia.federation_id", name))
 
 
 @task(name="gate-version", cache_policy=NO_CACHE, persist_result=False, task_run_name="gate-{model_name}-v{version}")
 def gate_version(model_name: str, version: str, policy_path: str = "") -> dict[str, Any]:
     mlflow_client = client()
-    mv = mlflow_client.get_model_version(model_name, version)
+    mv = promotion.model_version(mlflow_client, model_name, version)
     test = load_test_set(promotion.config_of(mlflow_client, mv))
     decision = promotion.promote(mlflow_client, model_name, version, load_policy(policy_path or _policy()), test,
                                  _store_of(mlflow_client, model_name, version))

@@ -111,3 +111,30 @@ def final_state(flow_run_id: Any, timeout_s: float = 180) -> Any:  # a loaded ma
                 return fr.state
             time.sleep(0.3)
     raise AssertionError(f"flow run {flow_run_id} did not finish in {timeout_s} s")
+
+
+def deploy_prefect_yaml(triggers: bool = False) -> None:
+    """`prefect deploy --all` of the repository's prefect.yaml on the test stack (schedules paused; the
+    promote-model trigger enabled only when asked), its coordinator pool created first."""
+    import subprocess
+    import sys
+
+    from infra.agent import REPO
+
+    env = {**os.environ, "PRIMIA_REPO": str(REPO), "PRIMIA_PYTHON": sys.executable, "PRIMIA_SCHEDULE_ACTIVE": "false",
+           "PRIMIA_TRIGGERS_ENABLED": str(triggers).lower()}
+    prefect = str(Path(sys.executable).parent / "prefect")
+    for cmd in ([prefect, "work-pool", "create", "primia-coordinator", "--type", "process", "--overwrite"],
+                [prefect, "--no-prompt", "deploy", "--all"]):
+        done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def start_coordinator_worker(log: Path, name: str = "coordinator") -> Any:
+    """The coordinator's pinned worker (start it after deploying: it pins the deployments it finds)."""
+    import sys
+
+    from infra.agent import spawn_log_process
+
+    return spawn_log_process([sys.executable, "-m", "infra.agent_worker", "--pool", "primia-coordinator",
+                              "--name", name, "--role", "coordinator"], log)

@@ -13,6 +13,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+from primia.config import SecureAggregationConfig
 from primia.registry.gates import Gate
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "mlflow" / "model_card.md"
@@ -75,3 +76,22 @@ def render(fields: dict[str, Any], template: Path = TEMPLATE) -> str:
     """`fields`: the template's placeholders (sections already rendered to markdown)."""
     return Template(template.read_text()).safe_substitute({k: _fmt(v) if not isinstance(v, str) else v
                                                           for k, v in fields.items()})
+
+
+def secure_section(sa: SecureAggregationConfig, rows: list[dict[str, float]]) -> str:
+    """Secure aggregation's settings and how many hospitals were in each round's sum (the round table)."""
+    if not sa.enabled:
+        return "**Off**: the coordinator saw each hospital's update."
+    counts = ", ".join(f"r{int(r['round'])}: {int(r.get('hospitals_accepted', 0))}" for r in rows) or "n/a"
+    return (f"SecAgg+ over Z_2^{sa.bits}: the coordinator saw only the sums. Unmasking needs "
+            f"floor({sa.threshold_fraction} x (k + 1)) + 1 shares of a neighbourhood of k "
+            f"(neighbours: {sa.neighbours or 'complete graph up to 9'}), update clip {sa.clip}.\n\n"
+            f"Hospitals in each round's sum: {counts}.")
+
+
+def data_section(tags: dict[str, str]) -> str:
+    """The run's `primia.data.*` fingerprint tags as a table (sums only under secure aggregation)."""
+    data = {k[len("primia.data."):]: v for k, v in sorted(tags.items()) if k.startswith("primia.data.")}
+    scope = data.pop("scope", "not reported")
+    rows = [f"| {k} | {v} |" for k, v in data.items()]
+    return "\n".join([f"As reported in the last round: {scope}.", "", "| figure | value |", "| --- | --- |", *rows])

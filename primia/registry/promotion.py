@@ -76,6 +76,18 @@ def config_of(client: MlflowClient, version: ModelVersion) -> FederationConfig:
                                        source=f"{CONFIG_ARTIFACT} of run {version.run_id}")
 
 
+def model_version(client: MlflowClient, name: str, version: str) -> ModelVersion:
+    """The registered version, or a clear error naming what is missing (not MLflow's traceback)."""
+    try:
+        return client.get_model_version(name, version)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            known = [str(v.version) for v in client.search_model_versions(f"name='{name}'")] if name else []
+            raise PrimiaError(f"registered model {name!r} has no version {version!r} "
+                              f"(versions: {', '.join(sorted(known, key=int)) or 'none'})") from None
+        raise
+
+
 def load_version(version: ModelVersion) -> ImageClassifier:
     model = mlflow.pyfunc.load_model(f"models:/{version.name}/{version.version}")
     impl = model.unwrap_python_model()
@@ -154,7 +166,7 @@ def promote(client: MlflowClient, name: str, version: str, policy: PromotionPoli
             store: CheckpointStore) -> Decision:
     """Gate `version` against the current champion; move `champion` to it only if every gate passes."""
     started = time.perf_counter()
-    mv = client.get_model_version(name, version)
+    mv = model_version(client, name, version)
     model = load_version(mv)
     value = score(model, test, policy.quality.metric)
     current = champion_of(client, name)

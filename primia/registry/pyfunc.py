@@ -6,9 +6,10 @@ It carries its own preprocessing, the same the federation trained and evaluated 
 So `mlflow.pyfunc.load_model("models:/NAME@champion").predict(raw)` equals the coordinator's
 evaluation of the checkpoint it came from.
 
-Input: a DataFrame with an `image` column (or `{"image": [...]}`) of raw file bytes, base64 text
-of them (what JSON carries), or paths to image files; called directly (not through MLflow's
-schema check) a list or one value works too. Output: a DataFrame, one column of
+Input: a DataFrame with an `image` column (or `{"image": [...]}`) of raw file bytes or base64 text
+of them (what JSON carries); paths to image files only where `allow_paths` is set in-process (a
+served model never reads its host's files). Called directly (not through MLflow's schema check) a
+list or one value works too. Output: a DataFrame, one column of
 probabilities per class name.
 """
 
@@ -36,7 +37,11 @@ INPUT_COLUMN = "image"
 SPEC_ARTIFACT, WEIGHTS_ARTIFACT = "spec", "weights"
 
 
-def _raw(value: Any, i: int) -> np.ndarray:
+PATHS_REFUSED = ("file paths are read only by a model loaded in-process with allow_paths=True (a served model "
+                 "never reads its host's files): send the file's bytes or base64")
+
+
+def _raw(value: Any, i: int, allow_paths: bool = False) -> np.ndarray:
     """One input -> the decoded 2-D image."""
     what = f"input {i}"
     if isinstance(value, bytes | bytearray | memoryview):
@@ -48,14 +53,18 @@ def _raw(value: Any, i: int) -> np.ndarray:
                 pass
         return decode_bytes(data, what)
     if isinstance(value, str):
-        path = Path(value)
-        if len(value) < 4096 and path.suffix and path.is_file():
-            return decode_image(path)
+        looks_like_path = len(value) < 4096 and "\n" not in value and bool(Path(value).suffix)
+        if allow_paths and looks_like_path and Path(value).is_file():
+            return decode_image(Path(value))
         try:
-            return decode_bytes(base64.b64decode(value), what)  # MLflow's base64 has line breaks
+            data = base64.b64decode(value)  # MLflow's base64 has line breaks
         except binascii.Error:
-            raise DataError(f"{what}: neither an image file path nor base64 of an image file") from None
-    raise DataError(f"{what}: expected image file bytes, base64 text or a path, got {type(value).__name__}")
+            data = b""
+        if not sniff(data):
+            raise DataError(f"{what}: not base64 of a PNG, JPEG or DICOM file"
+                            + (f"; {PATHS_REFUSED}" if looks_like_path else ""))
+        return decode_bytes(data, what)
+    raise DataError(f"{what}: expected image file bytes or base64 text, got {type(value).__name__}")
 
 
 def inputs_of(model_input: Any) -> list[Any]:
@@ -71,7 +80,11 @@ def inputs_of(model_input: Any) -> list[Any]:
 
 
 class ImageClassifier(PythonModel):  # type: ignore[misc]  # MLflow's class is untyped
-    """The federation's selected global model with its preprocessing."""
+    """The federation's selected global model with its preprocessing. `allow_paths`: read inputs that
+    name local files (off: whoever can send a request to a served model must not make it read its host's
+    files; in-process, `load_model(...).unwrap_python_model().allow_paths = True`)."""
+
+    allow_paths = False
 
     def load_context(self, context: Any) -> None:
         spec = json.loads(Path(context.artifacts[SPEC_ARTIFACT]).read_text())
@@ -88,7 +101,7 @@ class ImageClassifier(PythonModel):  # type: ignore[misc]  # MLflow's class is u
         items = inputs_of(model_input)
         if not items:
             return np.zeros((0, 1, self.image_size, self.image_size), dtype=np.float32)
-        return np.stack([preprocess(_raw(v, i), self.image_size) for i, v in enumerate(items)])
+        return np.stack([preprocess(_raw(v, i, self.allow_paths), self.image_size) for i, v in enumerate(items)])
 
     def predict_arrays(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Probabilities for preprocessed (N, 1, S, S) arrays: the coordinator's evaluation path."""

@@ -93,29 +93,18 @@ def test_a_swapped_registry_key_changes_nothing_and_a_forged_roster_is_refused(a
 
 def test_a_hospital_holding_the_prefect_login_cannot_run_code_on_the_coordinators_worker(
         agents: Agents, tmp_path: Path) -> None:
-    """Every party holds the one Prefect login. The coordinator's worker is pinned too: it runs the two
+    """Every party holds the one Prefect login. The coordinator's worker is pinned too: it runs the
     deployments of prefect.yaml as registered (a real federation here), and refuses a job-variable
     override and a deployment a hospital put on the coordinator's pool."""
-    import os
-    import subprocess
-    import sys
-
     import yaml
     from prefect import Flow
     from prefect.deployments import run_deployment
 
-    from infra.agent import spawn_log_process
+    from tests.distributed_agents import deploy_prefect_yaml, start_coordinator_worker
     from tests.integration.conftest import federation_raw
 
-    env = {**os.environ, "PRIMIA_REPO": str(REPO), "PRIMIA_PYTHON": sys.executable, "PRIMIA_SCHEDULE_ACTIVE": "false",
-           "PRIMIA_TRIGGERS_ENABLED": "false"}
-    prefect = str(Path(sys.executable).parent / "prefect")
-    for cmd in ([prefect, "work-pool", "create", "primia-coordinator", "--type", "process", "--overwrite"],
-                [prefect, "--no-prompt", "deploy", "--all"]):
-        done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    worker = spawn_log_process([sys.executable, "-m", "infra.agent_worker", "--pool", "primia-coordinator",
-                                "--name", "coordinator", "--role", "coordinator"], tmp_path / "worker.log")
+    deploy_prefect_yaml()
+    worker = start_coordinator_worker(tmp_path / "worker.log")
     try:
         marker = tmp_path / "pwned"
         fr = run_deployment("federated-training-from-file/federated-training", timeout=0,

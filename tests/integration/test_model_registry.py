@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ from primia.config import parse_federation_config
 from primia.federation import coordinator as core
 from primia.messages import CheckpointRef
 from tasks.model_registry import client as registry_client
+from tests.distributed_agents import deploy_prefect_yaml, start_coordinator_worker
 from tests.integration.conftest import federation_raw
 
 pytestmark = pytest.mark.integration
@@ -47,7 +49,6 @@ def _policy(tmp_path: Path, name: str, **gates: dict[str, Any]) -> str:
     return str(path)
 
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -56,18 +57,9 @@ def coordinator_worker(live_stack: stack.StackState, tmp_path_factory: pytest.Te
     the module's federation trains: the end of training starts promote-model through the automation."""
     from prefect.client.orchestration import get_client
 
-    from infra.agent import spawn_log_process
-
-    env = {**os.environ, "PRIMIA_REPO": str(REPO), "PRIMIA_PYTHON": sys.executable, "PRIMIA_SCHEDULE_ACTIVE": "false",
-           "PRIMIA_TRIGGERS_ENABLED": "true"}
-    prefect = str(Path(sys.executable).parent / "prefect")
-    for cmd in ([prefect, "work-pool", "create", "primia-coordinator", "--type", "process", "--overwrite"],
-                [prefect, "--no-prompt", "deploy", "--all"]):
-        done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    deploy_prefect_yaml(triggers=True)
     log = tmp_path_factory.mktemp("coordinator-worker") / "worker.log"
-    worker = spawn_log_process([sys.executable, "-m", "infra.agent_worker", "--pool", "primia-coordinator",
-                                "--name", "coordinator-registry", "--role", "coordinator"], log)
+    worker = start_coordinator_worker(log, "coordinator-registry")
     try:
         yield log
     finally:
@@ -196,6 +188,9 @@ def test_alias_predicts_raw_images_as_the_coordinator_evaluates(trained: dict[st
     expected = core.evaluate(cfg, store.get_weights(ref), core.load_test_set(cfg)).probs
     model = mlflow.pyfunc.load_model(f"models:/{FID}@challenger")
     files = _test_files(registry_dirs)
+    with pytest.raises(Exception, match="a served model never reads its host's files"):
+        model.predict(pd.DataFrame({"image": [str(files[0])]}))
+    model.unwrap_python_model().allow_paths = True  # in-process: the caller's own files
     by_path = model.predict(pd.DataFrame({"image": [str(f) for f in files]}))
     by_bytes = model.predict(pd.DataFrame({"image": [f.read_bytes() for f in files]}))
     assert list(by_path.columns) == ["class0", "class1"]
@@ -266,6 +261,10 @@ def test_privacy_gate_refuses_a_version_whose_checkpoint_is_not_the_signed_one(
     finally:
         mlc.set_model_version_tag(FID, v, "primia.checkpoint.sha256", good)
     assert out["action"] == "not promoted" and "no signed privacy record" in out["reasons"]
+    from primia.errors import PrimiaError
+
+    with pytest.raises(PrimiaError, match=f"'{FID}' has no version '999' \\(versions: 1\\)"):
+        promote_model(FID, "999", _policy(tmp_path, "lenient"))  # a clear error, not MLflow's traceback
 
 
 def test_privacy_gate_refuses_registry_weights_that_are_not_the_checkpoints(
@@ -284,7 +283,15 @@ def test_privacy_gate_refuses_registry_weights_that_are_not_the_checkpoints(
     assert out["action"] == "not promoted" and "no signed privacy record" in out["reasons"]
 
 
-def test_mlflow_models_serve_answers(trained: dict[str, Any], registry_dirs: Path, tmp_path: Path) -> None:
+def test_mlflow_models_serve_answers(trained: dict[str, Any], registry_dirs: Path, mlc: MlflowClient,
+                                    tmp_path: Path) -> None:
+    from flows.promote_model import promote_model
+
+    v = trained["registry"]["version"]
+    if _champion(mlc) is None:  # run alone: promote it as test_promotion_gates does (audit recorded PASS)
+        mlc.set_model_version_tag(FID, v, "primia.audit.verdict", "PASS")
+        promote_model(FID, v, _policy(tmp_path, "lenient"))
+    assert _champion(mlc) == v
     port = free_ports(1)[0]
     bindir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": f"{bindir}:{os.environ.get('PATH', '')}",
@@ -313,7 +320,16 @@ def test_mlflow_models_serve_answers(trained: dict[str, Any], registry_dirs: Pat
         preds = answer["predictions"]
         assert len(preds) == 3 and all(abs(p["class0"] + p["class1"] - 1) < 1e-5 for p in preds)
         local = mlflow.pyfunc.load_model(f"models:/{FID}@champion").predict(
-            pd.DataFrame({"image": [str(f) for f in files]}))
+            pd.DataFrame({"image": [f.read_bytes() for f in files]}))
+        # a request naming a file on the serving host is refused, not read: MLflow refuses it as base64 in
+        # dataframe_split; in the "inputs" format it reaches the model as bytes, which are never a path
+        for probe in ({"dataframe_split": {"columns": ["image"], "data": [[str(files[0])]]}},
+                      {"inputs": {"image": [str(files[0])]}}):
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(probe).encode(),
+                                         headers={"Content-Type": "application/json"})
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(req, timeout=10)
+            assert refused.value.code == 400, probe
         np.testing.assert_allclose([[p["class0"], p["class1"]] for p in preds], local.to_numpy(), atol=1e-6)
     finally:
         os.killpg(proc.pid, 15)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -127,8 +126,12 @@ def test_pyfunc_takes_bytes_base64_and_paths(tmp_path: Path) -> None:
     raw = [_png(a) for a in images]
     (tmp_path / "one.png").write_bytes(raw[0])
     expected = clf.predict_arrays(np.stack([preprocess(a.astype(np.float32), 32) for a in images]))
+    with_path = [str(tmp_path / "one.png"), raw[1], raw[2]]
+    with pytest.raises(DataError, match="input 0: .*a served model never reads its host's files"):
+        clf.predict(None, pd.DataFrame({"image": with_path}))  # a request must not make it read local files
     for column in (raw, [base64.encodebytes(r).decode() for r in raw],  # MLflow's base64 has line breaks
-                   [base64.b64encode(r) for r in raw], [str(tmp_path / "one.png"), raw[1], raw[2]]):
+                   [base64.b64encode(r) for r in raw], with_path):
+        clf.allow_paths = column is with_path  # in-process only
         out = clf.predict(None, pd.DataFrame({"image": column}))
         assert list(out.columns) == ["a", "b"]
         np.testing.assert_allclose(out.to_numpy(), expected, atol=1e-6)
@@ -168,4 +171,3 @@ def test_rounds_table_csv() -> None:
 
     text = rounds_csv([{"round": 2.0, "test_mcc": 0.5}, {"round": 1.0, "test_mcc": 0.25, "epsilon": 1.5}])
     assert text.splitlines() == ["round,epsilon,test_mcc", "1,1.5,0.25", "2,,0.5"]
-    assert json.dumps(text)
