@@ -176,11 +176,11 @@ def promote(client: MlflowClient, name: str, version: str, policy: PromotionPoli
     decision = Decision(name, str(mv.version), "", _gates(policy, mv, model, value, champion, store),
                         str(current.version) if current else None)
     decision.action = "promoted" if decision.passed else "not promoted"
-    _record(client, decision)
-    if decision.passed:
-        client.set_registered_model_alias(name, CHAMPION, mv.version)
-        if _alias_version(client, name, CHALLENGER) == str(mv.version):
+    if decision.passed:  # the alias first: a worker that dies next leaves a champion the nightly re-check
+        client.set_registered_model_alias(name, CHAMPION, mv.version)  # gates again, never a "promoted" tag
+        if _alias_version(client, name, CHALLENGER) == str(mv.version):  # on a version that is not
             client.delete_registered_model_alias(name, CHALLENGER)
+    _record(client, decision)
     decision.seconds = time.perf_counter() - started
     return decision
 
