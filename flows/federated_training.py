@@ -7,6 +7,10 @@ After the last round the selected model is released to the MLflow registry as `c
 promote-model gates it (a sub-flow in embedded mode; the deployment's event trigger otherwise). The
 MLflow run ends FAILED or KILLED if training does not finish.
 
+After each round's commit the privacy audit attacks what the coordinator could see (a sub-flow in
+embedded mode; the privacy-audit deployment's event trigger otherwise); a FAILed audit stops training
+before the next round when the audit policy says so.
+
 Same flow in both modes (PRIMIA_MODE): embedded runs each hospital as a concurrent task on data
 named in the config (a simulation on one machine); distributed starts each hospital's own
 `local-training` deployment on its agent and accepts only answers signed by the signed roster's
@@ -24,6 +28,7 @@ from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.privacy_audit import privacy_audit
 from flows.promote_model import promote_model
 from primia import progress, runtime
 from primia.config import FederationConfig
@@ -34,6 +39,7 @@ from primia.federation.policy import DROPPED, Outcome, accepted_results, check_q
 from primia.federation.rounds import RoundAnswers
 from primia.messages import CheckpointRef
 from primia.privacy import budget
+from tasks.audit import audit_halt_reason
 from tasks.coordinator import (
     aggregate_updates,
     evaluate_global,
@@ -79,6 +85,27 @@ def promote_after_training(release: dict[str, Any]) -> dict[str, Any]:
     return {"promotion": promote_model(release["model_name"], release["version"])}
 
 
+def audit_after_round(event: dict[str, Any]) -> None:
+    """Embedded: privacy-audit as a sub-flow. Distributed: its deployment's event trigger starts it from
+    the `primia.round.completed` event the commit emitted."""
+    if audit_mode() == "subflow":
+        privacy_audit(event)
+
+
+def audit_mode() -> str:
+    s = runtime.settings()
+    via = s.audit.after_round
+    return ("subflow" if s.mode == "embedded" else "trigger") if via == "auto" else via
+
+
+def halted_by_audit(run_id: str) -> str:
+    """A FAILed audit stops training when the audit policy says halt_on_fail."""
+    if audit_mode() == "off":
+        return ""
+    reason = audit_halt_reason(run_id)
+    return f"privacy audit failed, {reason}; the audit policy halts training" if reason else ""
+
+
 def train(cfg: FederationConfig, run_id: str, resume: ResumePoint | None) -> dict[str, Any]:
     if resume is None:
         normalization = input_normalization(cfg, run_id) if cfg.data.normalize == "federated" else None
@@ -91,7 +118,8 @@ def train(cfg: FederationConfig, run_id: str, resume: ResumePoint | None) -> dic
     progress.report("start", total=cfg.rounds, mode="federated", completed=first - 1)
     for server_round in range(first, cfg.rounds + 1):
         started = time.perf_counter()
-        stopped = budget.stop_reason(cfg, reports, cfg.policy.min_hospitals, len(roster_of_round(cfg)))
+        stopped = budget.stop_reason(cfg, reports, cfg.policy.min_hospitals, len(roster_of_round(cfg))) \
+            or halted_by_audit(run_id)
         known = global_ref.round in selection.history  # scored already (a finished run resumed): not again
         try:
             if stopped:
@@ -106,7 +134,8 @@ def train(cfg: FederationConfig, run_id: str, resume: ResumePoint | None) -> dic
         validation = {} if known else pooled_validation(answers.pooled.confusion)
         if not known:
             selection.offer(server_round - 1, validation["val_mcc"], global_ref)
-        global_ref = aggregate_updates(cfg, server_round, global_ref, answers, selection, run_id)
+        global_ref, event = aggregate_updates(cfg, server_round, global_ref, answers, selection, run_id)
+        audit_after_round(event)
         evaluations[server_round] = evaluate_global.submit(cfg, global_ref)
         timing = {"round_s": time.perf_counter() - started, "local_s_max": max(r.local_s for r in results)}
         timings.append(timing)

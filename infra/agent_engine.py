@@ -1,6 +1,6 @@
 """A pinned flow-run engine: Prefect's `python -m prefect.engine`, but running a flow this machine imports
 itself (one of `PINNED`, named by the pinned worker in PRIMIA_PINNED_FLOW), never one the Prefect server
-names. Hospitals run only flows/local_training.py; the coordinator's worker only its own two flows.
+names. Hospitals run only flows/local_training.py; the coordinator's worker only the flows of prefect.yaml.
 
 Prefect's engine loads a run's flow from its deployment record on the server - the entrypoint, the
 storage path to copy and the pull steps to run - so whoever holds the Prefect API could run code at
@@ -21,6 +21,7 @@ PINNED = {  # the only flows any pinned worker may start, by import path
     "flows.scheduled:federated_training_from_file",
     "flows.centralized_training:centralized_training",
     "flows.promote_model:promote_model",
+    "flows.privacy_audit:privacy_audit",
 }
 FLOW_ENV = "PRIMIA_PINNED_FLOW"
 

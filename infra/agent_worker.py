@@ -193,6 +193,7 @@ def pins_for(pool: str, role: str) -> list[Pin]:
 
         return [Pin(local_training, f"local-training/{pool}", LAUNCH_COMMAND, str(REPO))]
     from flows.centralized_training import centralized_training
+    from flows.privacy_audit import privacy_audit
     from flows.promote_model import promote_model
     from flows.scheduled import federated_training_from_file
 
@@ -204,7 +205,9 @@ def pins_for(pool: str, role: str) -> list[Pin]:
                 "flows/centralized_training.py:centralized_training", "flows.centralized_training:centralized_training",
                 pull),
             Pin(promote_model, "promote-model/promote-model", COORDINATOR_COMMAND, str(REPO),
-                "flows/promote_model.py:promote_model", "flows.promote_model:promote_model", pull)]
+                "flows/promote_model.py:promote_model", "flows.promote_model:promote_model", pull),
+            Pin(privacy_audit, "privacy-audit/privacy-audit", COORDINATOR_COMMAND, str(REPO),
+                "flows/privacy_audit.py:privacy_audit", "flows.privacy_audit:privacy_audit", pull)]
 
 
 async def serve(pool: str, name: str, poll_s: float, role: str = "hospital") -> int:

@@ -121,6 +121,15 @@ class PromotionSettings(BaseModel):
     policy: Path | None = None  # default mlflow/promotion.yaml of the repository
 
 
+class AuditSettings(BaseModel):
+    """After each round: `subflow` runs privacy-audit in the training flow, `trigger` leaves it to the
+    deployment's event trigger (the `primia.round.completed` event), `off` runs none. `auto`: subflow
+    in embedded mode, trigger in distributed mode."""
+
+    after_round: Literal["auto", "subflow", "trigger", "off"] = "auto"
+    policy: Path | None = None  # default mlflow/audit-policy.yaml of the repository
+
+
 class _LocalStackSource(PydanticBaseSettingsSource):
     """Fills endpoints and credentials from a running local stack (`primia stack up`).
 
@@ -165,6 +174,7 @@ class Settings(BaseSettings):
     hospital: AgentSettings = AgentSettings()
     federation: FederationSettings = FederationSettings()
     promotion: PromotionSettings = PromotionSettings()
+    audit: AuditSettings = AuditSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -240,6 +250,18 @@ class CheckpointConfig(_Strict):
     every pinned (registered) round."""
 
     keep_last: int = Field(default=5, ge=0, le=100_000)
+
+
+class AuditConfig(_Strict):
+    """The per-round privacy audit (primia.audit): its time budget, how hard the inversion tries, and
+    the one-run DP check's canaries (0: none). What the budget cuts is recorded with the verdict."""
+
+    time_budget_s: float = Field(default=60.0, gt=0, le=3600)
+    attack_images: int = Field(default=4, ge=1, le=64)  # reconstructed per attacked update
+    steps: int = Field(default=400, ge=1, le=100_000)
+    restarts: int = Field(default=2, ge=1, le=100)
+    membership: bool = True  # the hospitals' membership-inference audit (embedded mode: run in place)
+    canaries: int = Field(default=0, ge=0, le=10_000)
 
 
 class RoundPolicy(_Strict):
@@ -401,6 +423,7 @@ class FederationConfig(LocalSpec):
 
     checkpoints: CheckpointConfig = CheckpointConfig()
     policy: RoundPolicy = RoundPolicy()
+    audit: AuditConfig = AuditConfig()
     hospitals: tuple[HospitalConfig, ...] = ()
     test_data: DataSource
 

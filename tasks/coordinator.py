@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from primia import runtime
+from primia.audit.event import ROUND_COMPLETED, round_event_payload
 from primia.config import FederationConfig
 from primia.federation import coordinator as core
 from primia.federation.checkpointing import GLOBAL, ResumePoint, commit_round, load_strategy_state, resume_point
@@ -50,7 +52,7 @@ def normalization_from(cfg: FederationConfig, answers: RoundAnswers) -> tuple[fl
 def aggregate_updates(
     cfg: FederationConfig, server_round: int, global_ref: CheckpointRef, answers: RoundAnswers,
     selection: core.Selection, run_id: str,
-) -> CheckpointRef:
+) -> tuple[CheckpointRef, dict[str, Any]]:
     """Aggregate the round's updates with the configured strategy (its state comes from the round the
     global model was committed with), commit the new global checkpoint, then apply retention.
     Under secure aggregation only the unmasked weighted mean exists: the strategy works from that."""
@@ -66,16 +68,13 @@ def aggregate_updates(
     committed = commit_round(store, cfg, server_round, new, results, selection, run_id, strategy, state)
     store.apply_retention(cfg.checkpoints.keep_last, protect={selection.best_round})
     ref = committed.ref(GLOBAL)
-    emit_event(  # what later automations (the per-round attack audit) start from
-        event="primia.round.completed",
+    payload = round_event_payload(cfg.federation_id, server_round, ref, run_id, strategy.name,
+                                  [r.hospital for r in results], answers.pooled.num_examples, secure_mean is not None)
+    emit_event(  # what the per-round privacy audit starts from (its deployment's trigger, or the flow itself)
+        event=ROUND_COMPLETED, payload=payload,
         resource={"prefect.resource.id": f"primia.federation.{cfg.federation_id}",
-                  "prefect.resource.name": cfg.federation_id},
-        payload={"federation": cfg.federation_id, "round": server_round, "strategy": strategy.name,
-                 "checkpoint": {"bucket": ref.bucket, "key": ref.key, "sha256": ref.sha256},
-                 "hospitals": [r.hospital for r in results], "num_examples": answers.pooled.num_examples,
-                 "secure_aggregation": secure_mean is not None},
-    )
-    return ref
+                  "prefect.resource.name": cfg.federation_id})
+    return ref, payload
 
 
 @task(name="remember-final-validation", cache_policy=NO_CACHE, persist_result=False)

@@ -13,6 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from primia import runtime
+from primia.audit.record import round_verdict_tags
 from primia.config import FederationConfig
 from primia.federation.coordinator import evaluate, load_test_set
 from primia.messages import CheckpointRef
@@ -62,7 +63,7 @@ def release_model(cfg: FederationConfig, summary: dict[str, Any]) -> dict[str, A
         example_images=test.images[:2], privacy=store.load_round(ref.round).manifest.get("privacy"),
         ci=bootstrap_ci(evaluation.labels, evaluation.probs, seed=cfg.seed), test_size=len(test),
         secure=card.secure_section(cfg.secure_aggregation, rows), data=card.data_section(run.data.tags),
-        code=code_version())
+        code=code_version(), audit=round_verdict_tags(run.data.tags, ref.round))
     version = register(mlflow_client, release)
     emit_event(event=TRAINING_COMPLETED,
                resource={"prefect.resource.id": f"primia.model.{release.name}", "prefect.resource.name": release.name},

@@ -138,3 +138,15 @@ def start_coordinator_worker(log: Path, name: str = "coordinator") -> Any:
 
     return spawn_log_process([sys.executable, "-m", "infra.agent_worker", "--pool", "primia-coordinator",
                               "--name", name, "--role", "coordinator"], log)
+
+
+def pause_automations(*deployments: str) -> None:
+    """Pause the event triggers of these deployments (by `flow/deployment` name): later tests' rounds and
+    trainings start nothing."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        for name in deployments:
+            deployment = client.read_deployment_by_name(name)
+            for automation in client.read_resource_related_automations(f"prefect.deployment.{deployment.id}"):
+                client.pause_automation(automation.id)

@@ -20,15 +20,15 @@ def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack.Stack
     home = tmp_path_factory.mktemp("primia-home")
     logins = ("PREFECT_API_AUTH_STRING", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
     old = {k: os.environ.get(k) for k in ("PRIMIA_HOME", "PREFECT_API_URL", "PREFECT_HOME",
-                                          "PRIMIA_PROMOTION__AFTER_TRAINING", *logins)}
+                                          "PRIMIA_PROMOTION__AFTER_TRAINING", "PRIMIA_AUDIT__AFTER_ROUND", *logins)}
     state = stack.up(home)
     creds = stack.credentials(home)
     os.environ.update(PRIMIA_HOME=str(home), PREFECT_API_URL=state.urls["prefect_api"],
                       PREFECT_HOME=str(home / "prefect-client"), PREFECT_API_AUTH_STRING=creds["prefect_auth"],
                       MLFLOW_TRACKING_USERNAME=creds["mlflow_username"],
                       MLFLOW_TRACKING_PASSWORD=creds["mlflow_password"],
-                      # training registers its challenger; promotion runs only where a test asks for it
-                      PRIMIA_PROMOTION__AFTER_TRAINING="off")
+                      # training registers its challenger; promotion and audits run only where a test asks for them
+                      PRIMIA_PROMOTION__AFTER_TRAINING="off", PRIMIA_AUDIT__AFTER_ROUND="off")
     runtime.reset()
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, PREFECT_HOME, temporary_settings
 

@@ -42,11 +42,21 @@ def parameter_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Te
 
 
 def recover_labels(target: Sequence[torch.Tensor], num_images: int = 1) -> torch.Tensor:
-    """iDLG: the classes whose last-layer bias gradient is most negative (exact for one image)."""
+    """iDLG: the classes whose last-layer bias gradient is most negative (exact for one image). For more
+    images than classes, counts from the mean bias gradient g_c = mean(p_c) - n_c / N with the mean
+    prediction taken as uniform (Geiping et al.'s batch estimate): n_c ~ N (1/K - g_c)."""
     bias = target[-1]
     if bias.ndim != 1:
         raise ValueError("label recovery needs the model's last parameter to be the head's bias")
-    return torch.argsort(bias)[:num_images]
+    k = bias.numel()
+    if num_images <= k:
+        return torch.argsort(bias)[:num_images]
+    share = (1.0 / k - bias).clamp_min(0)
+    counts = torch.floor(share / share.sum().clamp_min(1e-12) * num_images).long()
+    order = torch.argsort(bias)
+    for i in range(num_images - int(counts.sum())):  # what rounding left, to the most likely classes
+        counts[order[i % k]] += 1
+    return torch.repeat_interleave(torch.arange(k), counts)[:num_images]
 
 
 def _distance(grads: Sequence[torch.Tensor], target: Sequence[torch.Tensor], objective: Objective) -> torch.Tensor:
@@ -100,9 +110,8 @@ def invert(model: nn.Module, target: Sequence[torch.Tensor], shape: tuple[int, .
             sched.step()
             steps_run += 1
         restarts_run += 1
-        with torch.no_grad():
-            x = torch.sigmoid(logits)
-            final = float(_distance(parameter_gradients(model, x, labels), target, cfg.objective))
+        x = torch.sigmoid(logits.detach())
+        final = float(_distance(parameter_gradients(model, x, labels), target, cfg.objective))
         if best is None or final < best[1]:
             best = (x.detach().clone(), final)
         if cut:

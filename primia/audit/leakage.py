@@ -9,13 +9,12 @@ from monai.metrics import PSNRMetric, SSIMMetric
 from scipy.optimize import linear_sum_assignment
 
 
-def match(recon: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
-    """`recon` reordered so that row i is the reconstruction closest to original i."""
+def match(recon: torch.Tensor, original: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pairs (reconstruction, its original) by the Hungarian assignment on MSE; with fewer
+    reconstructions than originals (a large batch), each is paired with the original it is closest to."""
     cost = ((recon[:, None] - original[None]) ** 2).flatten(2).mean(-1)  # (recon, original)
     rows, cols = linear_sum_assignment(cost.numpy())
-    order = torch.empty(len(cols), dtype=torch.long)
-    order[torch.as_tensor(cols)] = torch.as_tensor(rows)
-    return recon[order]
+    return recon[torch.as_tensor(rows)], original[torch.as_tensor(cols)]
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -26,7 +25,7 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def leakage(recon: torch.Tensor, original: torch.Tensor, prior: torch.Tensor) -> dict[str, float]:
     """The best matched reconstruction's figures (the audit judges the worst case)."""
-    recon = match(recon.clamp(0, 1), original)
+    recon, original = match(recon.clamp(0, 1), original)
     s = ssim(recon, original)
     s_prior = ssim(prior.expand_as(original).clamp(0, 1), original)
     psnr = torch.as_tensor(PSNRMetric(max_val=1.0)(recon, original)).flatten()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -39,15 +40,22 @@ class PromotionPolicy(_Strict):
 
 
 def load_policy(path: str | Path | None = None) -> PromotionPolicy:
-    path = Path(path) if path else DEFAULT_POLICY
+    return load_yaml_model(Path(path) if path else DEFAULT_POLICY, PromotionPolicy, "promotion policy")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_yaml_model(path: Path, model: type[M], what: str) -> M:
+    """A policy file parsed into `model`; a missing file, bad YAML or a bad field is a ConfigError naming it."""
     if not path.is_file():
-        raise ConfigError(f"promotion policy {path} does not exist")
+        raise ConfigError(f"{what} {path} does not exist")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
-        return PromotionPolicy.model_validate(raw)
+        return model.model_validate(raw)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"promotion policy {path} is not valid YAML: {exc}".splitlines()[0]) from None
+        raise ConfigError(f"{what} {path} is not valid YAML: {exc}".splitlines()[0]) from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"promotion policy {path}: {where}: {first['msg']}") from None
+        raise ConfigError(f"{what} {path}: {where}: {first['msg']}") from None

@@ -66,14 +66,18 @@ def config_of(client: MlflowClient, version: ModelVersion) -> FederationConfig:
     coordinator's held-out test set is."""
     if not version.run_id:
         raise PrimiaError(f"model {version.name} v{version.version} names no training run")
+    return config_of_run(client, version.run_id, f"model {version.name} v{version.version}")
+
+
+def config_of_run(client: MlflowClient, run_id: str, what: str = "") -> FederationConfig:
+    """The federation config a training run logged as its config artifact."""
     with tempfile.TemporaryDirectory(prefix="primia-config-") as tmp:
         try:
-            path = client.download_artifacts(version.run_id, CONFIG_ARTIFACT, tmp)
+            path = client.download_artifacts(run_id, CONFIG_ARTIFACT, tmp)
         except MlflowException as exc:
-            raise PrimiaError(f"model {version.name} v{version.version}: its run has no {CONFIG_ARTIFACT} "
-                              f"({exc.message})") from None
+            raise PrimiaError(f"{what or f'run {run_id}'}: its run has no {CONFIG_ARTIFACT} ({exc.message})") from None
         return parse_federation_config(yaml.safe_load(Path(path).read_text()),
-                                       source=f"{CONFIG_ARTIFACT} of run {version.run_id}")
+                                       source=f"{CONFIG_ARTIFACT} of run {run_id}")
 
 
 def model_version(client: MlflowClient, name: str, version: str) -> ModelVersion:

@@ -61,6 +61,7 @@ class Release:
     data: str  # markdown: the hospitals' data fingerprints as reported
     code: dict[str, str]
     timings: dict[str, float] = field(default_factory=dict)
+    audit: dict[str, str] = field(default_factory=dict)  # the selected round's audit verdict tags, if it ran
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -110,6 +111,7 @@ def version_tags(release: Release) -> dict[str, str]:
         "primia.checkpoint.sha256": release.checkpoint.sha256, "primia.weights.digest": digest(release.weights),
         "primia.privacy.mode": str(p.get("mode", "unknown")),
         "primia.audit.verdict": card.NOT_AUDITED,
+        **release.audit,
         **{k: v for k, v in release.code.items() if k.startswith("primia.") or k.endswith("git.commit")},
     }
     for k in ("epsilon", "delta", "target_epsilon", "accountant", "max_grad_norm", "clip_norm"):
@@ -134,6 +136,13 @@ def card_fields(release: Release, version: str, status: str, audit: str, gates: 
             "gates": gates}
 
 
+def _audit_section(tags: dict[str, str]) -> str:
+    if not tags:
+        return card.audit_section(None)
+    return card.audit_section(tags["primia.audit.verdict"], {"round": tags.get("primia.audit.round", ""),
+                                                             "summary": tags.get("primia.audit.summary", "")})
+
+
 def register(client: MlflowClient, release: Release) -> str:
     """Log, register and alias `challenger`; the model card is the version's description and a run
     artifact. Returns the new version number."""
@@ -150,7 +159,7 @@ def register(client: MlflowClient, release: Release) -> str:
     mv = client.create_model_version(release.name, source=info.model_uri, run_id=release.run_id,
                                      tags=version_tags(release), model_id=info.model_id)
     markdown = card.render(card_fields(release, mv.version, "Registered as `challenger`; not yet promoted.",
-                                       card.audit_section(None), card.gates_section(None)))
+                                       _audit_section(release.audit), card.gates_section(None)))
     client.update_model_version(release.name, mv.version, description=markdown)
     client.log_text(release.run_id, markdown, f"model_card/v{mv.version}.md")
     client.set_registered_model_alias(release.name, CHALLENGER, mv.version)

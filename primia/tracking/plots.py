@@ -48,3 +48,18 @@ def curves_figure(history: dict[str, list[float]], title: str) -> Figure:
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def reconstruction_figure(rows: list[tuple[str, np.ndarray, np.ndarray]], prior: np.ndarray, title: str) -> Figure:
+    """One row per attacked image: original | reconstruction | prior (the attacker's guess without the
+    update). `rows`: (label, original, reconstruction), images (C, H, W) in [0, 1]."""
+    fig, axes = plt.subplots(max(len(rows), 1), 3, figsize=(6, 2 * max(len(rows), 1)), squeeze=False)
+    for r, (label, original, recon) in enumerate(rows):
+        for c, (img, name) in enumerate(((original, "original"), (recon, f"reconstruction\n{label}"),
+                                         (prior, "prior"))):
+            axes[r, c].imshow(img[0], cmap="gray", vmin=0, vmax=1)
+            axes[r, c].set_title(name, fontsize=7)
+            axes[r, c].axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -43,8 +43,15 @@ def test_prefect_yaml_deploys_with_an_inactive_nightly_schedule(live_stack: stac
     assert [(s.schedule.cron, s.active) for s in promote.schedules] == [("30 3 * * *", False)]  # type: ignore[union-attr]
     with get_client(sync_client=True) as client:
         automations = client.read_resource_related_automations(f"prefect.deployment.{promote.id}")
-    assert len(automations) == 1 and not automations[0].enabled  # PRIMIA_TRIGGERS_ENABLED=false
-    assert automations[0].trigger.expect == {"primia.training.completed"}  # type: ignore[union-attr]
+    assert len(automations) == 2 and not any(a.enabled for a in automations)  # PRIMIA_TRIGGERS_ENABLED=false
+    assert sorted(next(iter(a.trigger.expect)) for a in automations) == [  # type: ignore[union-attr]
+        "primia.audit.completed", "primia.training.completed"]
+    audit = deployments["privacy-audit"]  # started by every committed round's event
+    assert audit.entrypoint == "flows/privacy_audit.py:privacy_audit" and not audit.schedules
+    with get_client(sync_client=True) as client:
+        automations = client.read_resource_related_automations(f"prefect.deployment.{audit.id}")
+    assert len(automations) == 1 and not automations[0].enabled
+    assert automations[0].trigger.expect == {"primia.round.completed"}  # type: ignore[union-attr]
     after = {d.id: d.updated for d in deployments.values() if d.entrypoint == LOCAL}
     assert after == before, "hospital deployments belong to the hospitals' agents (they refuse any other)"
 

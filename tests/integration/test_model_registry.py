@@ -30,7 +30,7 @@ from primia.config import parse_federation_config
 from primia.federation import coordinator as core
 from primia.messages import CheckpointRef
 from tasks.model_registry import client as registry_client
-from tests.distributed_agents import deploy_prefect_yaml, start_coordinator_worker
+from tests.distributed_agents import deploy_prefect_yaml, pause_automations, start_coordinator_worker
 from tests.integration.conftest import federation_raw
 
 pytestmark = pytest.mark.integration
@@ -55,9 +55,8 @@ def _policy(tmp_path: Path, name: str, **gates: dict[str, Any]) -> str:
 def coordinator_worker(live_stack: stack.StackState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """prefect.yaml deployed with its triggers enabled and the coordinator's pinned worker running, before
     the module's federation trains: the end of training starts promote-model through the automation."""
-    from prefect.client.orchestration import get_client
-
     deploy_prefect_yaml(triggers=True)
+    pause_automations("privacy-audit/privacy-audit")  # this module sets audit verdicts itself (test_privacy_audit)
     log = tmp_path_factory.mktemp("coordinator-worker") / "worker.log"
     worker = start_coordinator_worker(log, "coordinator-registry")
     try:
@@ -65,10 +64,7 @@ def coordinator_worker(live_stack: stack.StackState, tmp_path_factory: pytest.Te
     finally:
         worker.terminate()
         worker.wait(30)
-        with get_client(sync_client=True) as client:  # later tests' trainings start no promotion
-            deployment = client.read_deployment_by_name("promote-model/promote-model")
-            for automation in client.read_resource_related_automations(f"prefect.deployment.{deployment.id}"):
-                client.pause_automation(automation.id)
+        pause_automations("promote-model/promote-model")  # later tests' trainings start no promotion
 
 
 @pytest.fixture(scope="module")
