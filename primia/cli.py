@@ -426,6 +426,21 @@ def bench_promote(
     _emit(run(rounds, repeats), as_json)
 
 
+@bench_app.command("audit")
+@friendly
+def bench_audit(
+    budget_s: float = typer.Option(60.0, min=1, help="Time budget of each reconstruction audit (s)."),
+    canaries: int = typer.Option(200, min=10, help="Canaries of the one-run DP check."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """The privacy audit's sensitivity and cost on Br35H 64x64: inversion of an unprotected single-image update
+    and of the demo's protected round, membership AUC of an overfit and a demo-like model, the one-run epsilon
+    lower bound beside the accountant's, audit_s. Needs no stack."""
+    from bench.audit import bench_audit as run
+
+    _emit(run(budget_s, canaries), as_json)
+
+
 @app.command()
 @friendly
 def promote(
