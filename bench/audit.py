@@ -57,7 +57,7 @@ def bench_audit(budget_s: float = 60.0, canaries: int = 200) -> dict[str, Any]:
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(64 * 64, 64), nn.ReLU(), nn.Linear(64, 2))
     out |= {f"control_mlp_{k}": v for k, v in _recon(mlp, x, y, single, budget_s).items()}
 
-    per_hospital = 480  # about what each demo hospital trains on (Br35H's distinct images, 3 sites, 15% held out)
+    per_hospital = 680  # what each demo hospital trains on (Br35H, 3 sites of ~800, 15% held out)
     facts = RoundFacts(3, 3 * per_hospital, True, count_parameters(small))
     plan, _ = audit_plan(cfg, facts, 600, seed=0)
     started = time.perf_counter()

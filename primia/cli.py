@@ -131,6 +131,11 @@ def run_training(cfg: Any, modes: list[str]) -> dict[str, dict[str, Any]]:
             elif event == "round" and "task" in ids:
                 m = fields["metrics"]
                 bar.update(ids["task"], advance=1, info=f"test MCC {m['mcc']:.3f} AUC {m['roc_auc']:.3f}")
+            elif event == "audit":
+                f = fields["figures"]
+                console.print(f"round {fields['round']} privacy audit: {fields['verdict']} (best reconstruction "
+                              f"SSIM {f.get('recon_ssim', float('nan')):.3f}, membership AUC "
+                              f"{f.get('mia_auc', float('nan')):.3f}, {f.get('audit_s', 0):.1f} s)", soft_wrap=True)
 
         unsubscribe = progress.subscribe(on_event)
         try:

@@ -16,7 +16,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
-from primia import runtime
+from primia import progress, runtime
 from primia.audit import record
 from primia.audit.event import AuditRound, parse_round_event
 from primia.audit.plan import audit_plan
@@ -86,7 +86,7 @@ def hospital_membership_audit(cfg: FederationConfig, rnd: AuditRound, hospital: 
     model = model_from_weights(cfg, weights)
     return hospital_membership(model, (torch.as_tensor(local.train.images), torch.as_tensor(local.train.labels)),
                                (torch.as_tensor(local.val.images), torch.as_tensor(local.val.labels)),
-                               seed=derive_seed(cfg.seed, "mia", hospital, rnd.server_round))
+                               local.val.groups, seed=derive_seed(cfg.seed, "mia", hospital, rnd.server_round))
 
 
 @task(name="canary-audit", cache_policy=NO_CACHE, persist_result=False)
@@ -140,6 +140,7 @@ def record_verdict(cfg: FederationConfig, rnd: AuditRound, attacks: dict[str, An
                                                     "prefect.resource.name": rnd.federation_id},
                    payload={"model_name": rnd.federation_id, "version": v, "round": rnd.server_round,
                             "verdict": verdict.verdict, "run_id": rnd.run_id})
+    progress.report("audit", round=rnd.server_round, verdict=verdict.verdict, figures=verdict.figures)
     return {"round": rnd.server_round, "verdict": verdict.verdict, "reasons": verdict.reasons,
             "figures": verdict.figures, "cut": verdict.cut, "versions": versions}
 

@@ -444,15 +444,15 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
     (
         'audit: membership AUC bound',
         'primia/audit/verdict.py',
-        '        if figures["mia_auc"] > m.max_auc:',
+        '        if auc > m.max_auc:',
         '        if False:',
         'tests/unit/test_audit.py::test_verdict_fails_closed',
     ),
     (
         'audit: membership TPR bound',
         'primia/audit/verdict.py',
-        '        if figures.get("mia_tpr_at_1pct_fpr", 0.0) > m.max_tpr_at_1pct_fpr:',
-        '        if False:',
+        '        elif figures.get("mia_tpr_at_1pct_fpr", 0.0) > m.max_tpr_at_1pct_fpr:',
+        '        elif False:',
         'tests/unit/test_audit.py::test_verdict_fails_closed',
     ),
     (
@@ -461,6 +461,13 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
         '    elif m.required:',
         '    elif False:',
         'tests/unit/test_audit.py::test_verdict_fails_closed',
+    ),
+    (
+        'audit: members matched to non-members by class',
+        'primia/audit/round_audit.py',
+        '    members, nonmembers = _matched(members, nonmembers, rng)',
+        '    pass',
+        'tests/unit/test_audit.py::test_a_class_mix_difference_alone_is_not_membership',
     ),
     (
         'audit: lower bound <= accountant',
@@ -486,7 +493,8 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
     (
         'audit: secure view is the mean',
         'primia/audit/round_audit.py',
-        '        return [("aggregate", replace(plan.threat, hospitals=plan.secure_hospitals)), ("single", plan.threat)]',
+        '        return [("aggregate", replace(plan.threat, hospitals=plan.secure_hospitals)), '
+        '("single", plan.threat)]',
         '        return [("single", plan.threat)]',
         'tests/integration/test_privacy_audit.py::test_embedded_rounds_are_audited_by_the_subflow',
     ),

@@ -16,6 +16,7 @@ import math
 import time
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -109,16 +110,20 @@ def reconstruction_audit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pla
 
 
 def hospital_membership(model: nn.Module, members: tuple[torch.Tensor, torch.Tensor],
-                        heldout: tuple[torch.Tensor, torch.Tensor], reference_epochs: int = 3,
-                        seed: int = 0) -> dict[str, float]:
+                        heldout: tuple[torch.Tensor, torch.Tensor], heldout_groups: np.ndarray | None = None,
+                        reference_epochs: int = 3, seed: int = 0) -> dict[str, float]:
     """Run at a hospital on its own samples: the loss-threshold attack and RMIA with one reference model
-    trained on half of its held-out samples (never on the members or the non-members audited)."""
+    trained on half of its held-out samples (the population; split by group, so no near-duplicate of an
+    audited non-member is in it). Members are drawn to match the non-members class by class, one for one:
+    otherwise a difference in class mix between the two sets alone would score as membership."""
     hx, hy = heldout
     if len(hy) < 4 or len(members[1]) < 2:
         raise ValueError(f"membership audit needs >= 2 members and >= 4 held-out samples, got {len(members[1])} "
                          f"and {len(hy)}")
-    half = len(hy) // 2
-    population, nonmembers = (hx[:half], hy[:half]), (hx[half:], hy[half:])
+    rng = np.random.default_rng(seed)
+    pop, out = _halves(len(hy), heldout_groups, rng)
+    population, nonmembers = (hx[pop], hy[pop]), (hx[out], hy[out])
+    members, nonmembers = _matched(members, nonmembers, rng)
     reference = copy.deepcopy(model)
     train_plain(reference, *population, CanaryTraining(reference_epochs, 32, 1e-3, dp=False),
                 torch.Generator().manual_seed(seed))
@@ -128,15 +133,43 @@ def hospital_membership(model: nn.Module, members: tuple[torch.Tensor, torch.Ten
             "mia_rmia_auc": rmia["auc"], "mia_rmia_tpr_at_1pct_fpr": rmia["tpr_at_1pct_fpr"],
             "mia_rmia_tpr_at_01pct_fpr": rmia["tpr_at_01pct_fpr"],
             "mia_auc": max(loss["auc"], rmia["auc"]),
+            "mia_auc_lower95": max(loss["auc_lower95"], rmia["auc_lower95"]),
             "mia_tpr_at_1pct_fpr": max(loss["tpr_at_1pct_fpr"], rmia["tpr_at_1pct_fpr"]),
-            "mia_tpr_at_01pct_fpr": max(loss["tpr_at_01pct_fpr"], rmia["tpr_at_01pct_fpr"])}
+            "mia_tpr_at_01pct_fpr": max(loss["tpr_at_01pct_fpr"], rmia["tpr_at_01pct_fpr"]),
+            "mia_nonmembers": float(len(nonmembers[1]))}
+
+
+def _halves(n: int, groups: np.ndarray | None, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Two halves of the held-out samples, whole groups on each side when groups are known."""
+    keys = np.arange(n) if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
+    chosen = rng.permutation(keys.max() + 1)[: (keys.max() + 1) // 2]
+    first = np.isin(keys, chosen)
+    if first.all() or not first.any():  # one group only: split by sample
+        first = np.isin(np.arange(n), rng.permutation(n)[: n // 2])
+    return np.flatnonzero(first), np.flatnonzero(~first)
+
+
+def _matched(members: tuple[torch.Tensor, torch.Tensor], nonmembers: tuple[torch.Tensor, torch.Tensor],
+             rng: np.random.Generator) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """Equal numbers of members and non-members in every class."""
+    keep_m, keep_n = [], []
+    my, ny = members[1].numpy(), nonmembers[1].numpy()
+    for c in np.unique(np.r_[my, ny]):
+        im, inn = rng.permutation(np.flatnonzero(my == c)), rng.permutation(np.flatnonzero(ny == c))
+        k = min(len(im), len(inn))
+        keep_m += list(im[:k])
+        keep_n += list(inn[:k])
+    if len(keep_m) < 2:
+        raise ValueError("membership audit: members and non-members share too few classes to compare")
+    m, n = torch.as_tensor(np.array(keep_m)), torch.as_tensor(np.array(keep_n))
+    return (members[0][m], members[1][m]), (nonmembers[0][n], nonmembers[1][n])
 
 
 def worst_membership(reports: list[dict[str, float]]) -> dict[str, float]:
-    """The federation's figures: each one the worst hospital's."""
+    """The federation's figures: each one the worst hospital's (the fewest non-members for the count)."""
     if not reports:
         return {}
-    return {k: max(r[k] for r in reports) for k in reports[0]}
+    return {k: (min if k == "mia_nonmembers" else max)(r[k] for r in reports) for k in reports[0]}
 
 
 def canary_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, plan: AuditPlan

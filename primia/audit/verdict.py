@@ -13,6 +13,7 @@ from primia.registry.policy import load_yaml_model
 
 DEFAULT_AUDIT_POLICY = Path(__file__).resolve().parents[2] / "mlflow" / "audit-policy.yaml"
 PASS, FAIL = "PASS", "FAIL"
+MIN_NONMEMBERS_FOR_TPR = 100  # fewer cannot tell 1% FPR from 0%: the figure is reported, not judged
 
 
 class _Strict(BaseModel):
@@ -71,10 +72,16 @@ def judge(policy: AuditPolicy, figures: dict[str, float], cut: list[str] | None 
             reasons.append(f"{key} not measured (the reconstruction attack did not run)")
         elif value > bound:
             reasons.append(f"{key} {value:.4g} > {bound:g}")
+    notes = list(cut or [])
     if "mia_auc" in figures:
-        if figures["mia_auc"] > m.max_auc:
-            reasons.append(f"membership AUC {figures['mia_auc']:.3f} > {m.max_auc:g}")
-        if figures.get("mia_tpr_at_1pct_fpr", 0.0) > m.max_tpr_at_1pct_fpr:
+        # judged by what the sample shows: the AUC's one-sided 95% lower bound (Hanley-McNeil) when known
+        auc = figures.get("mia_auc_lower95", figures["mia_auc"])
+        if auc > m.max_auc:
+            reasons.append(f"membership AUC {figures['mia_auc']:.3f} (95% lower bound {auc:.3f}) > {m.max_auc:g}")
+        nonmembers = figures.get("mia_nonmembers", math.inf)
+        if nonmembers < MIN_NONMEMBERS_FOR_TPR:
+            notes.append(f"membership TPR at 1% FPR not judged: {nonmembers:.0f} non-members cannot resolve 1% FPR")
+        elif figures.get("mia_tpr_at_1pct_fpr", 0.0) > m.max_tpr_at_1pct_fpr:
             reasons.append(f"membership TPR at 1% FPR {figures['mia_tpr_at_1pct_fpr']:.3f} > {m.max_tpr_at_1pct_fpr:g}")
     elif m.required:
         reasons.append("membership attack not run and the policy requires it")
@@ -82,4 +89,4 @@ def judge(policy: AuditPolicy, figures: dict[str, float], cut: list[str] | None 
         lb, acc = figures["eps_lower_bound"], figures.get("eps_accountant", math.inf)
         if lb > acc:
             reasons.append(f"one-run epsilon lower bound {lb:.3g} > the accountant's {acc:.3g}: a DP bug")
-    return Verdict(FAIL if reasons else PASS, reasons, dict(figures), list(cut or []))
+    return Verdict(FAIL if reasons else PASS, reasons, dict(figures), notes)

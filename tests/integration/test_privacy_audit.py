@@ -65,8 +65,8 @@ def _audit_runs(fid: str, want: int, timeout_s: float = 240) -> list[Any]:
     deadline, runs = time.monotonic() + timeout_s, []
     with get_client(sync_client=True) as client:
         while time.monotonic() < deadline:
-            runs = [r for r in client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["privacy-audit"])))
-                    if r.name.startswith(f"audit-{fid}-round-")]
+            audits = FlowFilter(name=FlowFilterName(any_=["privacy-audit"]))
+            runs = [r for r in client.read_flow_runs(flow_filter=audits) if r.name.startswith(f"audit-{fid}-round-")]
             if len(runs) >= want:
                 break
             time.sleep(0.5)

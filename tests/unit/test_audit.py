@@ -17,7 +17,8 @@ from primia.audit.inversion import InversionConfig, invert, parameter_gradients,
 from primia.audit.leakage import leakage, match
 from primia.audit.membership import rmia_scores, roc_figures
 from primia.audit.one_run import audit_canaries, epsilon_lower_bound, p_value
-from primia.audit.round_audit import AuditPlan, reconstruction_audit
+from primia.audit.canaries import CanaryTraining, train_plain
+from primia.audit.round_audit import AuditPlan, hospital_membership, reconstruction_audit
 from primia.audit.threat import ThreatModel, coordinator_view, per_sample_gradients
 from primia.audit.verdict import AuditPolicy, judge, load_audit_policy
 from primia.data.synthetic import make_synthetic
@@ -114,7 +115,10 @@ def test_inversion_respects_its_time_budget() -> None:
 
 def test_membership_figures() -> None:
     sep = roc_figures(np.array([2.0, 3.0, 4.0]), np.array([0.0, 1.0]))
-    assert sep == {"auc": 1.0, "tpr_at_1pct_fpr": 1.0, "tpr_at_01pct_fpr": 1.0, "members": 3.0, "nonmembers": 2.0}
+    assert sep["auc"] == 1.0 and sep["tpr_at_1pct_fpr"] == 1.0 and sep["members"] == 3.0
+    assert sep["auc_lower95"] < 1.0  # 3 against 2 samples prove little
+    big = roc_figures(np.arange(200.0) + 200, np.arange(200.0))
+    assert big["auc"] == 1.0 and big["auc_lower95"] > 0.99
     rng = np.random.default_rng(0)
     same = roc_figures(rng.normal(size=4000), rng.normal(size=4000))
     assert abs(same["auc"] - 0.5) < 0.03 and same["tpr_at_1pct_fpr"] < 0.03
@@ -124,6 +128,39 @@ def test_membership_figures() -> None:
     scores = rmia_scores(np.array([0.9, 0.5]), np.array([[0.5, 0.5]]), np.array([0.5, 0.5, 0.5]),
                          np.array([[0.5, 0.5, 0.5]]))
     assert scores.tolist() == [1.0, 0.0]
+
+
+def test_membership_audit_sees_an_overfit_model() -> None:
+    (x, y), (hx, hy) = _images(32, seed=1), _images(64, seed=2)
+    model = build_model("small_cnn", seed=0)
+    fresh = hospital_membership(model, (x, y), (hx, hy))
+    train_plain(model, x, y, CanaryTraining(60, 8, 3e-3, dp=False), torch.Generator().manual_seed(0))
+    over = hospital_membership(model, (x, y), (hx, hy))
+    assert over["mia_auc"] > 0.8 and over["mia_auc"] > fresh["mia_auc"] + 0.2, (over, fresh)
+    assert not judge(AuditPolicy(), _figures() | over).passed
+
+
+def test_a_class_mix_difference_alone_is_not_membership() -> None:
+    """A model that knows nothing of its members but favours class 1: members mostly of class 1 against
+    non-members mostly of class 0 would look like leakage without matching them class by class."""
+    torch.manual_seed(0)
+    biased = nn.Sequential(nn.Flatten(), nn.Linear(32 * 32, 2))
+    with torch.no_grad():
+        biased[1].weight.zero_()
+        biased[1].bias.copy_(torch.tensor([0.0, 2.0]))
+    x, _ = _images(200)
+    members = (x[:100], torch.tensor([1] * 90 + [0] * 10))
+    heldout = (x[100:], torch.tensor([0] * 90 + [1] * 10))
+    figures = hospital_membership(biased, members, heldout)
+    assert figures["mia_auc"] < 0.6, figures
+
+
+def test_tpr_needs_enough_nonmembers_to_be_judged() -> None:
+    few = judge(AuditPolicy(), _figures(mia_tpr_at_1pct_fpr=0.5, mia_nonmembers=30.0))
+    assert few.passed and any("cannot resolve 1% FPR" in c for c in few.cut)
+    assert not judge(AuditPolicy(), _figures(mia_tpr_at_1pct_fpr=0.5, mia_nonmembers=300.0)).passed
+    lower = judge(AuditPolicy(), _figures(mia_auc=0.7, mia_auc_lower95=0.6))
+    assert lower.passed  # the AUC's 95% lower bound is what the sample shows
 
 
 def test_one_run_p_value_and_lower_bound() -> None:
