@@ -132,7 +132,7 @@ def record_verdict(cfg: FederationConfig, rnd: AuditRound, attacks: dict[str, An
             client.set_model_version_tag(rnd.federation_id, v, k, value)
     extra = {"MLflow run": rnd.run_id, "versions tagged": ", ".join(versions) or "none"}
     create_markdown_artifact(record.markdown(rnd.federation_id, rnd.server_round, verdict, attacks["threat"], extra),
-                             key=f"{rnd.federation_id}-round-{rnd.server_round}-audit"[:60],
+                             key=record.artifact_key(rnd.federation_id, rnd.server_round),
                              description=f"{rnd.federation_id} round {rnd.server_round}: audit {verdict.verdict}")
     for v in versions or [""]:
         resource = f"primia.model.{rnd.federation_id}" if v else f"primia.federation.{rnd.federation_id}"

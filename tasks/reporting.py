@@ -7,6 +7,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from primia import progress, runtime
+from primia.audit.record import artifact_key
 from primia.federation.coordinator import Evaluation
 from primia.federation.policy import Outcome, accepted_results
 from primia.federation.report import (
@@ -42,10 +43,12 @@ def record_round(
     tracker.set_tags(data_fingerprints(accepted_results(outcomes), answers.pooled, answers.secure is not None))
     if validation:
         runtime.tracker(run_id).log_metrics(validation, step=validation_step)
+    audit = "" if runtime.settings().audit.after_round == "off" else \
+        f"; privacy audit: artifact `{artifact_key(federation_id, server_round)}`"
     create_table_artifact(
         table=round_table(outcomes), key=f"{federation_id}-rounds",
         description=f"**{federation_id}**, round {server_round}: test MCC {evaluation.metrics['mcc']:.3f}, "
-                    f"ROC-AUC {evaluation.metrics['roc_auc']:.3f}; {timing['round_s']:.2f} s; {secure}",
+                    f"ROC-AUC {evaluation.metrics['roc_auc']:.3f}; {timing['round_s']:.2f} s; {secure}{audit}",
     )
     create_markdown_artifact(round_markdown(federation_id, server_round, outcomes, answers.pooled, validation,
                                             evaluation, timing, secure),

@@ -11,6 +11,11 @@ VERDICT_TAG, SUMMARY_TAG, ROUND_TAG = "primia.audit.verdict", "primia.audit.summ
 HALT_TAG = "primia.audit.halt"
 
 
+def artifact_key(federation_id: str, server_round: int) -> str:
+    """The Prefect artifact of a round's audit (the round's table names it)."""
+    return f"{federation_id}-round-{server_round}-audit"[:60]
+
+
 def run_tags(server_round: int, verdict: Verdict) -> dict[str, str]:
     """The round's verdict on the training run (one tag pair per round)."""
     return {f"primia.audit.round.{server_round}.verdict": verdict.verdict,

@@ -18,7 +18,13 @@ from infra import stack
 from primia import runtime
 from primia.config import parse_federation_config
 from tasks.model_registry import client as registry_client
-from tests.distributed_agents import deploy_prefect_yaml, final_state, pause_automations, start_coordinator_worker
+from tests.distributed_agents import (
+    deploy_prefect_yaml,
+    final_state,
+    pause_automations,
+    round_tables,
+    start_coordinator_worker,
+)
 from tests.integration.conftest import federation_raw
 
 pytestmark = pytest.mark.integration
@@ -108,6 +114,9 @@ def test_embedded_rounds_are_audited_by_the_subflow(live_stack: stack.StackState
     with get_client(sync_client=True) as client:
         art = client.read_latest_artifacts()
     assert any(a.key == f"{fid}-round-1-audit" for a in art)
+    descriptions: dict[int, str] = {}
+    round_tables(fid, descriptions)  # each round's table names its audit
+    assert f"privacy audit: artifact `{fid}-round-2-audit`" in descriptions[2]
     version = summary["registry"]["version"]
     tags = mlc.get_model_version(fid, version).tags
     selected = summary["selected_round"]

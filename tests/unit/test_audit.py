@@ -12,12 +12,12 @@ import torch
 from scipy import stats
 from torch import nn
 
+from primia.audit.canaries import CanaryTraining, train_plain
 from primia.audit.event import parse_round_event, round_event_payload
 from primia.audit.inversion import InversionConfig, invert, parameter_gradients, recover_labels
 from primia.audit.leakage import leakage, match
 from primia.audit.membership import rmia_scores, roc_figures
 from primia.audit.one_run import audit_canaries, epsilon_lower_bound, p_value
-from primia.audit.canaries import CanaryTraining, train_plain
 from primia.audit.round_audit import AuditPlan, hospital_membership, reconstruction_audit
 from primia.audit.threat import ThreatModel, coordinator_view, per_sample_gradients
 from primia.audit.verdict import AuditPolicy, judge, load_audit_policy
