@@ -63,7 +63,7 @@ def bench_audit(budget_s: float = 60.0, canaries: int = 200) -> dict[str, Any]:
     started = time.perf_counter()
     out |= {f"protected_{k}": v for k, v in _recon(small, x[:600], y[:600], plan, budget_s).items()}
     out["audit_s"] = time.perf_counter() - started
-    out["protected_threat"] = plan.threat.describe()
+    out["protected_threat"] = f"{plan.threat.describe()}; attacked: that update and the mean of {plan.secure_hospitals}"
 
     members, heldout = (x[:64], y[:64]), (x[1000:1256], y[1000:1256])
     overfit = build_model(cfg.model, seed=1)

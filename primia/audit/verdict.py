@@ -81,7 +81,7 @@ def judge(policy: AuditPolicy, figures: dict[str, float], cut: list[str] | None 
         nonmembers = figures.get("mia_nonmembers", math.inf)
         if nonmembers < MIN_NONMEMBERS_FOR_TPR:
             notes.append(f"membership TPR at 1% FPR not judged: {nonmembers:.0f} non-members cannot resolve 1% FPR")
-        elif False:
+        elif figures.get("mia_tpr_at_1pct_fpr", 0.0) > m.max_tpr_at_1pct_fpr:
             reasons.append(f"membership TPR at 1% FPR {figures['mia_tpr_at_1pct_fpr']:.3f} > {m.max_tpr_at_1pct_fpr:g}")
     elif m.required:
         reasons.append("membership attack not run and the policy requires it")
