@@ -18,11 +18,12 @@ from prefect.events import emit_event
 
 from primia import progress, runtime
 from primia.audit import record
-from primia.audit.event import AuditRound, parse_round_event
+from primia.audit.event import AuditRound, check_round, parse_round_event
 from primia.audit.plan import audit_plan
 from primia.audit.round_audit import canary_check, hospital_membership, reconstruction_audit, worst_membership
 from primia.audit.verdict import judge, load_audit_policy
 from primia.config import FederationConfig
+from primia.federation.checkpointing import GLOBAL
 from primia.federation.coordinator import load_test_set
 from primia.federation.hospital import derive_seed, load_local_data, model_from_weights
 from primia.models.factory import count_parameters
@@ -53,7 +54,10 @@ def _inputs(cfg: FederationConfig, rnd: AuditRound) -> Inputs:
 def open_audit(event: dict[str, Any]) -> tuple[FederationConfig, AuditRound]:
     """The round the event names, and the federation config its training run logged."""
     rnd = parse_round_event(event)
-    return config_of_run(registry_client(), rnd.run_id, f"audit of {rnd.federation_id} round {rnd.server_round}"), rnd
+    client = registry_client()
+    committed = runtime.checkpoints(rnd.federation_id).load_round(rnd.server_round).ref(GLOBAL)
+    check_round(rnd, committed, client.get_run(rnd.run_id).data.tags)
+    return config_of_run(client, rnd.run_id, f"audit of {rnd.federation_id} round {rnd.server_round}"), rnd
 
 
 @task(name="attack-updates", cache_policy=NO_CACHE, persist_result=False,

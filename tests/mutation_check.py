@@ -470,6 +470,13 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
         'tests/unit/test_audit.py::test_a_class_mix_difference_alone_is_not_membership',
     ),
     (
+        'audit: event names the committed checkpoint',
+        'primia/audit/event.py',
+        '    if named != (committed.bucket, committed.key, committed.sha256):',
+        '    if False:',
+        'tests/unit/test_audit.py::test_an_event_naming_another_checkpoint_or_run_is_refused',
+    ),
+    (
         'audit: lower bound <= accountant',
         'primia/audit/verdict.py',
         '        if lb > acc:',

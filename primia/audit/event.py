@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from primia.audit.plan import RoundFacts
-from primia.errors import ConfigError
+from primia.errors import ConfigError, IntegrityError
 from primia.messages import CheckpointRef
 
 ROUND_COMPLETED = "primia.round.completed"
@@ -56,3 +56,15 @@ def parse_round_event(payload: Any) -> AuditRound:
     return AuditRound(_field(payload, "federation", str), server_round, ref, _field(payload, "mlflow_run_id", str),
                       tuple(hospitals), _field(payload, "num_examples", int),
                       bool(_field(payload, "secure_aggregation", bool)))
+
+
+def check_round(rnd: AuditRound, committed: CheckpointRef, run_tags: dict[str, str]) -> None:
+    """An event names what the audit attacks and which run and versions get the verdict: anyone who can emit
+    Prefect events could name another model, so the checkpoint must be the round's committed global model
+    (from its signed manifest) and the run the federation's."""
+    named = (rnd.checkpoint.bucket, rnd.checkpoint.key, rnd.checkpoint.sha256)
+    if named != (committed.bucket, committed.key, committed.sha256):
+        raise IntegrityError(f"privacy audit: the event's checkpoint for {rnd.federation_id} round {rnd.server_round} "
+                             f"is not that round's committed global model; refusing to audit it")
+    if run_tags.get("primia.federation_id") != rnd.federation_id:
+        raise IntegrityError(f"privacy audit: MLflow run {rnd.run_id} is not a training run of {rnd.federation_id}")

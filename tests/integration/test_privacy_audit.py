@@ -36,7 +36,8 @@ def audit_dirs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("audit-hospitals")
     for k, site in enumerate(["h1", "h2", "h3", "test"]):
-        write_image_folder(make_synthetic(64, 2, 32, seed=70 + k, noise=0.05), root / site)
+        write_image_folder(make_synthetic(96, 2, 32, seed=40 + k, noise=0.05), root / site)  # learns: a trained
+    # round is selected (the registry tests' sites)
     return root
 
 
@@ -44,7 +45,7 @@ def _raw(root: Path, fid: str, rounds: int = 2) -> dict[str, Any]:
     raw = federation_raw(root, fid, rounds=rounds)
     raw["privacy"] = {"mode": "sample", "target_epsilon": 50.0, "delta": 1e-5, "max_grad_norm": 1.0,
                       "noise_multiplier": 0.5}
-    raw["training"] = {"batch_size": 16, "lr": 0.03, "local_epochs": 1}
+    raw["training"] = {"batch_size": 16, "lr": 0.03, "local_epochs": 2}
     raw["audit"] = {"time_budget_s": 6, "steps": 60, "restarts": 1, "attack_images": 2}
     return raw
 
@@ -117,6 +118,16 @@ def test_embedded_rounds_are_audited_by_the_subflow(live_stack: stack.StackState
     descriptions: dict[int, str] = {}
     round_tables(fid, descriptions)  # each round's table names its audit
     assert f"privacy audit: artifact `{fid}-round-2-audit`" in descriptions[2]
+    # whoever can emit Prefect events could name another model for a round: the audit refuses it
+    from flows.privacy_audit import privacy_audit
+    from primia.audit.event import round_event_payload
+    from primia.errors import IntegrityError
+
+    store = runtime.checkpoints(fid)
+    round_1 = store.load_round(1).ref("global.safetensors")
+    forged = round_event_payload(fid, 2, round_1, summary["mlflow_run_id"], "fedavg", ["h1", "h2", "h3"], 100, True)
+    with pytest.raises(IntegrityError, match="committed global model"):
+        privacy_audit(forged)
     version = summary["registry"]["version"]
     tags = mlc.get_model_version(fid, version).tags
     selected = summary["selected_round"]
@@ -154,15 +165,15 @@ def test_rounds_trigger_the_audit_deployment_and_promotion_reads_it(
     """The audits' flow runs are created by the automation (not by the training flow), run by the pinned
     worker; their verdicts reach the version and the promotion gate."""
     fid = "it-audit-trigger"
-    summary = _train(_raw(audit_dirs, fid), monkeypatch, "trigger")
-    runs = _audit_runs(fid, 2)
-    assert len(runs) == 2, coordinator_worker.read_text()[-3000:]
+    summary = _train(_raw(audit_dirs, fid, rounds=3), monkeypatch, "trigger")
+    runs = _audit_runs(fid, 3)
+    assert len(runs) == 3, coordinator_worker.read_text()[-3000:]
     for run in runs:
         assert run.created_by is not None and run.created_by.type == "AUTOMATION"
         state = final_state(run.id, 240)
         assert state.is_completed(), (state, coordinator_worker.read_text()[-3000:])
     mlc = registry_client()
-    verdicts = _check_round_records(mlc, summary["mlflow_run_id"], 2)
+    verdicts = _check_round_records(mlc, summary["mlflow_run_id"], 3)
     version, selected = summary["registry"]["version"], summary["selected_round"]
     expected = verdicts.get(str(selected))
     assert expected is not None, (selected, verdicts)  # a trained round was selected (its audit ran)

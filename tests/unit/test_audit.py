@@ -13,7 +13,7 @@ from scipy import stats
 from torch import nn
 
 from primia.audit.canaries import CanaryTraining, train_plain
-from primia.audit.event import parse_round_event, round_event_payload
+from primia.audit.event import check_round, parse_round_event, round_event_payload
 from primia.audit.inversion import InversionConfig, invert, parameter_gradients, recover_labels
 from primia.audit.leakage import leakage, match
 from primia.audit.membership import rmia_scores, roc_figures
@@ -22,7 +22,7 @@ from primia.audit.round_audit import AuditPlan, hospital_membership, reconstruct
 from primia.audit.threat import ThreatModel, coordinator_view, per_sample_gradients
 from primia.audit.verdict import AuditPolicy, judge, load_audit_policy
 from primia.data.synthetic import make_synthetic
-from primia.errors import ConfigError
+from primia.errors import ConfigError, IntegrityError
 from primia.messages import CheckpointRef
 from primia.models.factory import build_model
 
@@ -224,3 +224,14 @@ def test_round_event_round_trip_and_bad_fields() -> None:
             parse_round_event(payload | {field: value})
     with pytest.raises(ConfigError, match="JSON object"):
         parse_round_event("not a dict")
+
+
+def test_an_event_naming_another_checkpoint_or_run_is_refused() -> None:
+    ref = CheckpointRef("b", "federations/f/rounds/2/global.safetensors", "ab" * 32, 2)
+    rnd = parse_round_event(round_event_payload("f", 2, ref, "run", "fedavg", ["h1"], 10, True))
+    check_round(rnd, ref, {"primia.federation_id": "f"})
+    earlier = CheckpointRef("b", "federations/f/rounds/1/global.safetensors", "cd" * 32, 1)
+    with pytest.raises(IntegrityError, match="not that round's committed global model"):
+        check_round(rnd, earlier, {"primia.federation_id": "f"})
+    with pytest.raises(IntegrityError, match="not a training run of f"):
+        check_round(rnd, ref, {"primia.federation_id": "other"})
