@@ -6,7 +6,9 @@
 - protected_*: the demo's defaults (configs/demo.yaml: 3 hospitals under secure aggregation, batch 128,
   DP-SGD at the demo's planned noise), as the per-round audit runs it; audit_s is its wall time.
 - mia_auc_overfit: loss/RMIA membership on a small CNN trained 60 epochs on 64 images; mia_auc_demo: on a
-  small CNN trained as one demo hospital trains over the whole federation (DP-SGD, its noise, its steps).
+  small CNN trained on one demo hospital's share for the federation's epochs (20 rounds x 2) with
+  Poisson-sampled DP-SGD at the demo's batch, clipping and planned noise (plain SGD at lr 0.5, where the
+  demo's hospitals use Adam: the privacy is the same, the model differs).
 - eps_lower_bound / eps_accountant: the one-run canary check under the demo's DP; eps_lower_bound_no_dp:
   the same canaries without DP (mislabelled, memorised).
 """

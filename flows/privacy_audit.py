@@ -16,6 +16,7 @@ from typing import Any
 from prefect import flow
 
 from primia import runtime
+from primia.audit.plan import membership_hospitals
 from tasks.audit import attack_updates, canary_audit, hospital_membership_audit, open_audit, record_verdict
 
 
@@ -23,14 +24,8 @@ from tasks.audit import attack_updates, canary_audit, hospital_membership_audit,
 def privacy_audit(event: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     cfg, rnd = open_audit(event)
-    cut: list[str] = []
-    membership = []
-    if not cfg.audit.membership:
-        cut.append("membership audit: off in the federation's config")
-    elif runtime.settings().mode != "embedded":
-        cut.append("membership audit: distributed hospitals run no audit task yet (only embedded mode)")
-    else:
-        membership = [hospital_membership_audit(cfg, rnd, h) for h in rnd.hospitals]
+    hospitals, cut = membership_hospitals(cfg, rnd.hospitals, runtime.settings().mode)
+    membership = [hospital_membership_audit(cfg, rnd, h) for h in hospitals]
     canaries = canary_audit(cfg, rnd)
     left = cfg.audit.time_budget_s - (time.perf_counter() - started)
     attacks = attack_updates(cfg, rnd, left)

@@ -263,6 +263,14 @@ class AuditConfig(_Strict):
     membership: bool = True  # the hospitals' membership-inference audit (embedded mode: run in place)
     canaries: int = Field(default=0, ge=0, le=10_000)
 
+    @field_validator("canaries")
+    @classmethod
+    def _canaries_to_guess(cls, v: int) -> int:
+        if v == 1:
+            raise ValueError("audit.canaries must be 0 (no one-run DP check) or at least 2 (one canary gives "
+                             "nothing to rank)")
+        return v
+
 
 class RoundPolicy(_Strict):
     """Who takes part in a round and how long the coordinator waits.

@@ -126,9 +126,7 @@ def record_verdict(cfg: FederationConfig, rnd: AuditRound, attacks: dict[str, An
     if not verdict.passed and policy.halt_on_fail:
         tags[record.HALT_TAG] = f"round {rnd.server_round}: {verdict.summary()}"[:4000]
     tracker.set_tags(tags)
-    tracker.log_dict({"verdict": verdict.verdict, "reasons": verdict.reasons, "figures": verdict.figures,
-                      "cut": verdict.cut, "threat": attacks["threat"]},
-                     f"audit/round-{rnd.server_round:04d}/verdict.json")
+    tracker.log_dict(record.document(verdict, attacks["threat"]), f"audit/round-{rnd.server_round:04d}/verdict.json")
     client = registry_client()
     versions = _versions_from(client, rnd)
     for v in versions:

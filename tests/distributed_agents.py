@@ -8,6 +8,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -150,3 +151,20 @@ def pause_automations(*deployments: str) -> None:
             deployment = client.read_deployment_by_name(name)
             for automation in client.read_resource_related_automations(f"prefect.deployment.{deployment.id}"):
                 client.pause_automation(automation.id)
+
+
+@contextmanager
+def triggered_coordinator(log: Path, name: str, paused: tuple[str, ...] = (),
+                          pause_after: tuple[str, ...] = ()) -> Iterator[Path]:
+    """prefect.yaml deployed with its event triggers on (but `paused`), the coordinator's pinned worker
+    running; at the end the worker stops and `pause_after`'s triggers are paused for later tests."""
+    deploy_prefect_yaml(triggers=True)
+    if paused:
+        pause_automations(*paused)
+    worker = start_coordinator_worker(log, name)
+    try:
+        yield log
+    finally:
+        worker.terminate()
+        worker.wait(30)
+        pause_automations(*pause_after)

@@ -10,6 +10,7 @@ from primia.audit.canaries import CanaryTraining
 from primia.audit.round_audit import AuditPlan
 from primia.audit.threat import ThreatModel
 from primia.config import FederationConfig
+from primia.errors import ConfigError
 from primia.privacy.accounting import plan_noise
 from primia.privacy.client_dp import mechanism
 from primia.privacy.dpsgd import sample_rate, steps_per_round
@@ -63,3 +64,19 @@ def audit_plan(cfg: FederationConfig, facts: RoundFacts, audit_images: int, seed
         cut.append("one-run DP check skipped: client-level DP protects whole updates, not the canaries' samples")
     return AuditPlan(threat, secure, a.attack_images, steps=a.steps, restarts=a.restarts,
                      time_budget_s=a.time_budget_s, canaries=a.canaries, canary_training=canary, seed=seed), cut
+
+
+def membership_hospitals(cfg: FederationConfig, round_hospitals: tuple[str, ...], mode: str
+                         ) -> tuple[tuple[str, ...], list[str]]:
+    """The hospitals whose membership audit runs this round, and what was not run and why. Only embedded
+    mode can run it (the agents have no audit task yet); a hospital the config does not name is an error."""
+    if not cfg.audit.membership:
+        return (), ["membership audit: off in the federation's config"]
+    if mode != "embedded":
+        return (), ["membership audit: distributed hospitals run no audit task yet (only embedded mode)"]
+    known = {h.name for h in cfg.hospitals}
+    unknown = sorted(set(round_hospitals) - known)
+    if unknown:
+        raise ConfigError(f"privacy audit: the round names hospitals the federation config does not: "
+                          f"{', '.join(unknown)} (expected some of {', '.join(sorted(known))})")
+    return round_hospitals, []

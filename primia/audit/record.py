@@ -35,6 +35,12 @@ def version_tags(server_round: int, verdict: Verdict) -> dict[str, str]:
     return round_verdict_tags(run_tags(server_round, verdict), server_round)
 
 
+def document(verdict: Verdict, threat: str) -> dict[str, Any]:
+    """verdict.json: what a privacy officer signs off on."""
+    return {"verdict": verdict.verdict, "reasons": verdict.reasons, "figures": verdict.figures, "cut": verdict.cut,
+            "threat": threat}
+
+
 def metrics(verdict: Verdict) -> dict[str, float]:
     """MLflow metrics (step = round): every figure, prefixed, and the verdict as 1 (PASS) / 0 (FAIL)."""
     return {f"audit_{k}": float(v) for k, v in verdict.figures.items()} | {"audit_pass": float(verdict.passed)}

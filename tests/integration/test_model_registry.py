@@ -30,7 +30,7 @@ from primia.config import parse_federation_config
 from primia.federation import coordinator as core
 from primia.messages import CheckpointRef
 from tasks.model_registry import client as registry_client
-from tests.distributed_agents import deploy_prefect_yaml, pause_automations, start_coordinator_worker
+from tests.distributed_agents import triggered_coordinator
 from tests.integration.conftest import federation_raw
 
 pytestmark = pytest.mark.integration
@@ -55,16 +55,11 @@ def _policy(tmp_path: Path, name: str, **gates: dict[str, Any]) -> str:
 def coordinator_worker(live_stack: stack.StackState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """prefect.yaml deployed with its triggers enabled and the coordinator's pinned worker running, before
     the module's federation trains: the end of training starts promote-model through the automation."""
-    deploy_prefect_yaml(triggers=True)
-    pause_automations("privacy-audit/privacy-audit")  # this module sets audit verdicts itself (test_privacy_audit)
-    log = tmp_path_factory.mktemp("coordinator-worker") / "worker.log"
-    worker = start_coordinator_worker(log, "coordinator-registry")
-    try:
+    # this module sets audit verdicts itself (test_privacy_audit audits); later trainings start no promotion
+    with triggered_coordinator(tmp_path_factory.mktemp("coordinator-worker") / "worker.log", "coordinator-registry",
+                               paused=("privacy-audit/privacy-audit",),
+                               pause_after=("promote-model/promote-model",)) as log:
         yield log
-    finally:
-        worker.terminate()
-        worker.wait(30)
-        pause_automations("promote-model/promote-model")  # later tests' trainings start no promotion
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,7 @@ from infra import stack
 from primia import runtime
 from primia.config import parse_federation_config
 from tasks.model_registry import client as registry_client
-from tests.distributed_agents import (
-    deploy_prefect_yaml,
-    final_state,
-    pause_automations,
-    round_tables,
-    start_coordinator_worker,
-)
+from tests.distributed_agents import final_state, round_tables, triggered_coordinator
 from tests.integration.conftest import federation_raw
 
 pytestmark = pytest.mark.integration
@@ -149,15 +143,9 @@ def test_a_failed_audit_halts_training_when_the_policy_says_so(live_stack: stack
 
 @pytest.fixture(scope="module")
 def coordinator_worker(live_stack: stack.StackState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    deploy_prefect_yaml(triggers=True)
-    log = tmp_path_factory.mktemp("audit-worker") / "worker.log"
-    worker = start_coordinator_worker(log, "coordinator-audit")
-    try:
+    with triggered_coordinator(tmp_path_factory.mktemp("audit-worker") / "worker.log", "coordinator-audit",
+                               pause_after=("privacy-audit/privacy-audit", "promote-model/promote-model")) as log:
         yield log
-    finally:
-        worker.terminate()
-        worker.wait(30)
-        pause_automations("privacy-audit/privacy-audit", "promote-model/promote-model")
 
 
 def test_rounds_trigger_the_audit_deployment_and_promotion_reads_it(

@@ -235,3 +235,17 @@ def test_an_event_naming_another_checkpoint_or_run_is_refused() -> None:
         check_round(rnd, earlier, {"primia.federation_id": "f"})
     with pytest.raises(IntegrityError, match="not a training run of f"):
         check_round(rnd, ref, {"primia.federation_id": "other"})
+
+
+def test_membership_runs_only_where_it_can_and_names_a_stranger() -> None:
+    from primia.audit.plan import membership_hospitals
+    from primia.config import parse_federation_config
+
+    raw = {"federation_id": "f", "hospitals": [{"name": "h1", "data": {"path": "/x"}}], "test_data": {"path": "/t"}}
+    cfg = parse_federation_config(raw)
+    assert membership_hospitals(cfg, ("h1",), "embedded") == (("h1",), [])
+    assert "distributed" in membership_hospitals(cfg, ("h1",), "distributed")[1][0]
+    with pytest.raises(ConfigError, match="does not: h9"):
+        membership_hospitals(cfg, ("h1", "h9"), "embedded")
+    with pytest.raises(ConfigError, match="audit.canaries"):
+        parse_federation_config(raw | {"audit": {"canaries": 1}})
