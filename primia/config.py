@@ -258,7 +258,7 @@ class AuditConfig(_Strict):
 
     time_budget_s: float = Field(default=60.0, gt=0, le=3600)
     attack_images: int = Field(default=4, ge=1, le=64)  # reconstructed per attacked update
-    steps: int = Field(default=400, ge=1, le=100_000)
+    steps: int = Field(default=3000, ge=1, le=100_000)  # per restart; the smooth attack needs ~3000 at 64x64
     restarts: int = Field(default=2, ge=1, le=100)
     membership: bool = True  # the hospitals' membership-inference audit (embedded mode: run in place)
     canaries: int = Field(default=0, ge=0, le=10_000)

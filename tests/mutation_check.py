@@ -519,6 +519,20 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
         '',
         'tests/integration/test_privacy_audit.py::test_embedded_rounds_are_audited_by_the_subflow',
     ),
+    (
+        'audit: smooth surrogate for ReLU networks',
+        'primia/audit/inversion.py',
+        '        smooth = cfg.smooth_beta is not None and restart % 2 == 0  # odd restarts: the exact loss',
+        '        smooth = False',
+        'tests/unit/test_audit.py::test_inversion_recovers_an_mri_from_the_small_cnn_at_64px_and_the_audit_fails',
+    ),
+    (
+        'audit: exact-loss restarts',
+        'primia/audit/inversion.py',
+        '        smooth = cfg.smooth_beta is not None and restart % 2 == 0  # odd restarts: the exact loss',
+        '        smooth = cfg.smooth_beta is not None',
+        'tests/unit/test_audit.py::test_inversion_recovers_a_leaky_update_and_the_audit_fails',
+    ),
 ]
 
 

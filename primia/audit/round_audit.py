@@ -33,7 +33,7 @@ class AuditPlan:
     secure_hospitals: int = 0  # 0: secure aggregation off (the coordinator sees each update)
     attack_images: int = 4  # at most this many images reconstructed per view
     objectives: tuple[Objective, ...] = ("inverting", "dlg")
-    steps: int = 400
+    steps: int = 3000
     restarts: int = 2
     time_budget_s: float = 60.0
     canaries: int = 0
@@ -100,7 +100,7 @@ def reconstruction_audit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pla
             cut.append(f"{name}/{obj}: reconstructed {shown} of the {need} images in the update")
         cfg = InversionConfig(objective=obj, steps=plan.steps, restarts=plan.restarts, seed=plan.seed,
                               time_budget_s=left / (len(todo) - i))
-        rec = invert(model, target, (shown, *x.shape[1:]), cfg=cfg)
+        rec = invert(model, target, (shown, *x.shape[1:]), cfg=cfg, prior=prior)
         figures = leakage(rec.images, x[:need], prior)
         best, originals = match(rec.images.clamp(0, 1), x[:need])
         if rec.cut:
