@@ -90,7 +90,7 @@ def smooth_copy(model: nn.Module, beta: float) -> tuple[nn.Module, list[nn.Softp
     """A copy of `model` with every nn.ReLU module a Softplus(beta); the Softplus modules, to sharpen."""
     smooth = copy.deepcopy(model)
     swapped: list[nn.Softplus] = []
-    for name, module in list(smooth.named_modules()):
+    for module in list(smooth.modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, nn.ReLU):
                 swapped.append(nn.Softplus(beta=beta))
@@ -143,7 +143,7 @@ def invert(model: nn.Module, target: Sequence[torch.Tensor], shape: tuple[int, .
         if share is not None and share <= 0:
             break
         smooth = cfg.smooth_beta is not None and restart % 2 == 0  # odd restarts: the exact loss
-        attacked, softplus = smooth_copy(model, cfg.smooth_beta[0]) if smooth else (model, [])
+        attacked, softplus = smooth_copy(model, 1.0) if smooth else (model, [])  # beta set each step
         logits = _start(shape, prior, gen).requires_grad_(True)  # image = sigmoid(logits), always in [0, 1]
         opt = torch.optim.Adam([logits], lr=cfg.lr)
         restart_began, step, progress = time.perf_counter(), 0, 0.0
