@@ -35,14 +35,15 @@ class HospitalError(PrimiaError):
 @flow(name="local-training", persist_result=False, log_prints=False)
 def local_training(
     server_round: int, global_ref: dict[str, Any] | None, spec: dict[str, Any], nonce: str, train: bool = True,
-    secagg: dict[str, Any] | None = None, stats: bool = False, validate: bool = True,
+    secagg: dict[str, Any] | None = None, stats: bool = False, validate: bool = True, audit: bool = False,
 ) -> dict[str, Any]:
     """Validate the incoming global model, train on local data, and contribute the update, counts and
     validation figures - under secure aggregation only in masked form; store a signed answer. With
-    `stats` (before round 1) it only contributes its image intensity moments for input normalisation."""
+    `stats` (before round 1) it only contributes its image intensity moments for input normalisation; with
+    `audit` (the privacy audit, after a round) only the membership figures of that round's global model."""
     agent = runtime.settings().hospital
     try:
-        return _answer(server_round, global_ref, spec, nonce, train, secagg, stats, validate)
+        return _answer(server_round, global_ref, spec, nonce, train, secagg, stats, validate, audit)
     except SAFE_TO_SAY:
         raise
     except Exception as exc:  # noqa: BLE001  # a data error names local paths and classes: keep them here
@@ -53,17 +54,17 @@ def local_training(
 
 
 def _answer(server_round: int, global_ref: dict[str, Any] | None, spec: dict[str, Any], nonce: str, train: bool,
-            secagg: dict[str, Any] | None, stats: bool, validate: bool) -> dict[str, Any]:
+            secagg: dict[str, Any] | None, stats: bool, validate: bool, audit: bool) -> dict[str, Any]:
     agent, logger = runtime.settings().hospital, get_run_logger()
     local_spec = LocalSpec.model_validate(spec)
-    check_plan(agent, train, stats, secagg, local_spec.privacy.mode)  # its privacy floor, before anything is read
+    check_plan(agent, train, stats, secagg, local_spec.privacy.mode, audit)  # its floor, before anything is read
     roster, identity, hospital = runtime.roster(), runtime.identity(), hospital_config(agent)
     entry = roster.active().get(hospital.name)
     if entry is None or entry.fingerprint != identity.public.fingerprint:
         raise ConfigError(f"hospital {hospital.name} is not active on the signed roster with these keys: refused")
     store = runtime.checkpoints(local_spec.federation_id)  # the coordinator's: global models, rosters
     outbox = runtime.checkpoints(local_spec.federation_id, entry.bucket)  # its own: messages, answers
-    d = dispatch_from(server_round, global_ref, nonce, train, stats, secagg, validate)
+    d = dispatch_from(server_round, global_ref, nonce, train, stats, secagg, validate, audit)
     secure = None
     if secagg is not None:
         secure = hospital_side(store, outbox, secagg, hospital.name, identity.signing.sign, roster.verifier(),
@@ -74,5 +75,6 @@ def _answer(server_round: int, global_ref: dict[str, Any] | None, spec: dict[str
     record = FileRecord(runtime.hospital_keys_dir() / "privacy-record.json")  # its floor under the stored account
     signed = answer(hospital, identity.signing, store, outbox, d, local_spec, secure, salt, record)
     logger.info("%s round %d: answered (%s), %.2f s local", hospital.name, server_round,
-                "masked" if secure is not None else "in the clear", signed.payload["local_s"])
+                "membership figures" if audit else "masked" if secure is not None else "in the clear",
+                signed.payload["local_s"])
     return {"hospital": hospital.name, "round": server_round, "digest": signed.digest}

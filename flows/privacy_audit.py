@@ -15,17 +15,14 @@ from typing import Any
 
 from prefect import flow
 
-from primia import runtime
-from primia.audit.plan import membership_hospitals
-from tasks.audit import attack_updates, canary_audit, hospital_membership_audit, open_audit, record_verdict
+from tasks.audit import attack_updates, canary_audit, membership_audit, open_audit, record_verdict
 
 
 @flow(name="privacy-audit", persist_result=False, flow_run_name="audit-{event[federation]}-round-{event[round]}")
 def privacy_audit(event: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     cfg, rnd = open_audit(event)
-    hospitals, cut = membership_hospitals(cfg, rnd.hospitals, runtime.settings().mode)
-    membership = [hospital_membership_audit(cfg, rnd, h) for h in hospitals]
+    membership, cut = membership_audit(cfg, rnd)
     canaries = canary_audit(cfg, rnd)
     left = cfg.audit.time_budget_s - (time.perf_counter() - started)
     attacks = attack_updates(cfg, rnd, left)

@@ -95,6 +95,10 @@ class AgentSettings(BaseModel):
     target_epsilon: float | None = Field(default=None, gt=0, le=100)
     delta: float | None = Field(default=None, gt=0, lt=1)
     require_dp: bool = True  # a plan with privacy.mode off is refused (PRIMIA_HOSPITAL__REQUIRE_DP=false allows)
+    # The privacy audit's membership attack on its own train vs held-out samples: only the figures (AUC, TPR at
+    # 1% and 0.1% FPR, the sample count) leave, signed, in the clear (a worst case over hospitals cannot be
+    # taken under secure aggregation). false: such a dispatch is refused and the round's audit FAILs.
+    membership_audit: bool = True
 
 
 class FederationSettings(BaseModel):

@@ -19,17 +19,19 @@ from prefect.events import emit_event
 from primia import progress, runtime
 from primia.audit import record
 from primia.audit.event import AuditRound, check_round, parse_round_event
-from primia.audit.plan import audit_plan
-from primia.audit.round_audit import canary_check, hospital_membership, reconstruction_audit, worst_membership
+from primia.audit.plan import audit_plan, membership_hospitals
+from primia.audit.round_audit import canary_check, reconstruction_audit, worst_membership
 from primia.audit.verdict import judge, load_audit_policy
 from primia.config import FederationConfig
 from primia.federation.checkpointing import GLOBAL
 from primia.federation.coordinator import load_test_set
-from primia.federation.hospital import derive_seed, load_local_data, model_from_weights
+from primia.federation.hospital import derive_seed, model_from_weights
+from primia.federation.policy import ACCEPTED
 from primia.models.factory import count_parameters
 from primia.registry.promotion import config_of_run
 from primia.tracking.plots import reconstruction_figure
 from tasks.model_registry import client as registry_client
+from tasks.rounds import ask_hospitals
 
 AUDIT_COMPLETED = "primia.audit.completed"
 
@@ -79,18 +81,23 @@ def attack_updates(cfg: FederationConfig, rnd: AuditRound, budget_s: float) -> d
         "; the coordinator sees each update")}
 
 
-@task(name="hospital-membership-audit", cache_policy=NO_CACHE, persist_result=False,
-      task_run_name="membership-audit-{hospital}")
-def hospital_membership_audit(cfg: FederationConfig, rnd: AuditRound, hospital: str) -> dict[str, float]:
-    """At the hospital, on its own training (members) and validation (non-members) samples: only the
-    figures leave it."""
-    h = next(h for h in cfg.hospitals if h.name == hospital)
-    local = load_local_data(h, cfg)
-    weights = runtime.checkpoints(rnd.federation_id).get_weights(rnd.checkpoint)
-    model = model_from_weights(cfg, weights)
-    return hospital_membership(model, (torch.as_tensor(local.train.images), torch.as_tensor(local.train.labels)),
-                               (torch.as_tensor(local.val.images), torch.as_tensor(local.val.labels)),
-                               local.val.groups, seed=derive_seed(cfg.seed, "mia", hospital, rnd.server_round))
+@task(name="membership-audit", cache_policy=NO_CACHE, persist_result=False,
+      task_run_name="membership-audit-round-{rnd.server_round}")
+def membership_audit(cfg: FederationConfig, rnd: AuditRound) -> tuple[list[dict[str, float]], list[str]]:
+    """Each of the round's hospitals attacks the round's model on its own training (members) and held-out
+    (non-members) samples - on its agent in distributed mode, as a task here in embedded mode, through the
+    rounds' one `ask` path - and answers with the figures only, signed and checked against the roster."""
+    known = {h.name for h in cfg.hospitals} if runtime.settings().mode == "embedded" else \
+        set(runtime.roster().active())
+    hospitals, cut = membership_hospitals(cfg, rnd.hospitals, known)
+    if not hospitals:
+        return [], cut
+    answers = ask_hospitals(cfg, rnd.server_round, rnd.checkpoint, list(hospitals), train=False, stats=False,
+                            audit=True)
+    reports = [o.result.metrics for o in answers.outcomes if o.status == ACCEPTED and o.result is not None]
+    cut += [f"membership audit: {o.hospital} did not report ({o.reason})" for o in answers.outcomes
+            if o.status != ACCEPTED]
+    return [worst_membership(reports, len(hospitals))] if reports else [], cut
 
 
 @task(name="canary-audit", cache_policy=NO_CACHE, persist_result=False)
@@ -117,7 +124,7 @@ def record_verdict(cfg: FederationConfig, rnd: AuditRound, attacks: dict[str, An
     """Judge against the audit policy; metrics and tags on the round's run, the verdict on every version
     from the round, a Prefect artifact, and the `primia.audit.completed` event promotion starts from."""
     policy = load_audit_policy(runtime.settings().audit.policy)
-    figures = attacks["figures"] | worst_membership(membership) | canaries
+    figures = attacks["figures"] | (membership[0] if membership else {}) | canaries
     figures["audit_s"] = time.perf_counter() - started
     verdict = judge(policy, figures, attacks["cut"] + cut)
     tracker = runtime.tracker(rnd.run_id)

@@ -56,11 +56,11 @@ class AgentHospitals:
             return hospital, "not an active hospital of the signed roster"
         params = {"server_round": d.server_round, "global_ref": asdict(d.global_ref) if d.global_ref else None,
                   "spec": spec, "nonce": d.nonce, "train": d.train, "secagg": d.secagg, "stats": d.stats,
-                  "validate": d.validate}
+                  "validate": d.validate, "audit": d.audit}
         try:
             self.runs[hospital] = run_deployment(  # type: ignore[assignment]  # sync call inside a flow
                 deployment_name(entry), parameters=params, timeout=0,
-                flow_run_name=f"{self.cfg.federation_id}-round-{d.server_round}-{hospital}",
+                flow_run_name=f"{self.cfg.federation_id}-round-{d.server_round}-{hospital}" + ("-audit" * d.audit),
                 tags=[f"federation:{self.cfg.federation_id}", f"round:{d.server_round}", f"hospital:{hospital}"],
             )
         except ObjectNotFound:

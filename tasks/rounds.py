@@ -13,7 +13,8 @@ from tasks.hospital import EmbeddedHospitals
 
 
 def ask_hospitals(cfg: FederationConfig, server_round: int, global_ref: CheckpointRef | None, chosen: list[str],
-                  train: bool, stats: bool, absent: tuple[str, ...] = (), validate: bool = True) -> RoundAnswers:
+                  train: bool, stats: bool, absent: tuple[str, ...] = (), validate: bool = True,
+                  audit: bool = False) -> RoundAnswers:
     """Embedded: the hospitals are tasks here, signing with keys made for this round; distributed: each
     hospital's agent, checked against the signed roster (re-read on every use: revocations count)."""
     store = runtime.checkpoints(cfg.federation_id)
@@ -28,7 +29,8 @@ def ask_hospitals(cfg: FederationConfig, server_round: int, global_ref: Checkpoi
         hospitals = AgentHospitals(cfg, roster, liveness(cfg, roster))
         boxes = {h: runtime.checkpoints(cfg.federation_id, e.bucket) for h, e in roster.hospitals.items()}
         how = Asking(store, boxes.__getitem__, lambda: runtime.roster().hospitals, key.sign)
-    return ask(hospitals, cfg, server_round, global_ref, chosen, train, stats, how, absent=absent, validate=validate)
+    return ask(hospitals, cfg, server_round, global_ref, chosen, train, stats, how, absent=absent, validate=validate,
+               audit=audit)
 
 
 def liveness(cfg: FederationConfig, roster: Roster) -> Liveness:

@@ -66,17 +66,15 @@ def audit_plan(cfg: FederationConfig, facts: RoundFacts, audit_images: int, seed
                      time_budget_s=a.time_budget_s, canaries=a.canaries, canary_training=canary, seed=seed), cut
 
 
-def membership_hospitals(cfg: FederationConfig, round_hospitals: tuple[str, ...], mode: str
+def membership_hospitals(cfg: FederationConfig, round_hospitals: tuple[str, ...], known: set[str]
                          ) -> tuple[tuple[str, ...], list[str]]:
-    """The hospitals whose membership audit runs this round, and what was not run and why. Only embedded
-    mode can run it (the agents have no audit task yet); a hospital the config does not name is an error."""
+    """The hospitals asked for the membership audit this round (all of the round's, embedded or on their
+    agents), and what was not run and why. `known`: the config's hospitals (embedded) or the signed
+    roster's (distributed); a round naming another is an error, not a hospital to ask."""
     if not cfg.audit.membership:
         return (), ["membership audit: off in the federation's config"]
-    if mode != "embedded":
-        return (), ["membership audit: distributed hospitals run no audit task yet (only embedded mode)"]
-    known = {h.name for h in cfg.hospitals}
     unknown = sorted(set(round_hospitals) - known)
     if unknown:
-        raise ConfigError(f"privacy audit: the round names hospitals the federation config does not: "
+        raise ConfigError(f"privacy audit: the round names hospitals the federation does not know: "
                           f"{', '.join(unknown)} (expected some of {', '.join(sorted(known))})")
     return round_hospitals, []

@@ -78,6 +78,9 @@ def judge(policy: AuditPolicy, figures: dict[str, float], cut: list[str] | None 
         auc = figures.get("mia_auc_lower95", figures["mia_auc"])
         if auc > m.max_auc:
             reasons.append(f"membership AUC {figures['mia_auc']:.3f} (95% lower bound {auc:.3f}) > {m.max_auc:g}")
+        missing = figures.get("mia_hospitals_missing", 0.0)
+        if missing and m.required:
+            reasons.append(f"membership audit: {missing:.0f} of the round's hospitals did not report its figures")
         nonmembers = figures.get("mia_nonmembers", math.inf)
         if nonmembers < MIN_NONMEMBERS_FOR_TPR:
             notes.append(f"membership TPR at 1% FPR not judged: {nonmembers:.0f} non-members cannot resolve 1% FPR")

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from primia.config import AgentSettings, HospitalConfig, LocalSpec
 from primia.errors import ConfigError
 from primia.federation.hospital import SecureJoin, run_local_round, run_local_statistics
+from primia.federation.hospital_audit import run_membership_audit
 from primia.federation.rounds import Dispatch, result_name
 from primia.federation.signed import SignedResult, sign_result, to_dict
 from primia.messages import CheckpointRef
@@ -30,10 +31,19 @@ def hospital_config(agent: AgentSettings) -> HospitalConfig:
 
 
 def check_plan(agent: AgentSettings, train: bool, stats: bool, secagg: dict[str, Any] | None,
-               privacy_mode: str = "sample") -> None:
+               privacy_mode: str = "sample", audit: bool = False) -> None:
     """The hospital's own privacy floor: refuse a dispatch that would send an update, statistics or a
     validation confusion matrix in the clear, train without differential privacy, or aggregate with a
-    weaker threshold, when its settings require better."""
+    weaker threshold, when its settings require better; a membership audit (figures only, in the clear)
+    only when the hospital takes part in audits."""
+    if audit:
+        if train or stats or secagg is not None:  # else "audit" would carry an update past the floor below
+            raise ConfigError(f"hospital {agent.name}: a membership-audit dispatch neither trains, sends statistics "
+                              f"nor aggregates: refused")
+        if not agent.membership_audit:
+            raise ConfigError(f"hospital {agent.name} does not take part in membership audits "
+                              f"(PRIMIA_HOSPITAL__MEMBERSHIP_AUDIT=false): refused")
+        return
     if train and agent.require_dp and privacy_mode == "off":
         raise ConfigError(f"hospital {agent.name} requires differential privacy (PRIMIA_HOSPITAL__REQUIRE_DP) and the "
                           f"federation's plan has privacy.mode off: refused")
@@ -63,6 +73,10 @@ def answer(hospital: HospitalConfig, key: Ed25519PrivateKey, store: CheckpointSt
     """Run the hospital's part of the round, then sign and store its answer in its own mailbox."""
     if d.stats:
         result = run_local_statistics(hospital, d.server_round, spec, d.nonce, secure)
+    elif d.audit:
+        if d.global_ref is None:
+            raise ConfigError(f"round {d.server_round}: a membership-audit dispatch needs the round's global model")
+        result = run_membership_audit(hospital, d.server_round, d.global_ref, spec, store, d.nonce)
     elif d.global_ref is None:
         raise ConfigError(f"round {d.server_round}: a training or validation dispatch needs the global model")
     else:
@@ -75,10 +89,10 @@ def answer(hospital: HospitalConfig, key: Ed25519PrivateKey, store: CheckpointSt
 
 
 def dispatch_from(server_round: int, global_ref: dict[str, Any] | None, nonce: str, train: bool, stats: bool,
-                  secagg: dict[str, Any] | None, validate: bool = True) -> Dispatch:
+                  secagg: dict[str, Any] | None, validate: bool = True, audit: bool = False) -> Dispatch:
     """A dispatch from the parameters of a `local-training` flow run."""
     try:
         ref = CheckpointRef(**global_ref) if global_ref else None
     except TypeError as exc:
         raise ConfigError(f"round {server_round}: the global model reference is malformed ({exc})") from None
-    return Dispatch(server_round, ref, train, stats, nonce, secagg, validate)
+    return Dispatch(server_round, ref, train, stats, nonce, secagg, validate, audit)

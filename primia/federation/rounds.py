@@ -40,6 +40,8 @@ from primia.secure.protocol import SecAggAbort
 from primia.secure.transport import Deadlines
 from primia.store.checkpoints import CheckpointStore
 
+MEMBERSHIP_FIGURES = frozenset({"mia_auc", "mia_auc_lower95", "mia_tpr_at_1pct_fpr", "mia_nonmembers"})
+
 
 def result_name(hospital: str, nonce: str) -> str:
     """Object name of a hospital's signed answer to one dispatch (inside the round's prefix, in its mailbox)."""
@@ -57,10 +59,11 @@ class Dispatch:
     nonce: str
     secagg: dict[str, Any] | None
     validate: bool = True  # score the incoming model (not when the coordinator has its figures already)
+    audit: bool = False  # the privacy audit's membership attack on the hospital's own samples, figures only
 
     @property
     def purpose(self) -> str:
-        return purpose(self.train, self.stats, self.validate)
+        return "membership-audit" if self.audit else purpose(self.train, self.stats, self.validate)
 
     def expected(self, federation: str) -> Expected:
         """What the secure-aggregation plan of this dispatch must say."""
@@ -118,11 +121,12 @@ class Asking:
 
 def ask(hospitals: Hospitals, cfg: FederationConfig, server_round: int, global_ref: CheckpointRef | None,
         chosen: list[str], train: bool, stats: bool, how: Asking, session: str | None = None,
-        absent: tuple[str, ...] = (), validate: bool = True) -> RoundAnswers:
+        absent: tuple[str, ...] = (), validate: bool = True, audit: bool = False) -> RoundAnswers:
     """`absent`: sampled hospitals known to be offline. They stay parties of the plan (the others' floors
-    see the round's true size) but get no dispatch and are not waited for."""
+    see the round's true size) but get no dispatch and are not waited for. `audit`: the privacy audit's
+    membership dispatch (no training, no secure aggregation: each answer carries figures only)."""
     started, timeout = time.monotonic(), cfg.policy.round_timeout_s
-    secure_on = cfg.secure_aggregation.enabled
+    secure_on = cfg.secure_aggregation.enabled and not audit
     round_plan, layout, start = None, None, None
     if secure_on:
         start = stats_start() if stats or global_ref is None else how.store.get_weights(global_ref)
@@ -130,8 +134,8 @@ def ask(hospitals: Hospitals, cfg: FederationConfig, server_round: int, global_r
         model = "" if global_ref is None else global_ref.sha256
         round_plan = plan(cfg, server_round, [*chosen, *absent], layout, model, stats, timeout, session,
                           purpose(train, stats, validate))
-    dispatches = {h: Dispatch(server_round, global_ref, train, stats, secrets.token_hex(16), round_plan, validate)
-                  for h in chosen}
+    dispatches = {h: Dispatch(server_round, global_ref, train and not audit, stats, secrets.token_hex(16), round_plan,
+                              validate and not audit, audit) for h in chosen}
     not_started = hospitals.start(dispatches) | {h: "its agent is offline" for h in absent}
     secure, aborted = None, ""
     if round_plan is not None and layout is not None:
@@ -200,6 +204,10 @@ def _outcome(h: str, d: Dispatch, not_started: dict[str, str], finished: dict[st
     verdict = verify_result(signed, registry, cfg.federation_id, d.server_round, set(), expected_hospital=h,
                             expected_nonce=d.nonce)
     outcome = Outcome(h, ACCEPTED if verdict.accepted else REJECTED, verdict.reason, verdict.result, seconds=seconds)
+    if d.audit and outcome.status == ACCEPTED and verdict.result is not None \
+            and not MEMBERSHIP_FIGURES <= set(verdict.result.metrics):
+        return Outcome(h, REJECTED, "its membership-audit answer lacks the figures "
+                       f"{', '.join(sorted(MEMBERSHIP_FIGURES))}", seconds=seconds)
     update = verdict.result.update if verdict.result else None
     slot = how.mailbox(h).key_for(d.server_round, f"updates/{h}.safetensors")
     if d.train and d.secagg is None and outcome.status == ACCEPTED and (update is None or update.key != slot):

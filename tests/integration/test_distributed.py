@@ -7,8 +7,10 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,13 +26,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_two_rounds_on_three_agents_without_the_coordinator_reading_hospital_files(agents: Agents) -> None:
+    """Also the privacy audit after each round (as a sub-flow here, so the test waits for it): its membership
+    attack runs on each agent, on the hospital's own samples, and only signed figures come back."""
     fid = f"dist-{int(time.time())}"
     config = agents.root / f"{fid}.yaml"
-    config.write_text(yaml.safe_dump(federation(agents, fid, rounds=2, min_hospitals=3)))
+    raw = federation(agents, fid, rounds=2, min_hospitals=3) | {"audit": {"time_budget_s": 4, "restarts": 1}}
+    config.write_text(yaml.safe_dump(raw))
     audit = agents.root / f"{fid}-audit.log"
     env = {**os.environ, "PRIMIA_MODE": "distributed", "PYTHONPATH": str(REPO / "tests/integration/audit"),
            "PRIMIA_TEST_FORBIDDEN": os.pathsep.join(str(agents.data(n)) for n in NAMES),
-           "PRIMIA_TEST_WATCH": str(agents.root / "coordinator-test"), "PRIMIA_TEST_AUDIT_LOG": str(audit)}
+           "PRIMIA_TEST_WATCH": str(agents.root / "coordinator-test"), "PRIMIA_TEST_AUDIT_LOG": str(audit),
+           "PRIMIA_AUDIT__AFTER_ROUND": "subflow"}
     done = subprocess.run([sys.executable, "-m", "primia.cli", "train", "-c", str(config), "--json"], env=env,
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -49,6 +55,22 @@ def test_two_rounds_on_three_agents_without_the_coordinator_reading_hospital_fil
     assert store.committed_rounds() == [0, 1, 2]
     assert not [o for o in store.store.list(store.round_prefix(1) + "updates/")]  # no update left in the clear
     assert summary["last_round_test"]["roc_auc"] > 0.7  # it learned (from sums only)
+    _check_agents_membership_audit(fid, summary["mlflow_run_id"])
+
+
+def _check_agents_membership_audit(fid: str, run_id: str) -> None:
+    """Each round's audit asked every agent (a `local-training` run with audit=True, run by the agent) and
+    judged the figures all three signed; none is missing."""
+    for rnd in (1, 2):
+        runs = [r for n in NAMES for r in _runs_of(f"{fid}-round-{rnd}-{n}-audit")]
+        assert len(runs) == 3 and all(r.parameters["audit"] and not r.parameters["train"] for r in runs), runs
+        assert all(r.state is not None and r.state.is_completed() for r in runs), [r.state for r in runs]
+        with tempfile.TemporaryDirectory() as tmp:
+            path = runtime.tracker().client.download_artifacts(run_id, f"audit/round-{rnd:04d}/verdict.json", tmp)
+            verdict = json.loads(Path(path).read_text())
+        figures = verdict["figures"]
+        assert figures["mia_hospitals_missing"] == 0 and 0 <= figures["mia_auc"] <= 1, verdict
+        assert not [c for c in verdict["cut"] if "membership" in c], verdict["cut"]
 
 
 def _runs_of(name: str) -> list[Any]:

@@ -40,3 +40,13 @@ def test_a_malformed_plan_is_a_clear_refusal_not_a_traceback() -> None:
     for bad in ({"params": {"threshold_fraction": 0.5}}, {"params": "x"}, {}):
         with pytest.raises(ConfigError, match="secure-aggregation plan is malformed"):
             check_plan(AgentSettings(name="h1"), True, False, bad)
+
+
+def test_a_membership_audit_is_figures_only_and_the_hospital_may_opt_out() -> None:
+    agent = AgentSettings(name="h1")  # requires secure aggregation: figures only are still taken
+    check_plan(agent, False, False, None, audit=True)
+    for train, stats, plan in ((True, False, None), (False, True, None), (False, False, PLAN)):
+        with pytest.raises(ConfigError, match="membership-audit dispatch neither trains"):
+            check_plan(agent, train, stats, plan, audit=True)
+    with pytest.raises(ConfigError, match="does not take part in membership audits"):
+        check_plan(AgentSettings(name="h1", membership_audit=False), False, False, None, audit=True)

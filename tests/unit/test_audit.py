@@ -18,7 +18,7 @@ from primia.audit.inversion import InversionConfig, invert, parameter_gradients,
 from primia.audit.leakage import leakage, match
 from primia.audit.membership import rmia_scores, roc_figures
 from primia.audit.one_run import audit_canaries, epsilon_lower_bound, p_value
-from primia.audit.round_audit import AuditPlan, hospital_membership, reconstruction_audit
+from primia.audit.round_audit import AuditPlan, hospital_membership, reconstruction_audit, worst_membership
 from primia.audit.threat import ThreatModel, coordinator_view, per_sample_gradients
 from primia.audit.verdict import AuditPolicy, judge, load_audit_policy
 from primia.data.synthetic import make_synthetic
@@ -198,6 +198,8 @@ def test_verdict_fails_closed() -> None:
                       ({"recon_ssim": float("nan")}, "not measured")):
         v = judge(policy, _figures(**over))
         assert v.verdict == "FAIL" and why in v.summary(), (over, v.reasons)
+    silent = judge(policy, _figures() | worst_membership([_figures()], asked=3))
+    assert silent.verdict == "FAIL" and "2 of the round's hospitals did not report" in silent.summary()
     missing = {k: v for k, v in _figures().items() if not k.startswith("mia")}
     assert "membership attack not run" in judge(policy, missing).summary()
     assert not judge(policy, {}).passed
@@ -237,16 +239,17 @@ def test_an_event_naming_another_checkpoint_or_run_is_refused() -> None:
         check_round(rnd, ref, {"primia.federation_id": "other"})
 
 
-def test_membership_runs_only_where_it_can_and_names_a_stranger() -> None:
+def test_membership_asks_the_rounds_hospitals_and_names_a_stranger() -> None:
     from primia.audit.plan import membership_hospitals
     from primia.config import parse_federation_config
 
     raw = {"federation_id": "f", "hospitals": [{"name": "h1", "data": {"path": "/x"}}], "test_data": {"path": "/t"}}
     cfg = parse_federation_config(raw)
-    assert membership_hospitals(cfg, ("h1",), "embedded") == (("h1",), [])
-    assert "distributed" in membership_hospitals(cfg, ("h1",), "distributed")[1][0]
-    with pytest.raises(ConfigError, match="does not: h9"):
-        membership_hospitals(cfg, ("h1", "h9"), "embedded")
+    assert membership_hospitals(cfg, ("h1",), {"h1", "h2"}) == (("h1",), [])
+    with pytest.raises(ConfigError, match="does not know: h9"):
+        membership_hospitals(cfg, ("h1", "h9"), {"h1"})
+    off = parse_federation_config(raw | {"audit": {"membership": False}})
+    assert membership_hospitals(off, ("h1",), {"h1"}) == ((), ["membership audit: off in the federation's config"])
     with pytest.raises(ConfigError, match="audit.canaries"):
         parse_federation_config(raw | {"audit": {"canaries": 1}})
 
