@@ -533,6 +533,34 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
         '        smooth = cfg.smooth_beta is not None',
         'tests/unit/test_audit.py::test_inversion_recovers_a_leaky_update_and_the_audit_fails',
     ),
+    (
+        'audit: a silent hospital fails the verdict',
+        'primia/audit/verdict.py',
+        '        if missing and m.required:',
+        '        if False:',
+        'tests/unit/test_audit.py::test_verdict_fails_closed',
+    ),
+    (
+        'agent: an audit dispatch neither trains nor aggregates',
+        'primia/federation/agent.py',
+        '        if train or stats or secagg is not None:  # else "audit" would carry an update past the floor below',
+        '        if False:',
+        'tests/unit/test_agent_plan.py::test_a_membership_audit_is_figures_only_and_the_hospital_may_opt_out',
+    ),
+    (
+        'agent: a hospital may refuse membership audits',
+        'primia/federation/agent.py',
+        '        if not agent.membership_audit:',
+        '        if False:',
+        'tests/unit/test_agent_plan.py::test_a_membership_audit_is_figures_only_and_the_hospital_may_opt_out',
+    ),
+    (
+        'coordinator: an audit answer must carry the figures',
+        'primia/federation/rounds.py',
+        '            and not MEMBERSHIP_FIGURES <= set(verdict.result.metrics):',
+        '            and False:',
+        'tests/adversarial/test_membership_audit.py::test_an_answer_without_the_figures_or_with_a_forged_key_is_refused',
+    ),
 ]
 
 

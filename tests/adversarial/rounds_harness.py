@@ -72,12 +72,13 @@ class Harness:
         self.roster = replace(self.roster, hospitals={**self.roster.hospitals, hospital: entry})
 
     def ask(self, chosen: list[str], train: bool = True, server_round: int = 1, global_ref: Any = None,
-            validate: bool = True, stats: bool = False, absent: tuple[str, ...] = ()) -> RoundAnswers:
+            validate: bool = True, stats: bool = False, absent: tuple[str, ...] = (), audit: bool = False
+            ) -> RoundAnswers:
         _, signer = self.store.ring.signer()
         how = Asking(self.store, lambda _: self.store, lambda: self.roster.hospitals, signer.sign)
         ref = None if stats else (global_ref or self.global_ref())
         return ask(_Threads(self), self.cfg, server_round, ref, chosen, train, stats, how, absent=absent,
-                   validate=validate)
+                   validate=validate, audit=audit)
 
 
 class _Threads:

@@ -70,7 +70,7 @@ def _check_agents_membership_audit(fid: str, run_id: str) -> None:
             verdict = json.loads(Path(path).read_text())
         figures = verdict["figures"]
         assert figures["mia_hospitals_missing"] == 0 and 0 <= figures["mia_auc"] <= 1, verdict
-        assert not [c for c in verdict["cut"] if "membership" in c], verdict["cut"]
+        assert not [c for c in verdict["cut"] if "did not report" in c], verdict["cut"]
 
 
 def _runs_of(name: str) -> list[Any]:
