@@ -34,11 +34,16 @@ def _data(size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.as_tensor(data.images)[order], torch.as_tensor(data.labels)[order]
 
 
-def _recon(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Any, budget_s: float) -> dict[str, float]:
+def _recon(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Any, budget_s: float) -> dict[str, Any]:
+    """The best reconstruction's figures and the verdict the audit policy gives them (reconstruction only:
+    membership is measured apart here)."""
     from primia.audit.round_audit import reconstruction_audit
+    from primia.audit.verdict import judge, load_audit_policy
 
     f = reconstruction_audit(model, x, y, plan, budget_s).figures()
-    return {k: f[f"recon_{k}"] for k in ("ssim", "psnr", "rdlv")}
+    policy = load_audit_policy()
+    policy = policy.model_copy(update={"membership": policy.membership.model_copy(update={"required": False})})
+    return {k: f[f"recon_{k}"] for k in ("ssim", "psnr", "rdlv")} | {"verdict": judge(policy, f).verdict}
 
 
 def bench_audit(budget_s: float = 60.0, canaries: int = 200) -> dict[str, Any]:
