@@ -5,6 +5,10 @@ real `federated-training` flow (Prefect server, MLflow server, S3). Overhead per
 round's wall time minus the slowest hospital's local work (validation + training), so it holds
 task orchestration, update upload/download, FedAvg and the global checkpoint write; test
 evaluation and MLflow/artifact reporting run in the background and overlap the next round.
+
+`baseline_overhead_s` is the floor, measured in the same process: a bare round of the same hospitals'
+local work (validation + training) in threads with in-memory FedAvg - no Prefect, no store, no tracking,
+no secure aggregation - its wall time minus its slowest hospital's local work, likewise.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from primia.config import parse_federation_config
+from primia.config import FederationConfig, parse_federation_config
 from primia.data.synthetic import make_synthetic, write_image_folder
 
 
@@ -40,16 +44,51 @@ def synthetic_federation(workdir: Path, hospitals: int = 3, per_hospital: int = 
     }
 
 
-def bench_round(rounds: int, workdir: Path) -> dict[str, Any]:
+def bench_round(rounds: int, workdir: Path, secure: bool = True) -> dict[str, Any]:
     from flows.federated_training import federated_training
 
     raw = synthetic_federation(workdir)
     raw["rounds"] = rounds
+    raw["secure_aggregation"] = {"enabled": secure}
     cfg = parse_federation_config(raw, "bench config")
     start = time.perf_counter()
     summary = federated_training(cfg)
     flow_s = time.perf_counter() - start
-    return {"rounds": rounds, "hospitals": len(cfg.hospitals), **round_figures(summary), "flow_s": flow_s}
+    base = bare_round_overheads(cfg, rounds)
+    return {"rounds": rounds, "hospitals": len(cfg.hospitals), "secure_aggregation": secure,
+            **round_figures(summary), "baseline_overhead_s": statistics.median(base),
+            "baseline_overhead_s_range": [min(base), max(base)], "flow_s": flow_s}
+
+
+def bare_round_overheads(cfg: FederationConfig, rounds: int) -> list[float]:
+    """Per round after the first: wall time minus the slowest hospital's local work, for the same hospitals'
+    validation + training in threads and FedAvg in memory (the floor any orchestration adds to)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from primia.federation.coordinator import initial_weights
+    from primia.federation.fedavg import weighted_average
+    from primia.federation.hospital import derive_seed, load_local_data, model_from_weights
+    from primia.store.weights import Weights, state_to_numpy
+    from primia.training.loops import predict, train_epochs
+
+    spec = cfg.local_spec()
+    data = {h.name: load_local_data(h, spec) for h in cfg.hospitals}
+
+    def local(name: str, weights: Weights, rnd: int) -> tuple[Weights, int, float]:
+        model = model_from_weights(spec, weights)
+        start = time.perf_counter()
+        predict(model, data[name].val)
+        train_epochs(model, data[name].train, spec.training, spec.data.augment, derive_seed(cfg.seed, rnd, name))
+        return state_to_numpy(model.state_dict()), len(data[name].train), time.perf_counter() - start
+
+    weights, overheads = initial_weights(cfg), []
+    with ThreadPoolExecutor(len(data)) as pool:
+        for rnd in range(1, rounds + 1):
+            start = time.perf_counter()
+            outs = list(pool.map(lambda n, w=weights, r=rnd: local(n, w, r), data))
+            weights = weighted_average([o[0] for o in outs], [o[1] for o in outs])
+            overheads.append(time.perf_counter() - start - max(o[2] for o in outs))
+    return overheads[1:]
 
 
 def round_figures(summary: dict[str, Any]) -> dict[str, Any]:

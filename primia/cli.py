@@ -312,14 +312,31 @@ def data_inspect(
 @friendly
 def bench_round(
     rounds: int = typer.Option(5, min=2, help="Rounds to time (the first is reported apart as warm-up)."),
+    secure: bool = typer.Option(True, "--secure/--plain", help="Secure aggregation on (default) or off."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Round overhead of embedded federated training (small CNN, 3 hospitals, real Prefect/MLflow/S3)."""
+    """Round overhead of embedded federated training (small CNN, 3 hospitals, real Prefect/MLflow/S3), beside
+    the floor: the same local work in threads with in-memory FedAvg, in the same process."""
     connect()
     from bench.round_overhead import bench_round as run
 
-    result = run(rounds=rounds, workdir=_home() / "bench")
+    result = run(rounds=rounds, workdir=_home() / "bench", secure=secure)
     _emit(result, as_json)
+
+
+@bench_app.command("scale")
+@friendly
+def bench_scale(
+    hospitals: int = typer.Option(20, min=2, max=56, help="Simulated hospitals (embedded mode)."),
+    rounds: int = typer.Option(30, min=6, help="Rounds; memory is compared between round 5 and the last."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Many hospitals for many rounds (secure aggregation on): round overhead and the coordinator's resident
+    memory after every round, which must stay flat."""
+    connect()
+    from bench.scale import bench_scale as run
+
+    _emit(run(_home() / "bench" / "scale", hospitals=hospitals, rounds=rounds), as_json)
 
 
 @bench_app.command("dispatch")

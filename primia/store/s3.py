@@ -7,7 +7,6 @@ jitter within a bounded total time, each retry logged once; auth errors and miss
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -124,7 +123,8 @@ class ObjectStore:
             == ENABLED
 
     # ----------------------------------------------------------------- objects
-    def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None, once: bool = False) -> str:
+    def put(self, key: str, data: bytes | memoryview, metadata: dict[str, str] | None = None,
+            once: bool = False) -> str:
         """Upload bytes; returns the ETag. With `once`, a retry first checks whether an earlier
         attempt landed (same `sha256` metadata) so the object is written exactly once."""
 
@@ -133,7 +133,7 @@ class ObjectStore:
                 current = self.try_metadata(key)
                 if current is not None and current.get("sha256") == metadata["sha256"]:
                     return "already-written"
-            res = self._client.put_object(self.bucket, key, io.BytesIO(data), len(data),
+            res = self._client.put_object(self.bucket, key, _Reader(data), len(data),  # type: ignore[arg-type]
                                           content_type="application/octet-stream", metadata=metadata)  # type: ignore[arg-type]
             return res.etag or ""
 
@@ -224,3 +224,17 @@ class ObjectStore:
                 self._remove_version(key, info.version_id)
                 removed += 1
         return removed
+
+
+class _Reader:
+    """A read()-able view of the bytes to upload. minio reads the object part by part and needs bytes from
+    each read; io.BytesIO over a bytearray or memoryview would first copy the whole object."""
+
+    def __init__(self, data: bytes | memoryview) -> None:
+        self._view, self._pos = memoryview(data), 0
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._view) if size is None or size < 0 else min(len(self._view), self._pos + size)
+        out = bytes(self._view[self._pos:end])
+        self._pos = end
+        return out
