@@ -55,7 +55,10 @@ def bench_round(rounds: int, workdir: Path, secure: bool = True) -> dict[str, An
     summary = federated_training(cfg)
     flow_s = time.perf_counter() - start
     base = bare_round_overheads(cfg, rounds)
+    from primia import runtime
+
     return {"rounds": rounds, "hospitals": len(cfg.hospitals), "secure_aggregation": secure,
+            "audit_after_round": runtime.settings().audit.after_round,
             **round_figures(summary), "baseline_overhead_s": statistics.median(base),
             "baseline_overhead_s_range": [min(base), max(base)], "flow_s": flow_s}
 

@@ -37,7 +37,10 @@ def bench_scale(workdir: Path, hospitals: int = 20, rounds: int = 30) -> dict[st
         stop()
     figures = round_figures(summary)
     last = max(rss)
-    return {"hospitals": hospitals, "rounds": rounds, "overhead_s_median": figures["overhead_s_median"],
+    from primia import runtime
+
+    return {"hospitals": hospitals, "rounds": rounds, "audit_after_round": runtime.settings().audit.after_round,
+            "overhead_s_median": figures["overhead_s_median"],
             "round_s_median": figures["round_s_median"], "rss_mb_round5": round(rss[min(5, last)], 1),
             "rss_mb_last": round(rss[last], 1), "rss_growth": round(rss[last] / rss[min(5, last)] - 1, 4),
             "rss_mb_by_round": [round(rss[r], 1) for r in sorted(rss)], "flow_s": time.perf_counter() - start,

@@ -7,6 +7,7 @@ input print one line, no traceback, and exit with status 2.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, cast
 
@@ -316,7 +317,9 @@ def bench_round(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Round overhead of embedded federated training (small CNN, 3 hospitals, real Prefect/MLflow/S3), beside
-    the floor: the same local work in threads with in-memory FedAvg, in the same process."""
+    the floor: the same local work in threads with in-memory FedAvg, in the same process. The per-round
+    privacy audit is off unless PRIMIA_AUDIT__AFTER_ROUND says otherwise (`primia bench audit` times it)."""
+    os.environ.setdefault("PRIMIA_AUDIT__AFTER_ROUND", "off")
     connect()
     from bench.round_overhead import bench_round as run
 
@@ -332,7 +335,9 @@ def bench_scale(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Many hospitals for many rounds (secure aggregation on): round overhead and the coordinator's resident
-    memory after every round, which must stay flat."""
+    memory after every round, which must stay flat. The per-round privacy audit is off unless
+    PRIMIA_AUDIT__AFTER_ROUND says otherwise."""
+    os.environ.setdefault("PRIMIA_AUDIT__AFTER_ROUND", "off")
     connect()
     from bench.scale import bench_scale as run
 
