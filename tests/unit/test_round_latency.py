@@ -42,3 +42,17 @@ def test_the_upload_reader_returns_bytes_part_by_part() -> None:
     reader = _Reader(memoryview(bytearray(b"abcdefgh")))
     assert [reader.read(3), reader.read(3), reader.read(3), reader.read(3)] == [b"abc", b"def", b"gh", b""]
     assert _Reader(b"xyz").read() == b"xyz"
+
+
+def test_a_party_that_posted_and_then_ended_is_not_lost(tmp_path: Path) -> None:
+    """Who stopped is read before the listing: a message posted just before its sender's run ended counts
+    (with 20 embedded hospitals, unmask messages were lost this way and the round aborted)."""
+    store = CheckpointStore(MemoryObjectStore("b"), "fed", make_keyring(tmp_path))
+    channel = Channel(store, lambda _: store, Params("fed", 1, "sess", ("a", "b"), 4), poll_s=0.01)
+
+    def gone() -> set[str]:  # b posts, then its run ends - between the coordinator's two reads
+        if channel.read("unmask", "b") is None:
+            channel.post("unmask", "b", {"shares": 1})
+        return {"b"}
+
+    assert channel.collect("unmask", {"b"}, time.monotonic() + 5, gone) == {"b": {"shares": 1}}
