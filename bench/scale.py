@@ -4,11 +4,12 @@ aggregation on: the round overhead and the coordinator's resident memory after e
 
 from __future__ import annotations
 
+import statistics
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.round_overhead import round_figures, synthetic_federation
+from bench.round_overhead import bare_round_overheads, round_figures, synthetic_federation
 
 
 def rss_mb() -> float:
@@ -36,12 +37,14 @@ def bench_scale(workdir: Path, hospitals: int = 20, rounds: int = 30) -> dict[st
     finally:
         stop()
     figures = round_figures(summary)
+    base = bare_round_overheads(cfg, min(rounds, 6))
     last = max(rss)
     from primia import runtime
 
     return {"hospitals": hospitals, "rounds": rounds, "audit_after_round": runtime.settings().audit.after_round,
             "overhead_s_median": figures["overhead_s_median"],
-            "round_s_median": figures["round_s_median"], "rss_mb_round5": round(rss[min(5, last)], 1),
+            "round_s_median": figures["round_s_median"], "local_train_s_median": figures["local_train_s_median"],
+            "baseline_overhead_s": statistics.median(base), "rss_mb_round5": round(rss[min(5, last)], 1),
             "rss_mb_last": round(rss[last], 1), "rss_growth": round(rss[last] / rss[min(5, last)] - 1, 4),
             "rss_mb_by_round": [round(rss[r], 1) for r in sorted(rss)], "flow_s": time.perf_counter() - start,
             "machine": "2-core CPU"}
