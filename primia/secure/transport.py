@@ -50,7 +50,9 @@ class _Posts:
             self._cond.wait_for(lambda: self.count != seen, timeout_s)
 
 
-_POSTS = _Posts()
+_MESSAGES, _ROSTERS = _Posts(), _Posts()  # the parties' stage messages (the coordinator waits on them) and the
+# coordinator's rosters (the parties wait on those): apart, so a post wakes only who waits for its kind - one
+# counter for both woke 20 embedded hospitals on each of their 20 peers' posts, each to list the store again
 
 
 class Channel:
@@ -61,7 +63,7 @@ class Channel:
     # ------------------------------------------------------------- hospitals' messages
     def post(self, stage: str, hospital: str, message: dict[str, Any]) -> None:
         self.mailbox(hospital).put_json(self.round, f"{self.base}/{stage}/{hospital}.json", message)
-        _POSTS.bump()
+        _MESSAGES.bump()
 
     def post_vector(self, hospital: str, vector: np.ndarray) -> str:
         """Store a masked vector; its sha256 (of the sealed object) goes into the signed mask message."""
@@ -97,7 +99,7 @@ class Channel:
         """Stage messages from `expected` until all are in, the rest have stopped, or the deadline."""
         got: dict[str, dict[str, Any]] = {}
         while True:
-            seen = _POSTS.count
+            seen = _MESSAGES.count
             # who has stopped, taken before the listing: a party that posted and then ended is read below,
             # not mistaken for one that stopped without posting (20 embedded hospitals lost theirs so)
             stopped = gone()
@@ -108,7 +110,7 @@ class Channel:
             missing = expected - set(got)
             if not missing or not (missing - stopped) or time.monotonic() > deadline:
                 return got
-            _POSTS.wait_after(seen, self.poll_s)
+            _MESSAGES.wait_after(seen, self.poll_s)
 
     # ------------------------------------------------------------- the coordinator's rosters
     def _roster_payload(self, stage: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -119,7 +121,7 @@ class Channel:
         payload = self._roster_payload(stage, body)
         self.rosters.put_json(self.round, f"{self.base}/rosters/{stage}.json",
                               {"payload": payload, "signature": b64(signer(canonical_json(payload)))})
-        _POSTS.bump()
+        _ROSTERS.bump()
 
     def abort(self, reason: str, signer: p.Signer) -> None:
         self.publish("abort", {"reason": reason}, signer)
@@ -145,7 +147,7 @@ class Channel:
         """The coordinator's signed roster after `stage`; raises on its signed abort or at the deadline.
         One listing request per poll (rosters and the abort notice share a folder): a cheap wait."""
         while True:
-            seen = _POSTS.count
+            seen = _ROSTERS.count
             present = self.rosters.names(self.round, f"{self.base}/rosters/")
             if "abort.json" in present:
                 try:
@@ -160,7 +162,7 @@ class Channel:
                     return roster
             if time.monotonic() > deadline:
                 raise p.SecAggAbort(f"no roster after stage {stage} from the coordinator in time")
-            _POSTS.wait_after(seen, self.poll_s)
+            _ROSTERS.wait_after(seen, self.poll_s)
 
 
 # ------------------------------------------------------------------ hospital
