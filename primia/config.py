@@ -97,7 +97,8 @@ class AgentSettings(BaseModel):
     require_dp: bool = True  # a plan with privacy.mode off is refused (PRIMIA_HOSPITAL__REQUIRE_DP=false allows)
     # The privacy audit's membership attack on its own train vs held-out samples: only the figures (AUC, TPR at
     # 1% and 0.1% FPR, the sample count) leave, signed, in the clear (a worst case over hospitals cannot be
-    # taken under secure aggregation). false: such a dispatch is refused and the round's audit FAILs.
+    # taken under secure aggregation). false: such a dispatch is refused; the round's audit then FAILs where the
+    # audit policy requires membership (membership.required, the default).
     membership_audit: bool = True
 
 

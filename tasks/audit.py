@@ -19,8 +19,9 @@ from prefect.events import emit_event
 from primia import progress, runtime
 from primia.audit import record
 from primia.audit.event import AuditRound, check_round, parse_round_event
+from primia.audit.figures import worst_membership
 from primia.audit.plan import audit_plan, membership_hospitals
-from primia.audit.round_audit import canary_check, reconstruction_audit, worst_membership
+from primia.audit.round_audit import canary_check, reconstruction_audit
 from primia.audit.verdict import judge, load_audit_policy
 from primia.config import FederationConfig
 from primia.federation.checkpointing import GLOBAL

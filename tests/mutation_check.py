@@ -555,11 +555,25 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
         'tests/unit/test_agent_plan.py::test_a_membership_audit_is_figures_only_and_the_hospital_may_opt_out',
     ),
     (
-        'coordinator: an audit answer must carry the figures',
+        'coordinator: an audit answer must be exactly the figures',
         'primia/federation/rounds.py',
-        '            and not MEMBERSHIP_FIGURES <= set(verdict.result.metrics):',
-        '            and False:',
+        '            check_membership_report(dict(verdict.result.metrics))',
+        '            pass',
         'tests/adversarial/test_membership_audit.py::test_an_answer_without_the_figures_or_with_a_forged_key_is_refused',
+    ),
+    (
+        'audit: membership figures finite and in range',
+        'primia/audit/figures.py',
+        '        if k in MEMBERSHIP_RATES and not low <= v <= 1.0:',
+        '        if False:',
+        'tests/unit/test_audit.py::test_a_membership_report_is_exactly_finite_figures_in_range',
+    ),
+    (
+        'hospital: audits only the round\'s own model',
+        'primia/federation/hospital_audit.py',
+        '    if global_ref.round != server_round:  # else any committed model could be named, round after round',
+        '    if False:',
+        'tests/adversarial/test_membership_audit.py::test_an_audit_of_another_rounds_model_is_refused_by_the_hospital',
     ),
 ]
 

@@ -47,6 +47,11 @@ class InversionConfig:
     seed: int = 0
     time_budget_s: float | None = None  # stop the remaining steps and restarts when it is spent
 
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.restarts < 1:
+            raise ValueError(f"gradient inversion needs steps >= 1 and restarts >= 1, got {self.steps} and "
+                             f"{self.restarts}")
+
 
 def parameter_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                         create_graph: bool = False) -> list[torch.Tensor]:
@@ -141,7 +146,9 @@ def invert(model: nn.Module, target: Sequence[torch.Tensor], shape: tuple[int, .
         share = None if cfg.time_budget_s is None else \
             (cfg.time_budget_s - (time.perf_counter() - started)) / (cfg.restarts - restart)
         if share is not None and share <= 0:
-            break
+            if restart:
+                break
+            share = 1e-3  # the budget is spent already: one step, so there is a guess to score
         smooth = cfg.smooth_beta is not None and restart % 2 == 0  # odd restarts: the exact loss
         attacked, softplus = smooth_copy(model, 1.0) if smooth else (model, [])  # beta set each step
         logits = _start(shape, prior, gen).requires_grad_(True)  # image = sigmoid(logits), always in [0, 1]
@@ -172,8 +179,7 @@ def invert(model: nn.Module, target: Sequence[torch.Tensor], shape: tuple[int, .
         final = float(_distance(parameter_gradients(model, x, labels), target, cfg.objective))  # the exact model
         if best is None or final < best[1]:
             best = (x.detach().clone(), final)
-    if best is None:
-        raise ValueError(f"gradient inversion: time budget {cfg.time_budget_s} s left no time for one restart")
+    assert best is not None  # restart 0 always runs
     if restarts_run < cfg.restarts:
         cut.append(f"{cfg.restarts - restarts_run} restart(s) not run")
     said = f"time budget {cfg.time_budget_s:g} s: " + "; ".join(cut) if cut else ""

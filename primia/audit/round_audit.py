@@ -165,15 +165,6 @@ def _matched(members: tuple[torch.Tensor, torch.Tensor], nonmembers: tuple[torch
     return (members[0][m], members[1][m]), (nonmembers[0][n], nonmembers[1][n])
 
 
-def worst_membership(reports: list[dict[str, float]], asked: int | None = None) -> dict[str, float]:
-    """The federation's figures: each one the worst hospital's (the fewest non-members for the count), and
-    how many of the `asked` hospitals did not report (the verdict fails closed on them)."""
-    if not reports:
-        return {}
-    worst = {k: (min if k == "mia_nonmembers" else max)(r[k] for r in reports) for k in reports[0]}
-    return worst | {"mia_hospitals_missing": float(max(0, (asked or len(reports)) - len(reports)))}
-
-
 def canary_check(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, plan: AuditPlan
                  ) -> dict[str, float]:
     """The one-run DP check: plan.canaries of the audit images become canaries, the rest the simulated

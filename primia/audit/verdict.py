@@ -76,7 +76,7 @@ def judge(policy: AuditPolicy, figures: dict[str, float], cut: list[str] | None 
     if "mia_auc" in figures:
         # judged by what the sample shows: the AUC's one-sided 95% lower bound (Hanley-McNeil) when known
         auc = figures.get("mia_auc_lower95", figures["mia_auc"])
-        if auc > m.max_auc:
+        if not auc <= m.max_auc:  # NaN fails
             reasons.append(f"membership AUC {figures['mia_auc']:.3f} (95% lower bound {auc:.3f}) > {m.max_auc:g}")
         missing = figures.get("mia_hospitals_missing", 0.0)
         if missing and m.required:
@@ -84,12 +84,12 @@ def judge(policy: AuditPolicy, figures: dict[str, float], cut: list[str] | None 
         nonmembers = figures.get("mia_nonmembers", math.inf)
         if nonmembers < MIN_NONMEMBERS_FOR_TPR:
             notes.append(f"membership TPR at 1% FPR not judged: {nonmembers:.0f} non-members cannot resolve 1% FPR")
-        elif figures.get("mia_tpr_at_1pct_fpr", 0.0) > m.max_tpr_at_1pct_fpr:
+        elif not figures.get("mia_tpr_at_1pct_fpr", 0.0) <= m.max_tpr_at_1pct_fpr:
             reasons.append(f"membership TPR at 1% FPR {figures['mia_tpr_at_1pct_fpr']:.3f} > {m.max_tpr_at_1pct_fpr:g}")
     elif m.required:
         reasons.append("membership attack not run and the policy requires it")
     if policy.dp_check.lower_bound_le_accountant and "eps_lower_bound" in figures:
         lb, acc = figures["eps_lower_bound"], figures.get("eps_accountant", math.inf)
-        if lb > acc:
+        if not lb <= acc:
             reasons.append(f"one-run epsilon lower bound {lb:.3g} > the accountant's {acc:.3g}: a DP bug")
     return Verdict(FAIL if reasons else PASS, reasons, dict(figures), notes)

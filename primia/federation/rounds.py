@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from primia.audit.figures import check_membership_report
 from primia.config import FederationConfig
 from primia.data.statistics import STATS_KEY, mean_std, pooled_moments, stats_start
 from primia.federation.policy import ACCEPTED, DROPPED, REJECTED, Outcome, accepted_results
@@ -39,8 +40,6 @@ from primia.messages import CheckpointRef, HospitalResult
 from primia.secure.protocol import SecAggAbort
 from primia.secure.transport import Deadlines
 from primia.store.checkpoints import CheckpointStore
-
-MEMBERSHIP_FIGURES = frozenset({"mia_auc", "mia_auc_lower95", "mia_tpr_at_1pct_fpr", "mia_nonmembers"})
 
 
 def result_name(hospital: str, nonce: str) -> str:
@@ -204,10 +203,12 @@ def _outcome(h: str, d: Dispatch, not_started: dict[str, str], finished: dict[st
     verdict = verify_result(signed, registry, cfg.federation_id, d.server_round, set(), expected_hospital=h,
                             expected_nonce=d.nonce)
     outcome = Outcome(h, ACCEPTED if verdict.accepted else REJECTED, verdict.reason, verdict.result, seconds=seconds)
-    if d.audit and outcome.status == ACCEPTED and verdict.result is not None \
-            and not MEMBERSHIP_FIGURES <= set(verdict.result.metrics):
-        return Outcome(h, REJECTED, "its membership-audit answer lacks the figures "
-                       f"{', '.join(sorted(MEMBERSHIP_FIGURES))}", seconds=seconds)
+    if d.audit and outcome.status == ACCEPTED and verdict.result is not None:
+        try:
+            check_membership_report(dict(verdict.result.metrics))
+        except ValueError as exc:
+            return Outcome(h, REJECTED, f"its membership-audit answer is not the figures asked for: {exc}",
+                           seconds=seconds)
     update = verdict.result.update if verdict.result else None
     slot = how.mailbox(h).key_for(d.server_round, f"updates/{h}.safetensors")
     if d.train and d.secagg is None and outcome.status == ACCEPTED and (update is None or update.key != slot):

@@ -231,7 +231,7 @@ class _Reader:
     each read; io.BytesIO over a bytearray or memoryview would first copy the whole object."""
 
     def __init__(self, data: bytes | memoryview) -> None:
-        self._view, self._pos = memoryview(data), 0
+        self._view, self._pos = memoryview(data).cast("B"), 0  # bytes, whatever the view's item size
 
     def read(self, size: int = -1) -> bytes:
         end = len(self._view) if size is None or size < 0 else min(len(self._view), self._pos + size)

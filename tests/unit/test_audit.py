@@ -14,11 +14,12 @@ from torch import nn
 
 from primia.audit.canaries import CanaryTraining, train_plain
 from primia.audit.event import check_round, parse_round_event, round_event_payload
+from primia.audit.figures import worst_membership
 from primia.audit.inversion import InversionConfig, invert, parameter_gradients, recover_labels
 from primia.audit.leakage import leakage, match
 from primia.audit.membership import rmia_scores, roc_figures
 from primia.audit.one_run import audit_canaries, epsilon_lower_bound, p_value
-from primia.audit.round_audit import AuditPlan, hospital_membership, reconstruction_audit, worst_membership
+from primia.audit.round_audit import AuditPlan, hospital_membership, reconstruction_audit
 from primia.audit.threat import ThreatModel, coordinator_view, per_sample_gradients
 from primia.audit.verdict import AuditPolicy, judge, load_audit_policy
 from primia.data.synthetic import make_synthetic
@@ -198,7 +199,11 @@ def test_verdict_fails_closed() -> None:
                       ({"recon_ssim": float("nan")}, "not measured")):
         v = judge(policy, _figures(**over))
         assert v.verdict == "FAIL" and why in v.summary(), (over, v.reasons)
-    silent = judge(policy, _figures() | worst_membership([_figures()], asked=3))
+    from primia.audit.figures import MEMBERSHIP_KEYS
+
+    report = {k: 0.01 for k in MEMBERSHIP_KEYS} | {"mia_auc": 0.5, "mia_auc_lower95": 0.45, "mia_loss_auc": 0.5,
+                                                   "mia_rmia_auc": 0.5, "mia_nonmembers": 40.0}
+    silent = judge(policy, _figures() | worst_membership([report], asked=3))
     assert silent.verdict == "FAIL" and "2 of the round's hospitals did not report" in silent.summary()
     missing = {k: v for k, v in _figures().items() if not k.startswith("mia")}
     assert "membership attack not run" in judge(policy, missing).summary()
@@ -269,3 +274,19 @@ def test_inversion_recovers_an_mri_from_the_small_cnn_at_64px_and_the_audit_fail
     assert figures["recon_ssim"] >= 0.6 and figures["recon_rdlv"] > 1.0, figures
     verdict = judge(AuditPolicy(membership={"required": False}), figures)
     assert verdict.verdict == "FAIL" and any("recon_ssim" in r for r in verdict.reasons)
+
+
+def test_a_membership_report_is_exactly_finite_figures_in_range() -> None:
+    from primia.audit.figures import MEMBERSHIP_KEYS, check_membership_report
+
+    good = {k: 0.5 for k in MEMBERSHIP_KEYS} | {"mia_nonmembers": 40.0}
+    assert check_membership_report(good) == good
+    for bad, why in (({"mia_auc": float("nan")}, "finite"), ({"mia_auc": 1.5}, r"\[0, 1\]"),
+                     ({"mia_nonmembers": 0.0}, "at least 1"), ({"recon_ssim": 0.0}, "exactly"),
+                     ({"mia_tpr_at_1pct_fpr": "0.1"}, "finite number")):
+        with pytest.raises(ValueError, match=why):
+            check_membership_report(good | bad)
+    with pytest.raises(ValueError, match="exactly"):
+        check_membership_report({k: v for k, v in good.items() if k != "mia_auc"})
+    nan_first = judge(AuditPolicy(), _figures(mia_auc=float("nan")))
+    assert nan_first.verdict == "FAIL" and "membership AUC" in nan_first.summary()
