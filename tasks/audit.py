@@ -19,7 +19,7 @@ from prefect.events import emit_event
 from primia import progress, runtime
 from primia.audit import record
 from primia.audit.event import AuditRound, check_round, parse_round_event
-from primia.audit.figures import worst_membership
+from primia.audit.figures import membership_from_answers
 from primia.audit.plan import audit_plan, membership_hospitals
 from primia.audit.round_audit import canary_check, reconstruction_audit
 from primia.audit.verdict import judge, load_audit_policy
@@ -27,7 +27,6 @@ from primia.config import FederationConfig
 from primia.federation.checkpointing import GLOBAL
 from primia.federation.coordinator import load_test_set
 from primia.federation.hospital import derive_seed, model_from_weights
-from primia.federation.policy import ACCEPTED
 from primia.models.factory import count_parameters
 from primia.registry.promotion import config_of_run
 from primia.tracking.plots import reconstruction_figure
@@ -84,7 +83,7 @@ def attack_updates(cfg: FederationConfig, rnd: AuditRound, budget_s: float) -> d
 
 @task(name="membership-audit", cache_policy=NO_CACHE, persist_result=False,
       task_run_name="membership-audit-round-{rnd.server_round}")
-def membership_audit(cfg: FederationConfig, rnd: AuditRound) -> tuple[list[dict[str, float]], list[str]]:
+def membership_audit(cfg: FederationConfig, rnd: AuditRound) -> tuple[dict[str, float], list[str]]:
     """Each of the round's hospitals attacks the round's model on its own training (members) and held-out
     (non-members) samples - on its agent in distributed mode, as a task here in embedded mode, through the
     rounds' one `ask` path - and answers with the figures only, signed and checked against the roster."""
@@ -92,13 +91,11 @@ def membership_audit(cfg: FederationConfig, rnd: AuditRound) -> tuple[list[dict[
         set(runtime.roster().active())
     hospitals, cut = membership_hospitals(cfg, rnd.hospitals, known)
     if not hospitals:
-        return [], cut
+        return {}, cut
     answers = ask_hospitals(cfg, rnd.server_round, rnd.checkpoint, list(hospitals), train=False, stats=False,
                             audit=True)
-    reports = [o.result.metrics for o in answers.outcomes if o.status == ACCEPTED and o.result is not None]
-    cut += [f"membership audit: {o.hospital} did not report ({o.reason})" for o in answers.outcomes
-            if o.status != ACCEPTED]
-    return [worst_membership(reports, len(hospitals))] if reports else [], cut
+    figures, missing = membership_from_answers(answers.outcomes, len(hospitals))
+    return figures, cut + missing
 
 
 @task(name="canary-audit", cache_policy=NO_CACHE, persist_result=False)
@@ -120,12 +117,12 @@ def _versions_from(client: MlflowClient, rnd: AuditRound) -> list[str]:
 @task(name="record-verdict", cache_policy=NO_CACHE, persist_result=False,
       task_run_name="verdict-round-{rnd.server_round}")
 def record_verdict(cfg: FederationConfig, rnd: AuditRound, attacks: dict[str, Any],
-                   membership: list[dict[str, float]], canaries: dict[str, float], started: float,
+                   membership: dict[str, float], canaries: dict[str, float], started: float,
                    cut: list[str]) -> dict[str, Any]:
     """Judge against the audit policy; metrics and tags on the round's run, the verdict on every version
     from the round, a Prefect artifact, and the `primia.audit.completed` event promotion starts from."""
     policy = load_audit_policy(runtime.settings().audit.policy)
-    figures = attacks["figures"] | (membership[0] if membership else {}) | canaries
+    figures = attacks["figures"] | membership | canaries
     figures["audit_s"] = time.perf_counter() - started
     verdict = judge(policy, figures, attacks["cut"] + cut)
     tracker = runtime.tracker(rnd.run_id)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 
+from primia.federation.policy import ACCEPTED, Outcome
+
 MEMBERSHIP_RATES = ("mia_loss_auc", "mia_loss_tpr_at_1pct_fpr", "mia_rmia_auc", "mia_rmia_tpr_at_1pct_fpr",
                     "mia_rmia_tpr_at_01pct_fpr", "mia_auc", "mia_auc_lower95", "mia_tpr_at_1pct_fpr",
                     "mia_tpr_at_01pct_fpr")
@@ -42,3 +44,12 @@ def worst_membership(reports: list[dict[str, float]], asked: int | None = None) 
     checked = [check_membership_report(dict(r)) for r in reports]
     worst = {k: (min if k == "mia_nonmembers" else max)(r[k] for r in checked) for k in MEMBERSHIP_KEYS}
     return worst | {"mia_hospitals_missing": float(max(0, (asked or len(reports)) - len(reports)))}
+
+
+def membership_from_answers(outcomes: list[Outcome], asked: int) -> tuple[dict[str, float], list[str]]:
+    """The federation's membership figures from the hospitals' answers to the audit dispatch ({} when none
+    reported), and a line for each hospital that did not (the verdict fails closed on them)."""
+    reports = [dict(o.result.metrics) for o in outcomes if o.status == ACCEPTED and o.result is not None]
+    missing = [f"membership audit: {o.hospital} did not report ({o.reason})" for o in outcomes
+               if o.status != ACCEPTED or o.result is None]
+    return worst_membership(reports, asked), missing

@@ -290,3 +290,16 @@ def test_a_membership_report_is_exactly_finite_figures_in_range() -> None:
         check_membership_report({k: v for k, v in good.items() if k != "mia_auc"})
     nan_first = judge(AuditPolicy(), _figures(mia_auc=float("nan")))
     assert nan_first.verdict == "FAIL" and "membership AUC" in nan_first.summary()
+
+
+def test_membership_figures_from_the_answers_name_who_did_not_report() -> None:
+    from primia.audit.figures import MEMBERSHIP_KEYS, membership_from_answers
+    from primia.federation.policy import ACCEPTED, DROPPED, Outcome
+    from primia.messages import HospitalResult
+
+    report = {k: 0.01 for k in MEMBERSHIP_KEYS} | {"mia_auc": 0.6, "mia_nonmembers": 40.0}
+    answered = Outcome("a", ACCEPTED, result=HospitalResult("a", 1, 0, None, float("nan"), (), 0.1, report))
+    figures, missing = membership_from_answers([answered, Outcome("b", DROPPED, "its agent is offline")], 2)
+    assert figures["mia_auc"] == 0.6 and figures["mia_hospitals_missing"] == 1.0
+    assert missing == ["membership audit: b did not report (its agent is offline)"]
+    assert membership_from_answers([], 0) == ({}, [])
