@@ -1,4 +1,7 @@
-"""The local stack: SeaweedFS S3, a Prefect server and an MLflow server on 127.0.0.1.
+"""The local stack: SeaweedFS S3, PostgreSQL, a Prefect server and an MLflow server on 127.0.0.1.
+
+PostgreSQL (infra/postgres.py) holds Prefect's and MLflow's databases, as in production; `--sqlite`
+keeps them in SQLite files instead (no PostgreSQL process), the fallback and the bench baseline.
 
 State lives under `<home>/stack/`: `state.json` (PIDs, ports, URLs; no secrets), the coordinator's
 `credentials.json` (its S3 identity and its Prefect and MLflow logins), `admin.json` (the S3 admin, for
@@ -18,14 +21,15 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from infra import identities
+from infra import identities, postgres
 from infra.processes import alive, free_ports, http_ok, spawn, stop, wait_until
 from primia.config import S3Settings, StoreSettings
 from primia.errors import StackError
 from primia.private_files import write_private_json
 from primia.store.keys import init_key_file
 
-SERVICES = ("s3", "prefect", "mlflow")
+SERVICES = ("s3", "postgres", "prefect", "mlflow")
+DATABASES = ("postgresql", "sqlite")
 CHECKPOINT_BUCKET = "primia-checkpoints"
 MLFLOW_BUCKET = "primia-mlflow"
 WEED_PORTS = ("s3", "s3_grpc", "master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc",
@@ -39,6 +43,10 @@ class StackState:
     ports: dict[str, int] = field(default_factory=dict)
     urls: dict[str, str] = field(default_factory=dict)
     buckets: dict[str, str] = field(default_factory=dict)
+    database: str = "postgresql"
+
+    def services(self) -> tuple[str, ...]:
+        return tuple(s for s in SERVICES if s != "postgres" or self.database == "postgresql")
 
 
 def stack_dir(home: Path) -> Path:
@@ -168,14 +176,16 @@ def _start_s3(root: Path, ports: dict[str, int], admin: dict[str, str]) -> int:
     return spawn(cmd, env, root / "logs" / "s3.log", data)
 
 
-def _start_prefect(root: Path, port: int, auth: str) -> int:
+def _start_prefect(root: Path, port: int, auth: str, db_port: int | None) -> int:
     home = root / "prefect"
     home.mkdir(parents=True, exist_ok=True)
+    db = (postgres.sqlalchemy_url(root, db_port, "prefect", driver="asyncpg") if db_port
+          else f"sqlite+aiosqlite:///{home / 'prefect.db'}")
     env = {
         "PREFECT_SERVER_API_AUTH_STRING": auth,  # every API call but /api/health needs it (401 otherwise)
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        "PREFECT_API_DATABASE_CONNECTION_URL": db,  # environment only: the URL holds the password
         "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
         "PREFECT_LOGGING_LEVEL": "WARNING",
     }
@@ -183,17 +193,19 @@ def _start_prefect(root: Path, port: int, auth: str) -> int:
     return spawn(cmd, env, root / "logs" / "prefect.log", home)
 
 
-def _start_mlflow(root: Path, port: int, s3_port: int, creds: dict[str, str]) -> int:
+def _start_mlflow(root: Path, port: int, s3_port: int, creds: dict[str, str], db_port: int | None) -> int:
     """MLflow with its basic-auth app: the coordinator's login only (hospitals need no MLflow access);
     its own S3 identity, scoped to the artifact bucket."""
     home = root / "mlflow"
     home.mkdir(parents=True, exist_ok=True)
     service = json.loads((root / "mlflow-service.json").read_text())
+    store = postgres.sqlalchemy_url(root, db_port, "mlflow") if db_port else f"sqlite:///{home / 'mlflow.db'}"
+    auth_db = postgres.sqlalchemy_url(root, db_port, "mlflow_auth") if db_port else f"sqlite:///{home / 'auth.db'}"
     auth_ini = root / "mlflow-auth.ini"
     fd = os.open(auth_ini, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write("[mlflow]\ndefault_permission = NO_PERMISSIONS\n"
-                 f"database_uri = sqlite:///{home / 'auth.db'}\n"
+                 f"database_uri = {auth_db}\n"
                  f"admin_username = {creds['mlflow_username']}\nadmin_password = {creds['mlflow_password']}\n"
                  "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
                  "auth_cache_ttl_seconds = 60\n")  # without the cache every request pays ~0.4 s of PBKDF2
@@ -203,14 +215,14 @@ def _start_mlflow(root: Path, port: int, s3_port: int, creds: dict[str, str]) ->
         "AWS_SECRET_ACCESS_KEY": service["secret_key"],
         "AWS_DEFAULT_REGION": "us-east-1",
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "MLFLOW_BACKEND_STORE_URI": store,  # environment, not argv: `ps` would show the password
         "MLFLOW_AUTH_CONFIG_PATH": str(auth_ini),
         "MLFLOW_FLASK_SERVER_SECRET_KEY": service["flask_secret"],
         "TMPDIR": str(home / "tmp"),
     }
     (home / "tmp").mkdir(exist_ok=True)
-    cmd = [bin_path("mlflow"), "server", "--app-name", "basic-auth", "--backend-store-uri",
-           f"sqlite:///{home / 'mlflow.db'}", "--artifacts-destination", f"s3://{MLFLOW_BUCKET}", "--host",
-           "127.0.0.1", "--port", str(port), "--workers", "1"]
+    cmd = [bin_path("mlflow"), "server", "--app-name", "basic-auth", "--artifacts-destination",
+           f"s3://{MLFLOW_BUCKET}", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     return spawn(cmd, env, root / "logs" / "mlflow.log", home)
 
 
@@ -231,6 +243,8 @@ def _healthy(state: StackState, name: str) -> bool:
         return http_ok(state.urls["s3"])
     if name == "prefect":
         return http_ok(state.urls["prefect_api"] + "/health")
+    if name == "postgres":
+        return postgres.ready(state.ports["postgres"])
     return http_ok(state.urls["mlflow"] + "/health")
 
 
@@ -244,10 +258,16 @@ def _wait_healthy(state: StackState, name: str, timeout: float) -> None:
                          + " | ".join(tail))
 
 
-def up(home: Path, timeout: float = 90.0) -> StackState:
-    """Start whatever is not already running; idempotent."""
+def up(home: Path, timeout: float = 90.0, database: str | None = None) -> StackState:
+    """Start whatever is not already running; idempotent. `database` is where Prefect and MLflow keep
+    their state: "postgresql" (a local PostgreSQL server, as in production) or "sqlite" (files); None
+    keeps a running stack's choice, else PostgreSQL. Switching restarts the stack on the other one."""
     current = load_state(home)
-    if current and all(alive(current.pids.get(s, -1)) and _healthy(current, s) for s in SERVICES):
+    database = database or (current.database if current else "postgresql")
+    if database not in DATABASES:
+        raise StackError(f"database must be one of {', '.join(DATABASES)}, not {database!r}")
+    if (current and current.database == database
+            and all(alive(current.pids.get(s, -1)) and _healthy(current, s) for s in current.services())):
         return current
     if current:
         down(home)
@@ -255,21 +275,24 @@ def up(home: Path, timeout: float = 90.0) -> StackState:
     root.mkdir(parents=True, exist_ok=True)
     creds, admin = credentials(home), admin_credentials(home)
     init_key_file(Path(home).resolve() / "keys" / "keyring.json")  # local development keys, 0600
-    ports = dict(zip((*WEED_PORTS, "prefect", "mlflow"), free_ports(len(WEED_PORTS) + 2), strict=True))
+    names = (*WEED_PORTS, "prefect", "mlflow", "postgres")
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     state = StackState(
-        home=str(Path(home).resolve()), ports=ports,
+        home=str(Path(home).resolve()), ports=ports, database=database,
         urls={"s3": f"http://127.0.0.1:{ports['s3']}", "prefect_api": f"http://127.0.0.1:{ports['prefect']}/api",
               "prefect_ui": f"http://127.0.0.1:{ports['prefect']}", "mlflow": f"http://127.0.0.1:{ports['mlflow']}"},
         buckets={"checkpoints": CHECKPOINT_BUCKET, "mlflow_artifacts": MLFLOW_BUCKET},
     )
     try:
         state.pids["s3"] = _start_s3(root, ports, admin)
-        state.pids["prefect"] = _start_prefect(root, ports["prefect"], creds["prefect_auth"])  # while S3 warms up
+        _save_state(state)
+        db_port = _start_database(state, root, timeout)  # while S3 warms up
+        state.pids["prefect"] = _start_prefect(root, ports["prefect"], creds["prefect_auth"], db_port)
         _save_state(state)
         _wait_healthy(state, "s3", timeout)
         wait_until(lambda: _try_buckets(ports["s3"], admin), 30, 0.5)
         _ensure_buckets(ports["s3"], admin)
-        state.pids["mlflow"] = _start_mlflow(root, ports["mlflow"], ports["s3"], creds)
+        state.pids["mlflow"] = _start_mlflow(root, ports["mlflow"], ports["s3"], creds, db_port)
         _save_state(state)
         _wait_healthy(state, "prefect", timeout)
         _wait_healthy(state, "mlflow", timeout)
@@ -278,6 +301,17 @@ def up(home: Path, timeout: float = 90.0) -> StackState:
         down(home)
         raise
     return state
+
+
+def _start_database(state: StackState, root: Path, timeout: float) -> int | None:
+    """PostgreSQL with Prefect's and MLflow's databases; None for the SQLite fallback."""
+    if state.database != "postgresql":
+        return None
+    state.pids["postgres"] = postgres.start(root, state.ports["postgres"])
+    _save_state(state)
+    _wait_healthy(state, "postgres", timeout)
+    postgres.ensure_databases(root, state.ports["postgres"])
+    return state.ports["postgres"]
 
 
 def _init_authority(home: Path) -> None:
@@ -326,12 +360,12 @@ def start_s3(home: Path, timeout: float = 60.0) -> None:
 
 
 def down(home: Path) -> list[str]:
-    """Stop the stack's processes (MLflow, Prefect, then S3); returns what was stopped."""
+    """Stop the stack's processes (MLflow, Prefect, then their database and S3); returns what was stopped."""
     state = load_state(home)
     if state is None:
         return []
     stopped = []
-    for name in ("mlflow", "prefect", "s3"):
+    for name in ("mlflow", "prefect", "postgres", "s3"):
         pid = state.pids.get(name)
         if pid and alive(pid):
             stop(pid)
@@ -345,9 +379,10 @@ def status(home: Path) -> dict[str, dict[str, object]]:
     if state is None:
         return {}
     out: dict[str, dict[str, object]] = {}
-    for name in SERVICES:
+    for name in state.services():
         pid = state.pids.get(name, -1)
-        url = {"s3": state.urls["s3"], "prefect": state.urls["prefect_ui"], "mlflow": state.urls["mlflow"]}[name]
+        url = {"s3": state.urls["s3"], "prefect": state.urls["prefect_ui"], "mlflow": state.urls["mlflow"],
+               "postgres": f"postgresql://127.0.0.1:{state.ports.get('postgres')}"}[name]
         running = alive(pid)
         out[name] = {"pid": pid, "running": running, "healthy": running and _healthy(state, name), "url": url}
     return out

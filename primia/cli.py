@@ -20,7 +20,8 @@ from primia.errors import PrimiaError
 
 app = typer.Typer(help="primia: privacy-preserving federated learning for medical imaging.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
-stack_app = typer.Typer(help="Start, stop and inspect the local stack (S3, Prefect, MLflow).", no_args_is_help=True)
+stack_app = typer.Typer(help="Start, stop and inspect the local stack (S3, PostgreSQL, Prefect, MLflow).",
+                        no_args_is_help=True)
 data_app = typer.Typer(help="Prepare and inspect data sets.", no_args_is_help=True)
 bench_app = typer.Typer(help="Measure performance; prints one JSON object with --json.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
@@ -43,12 +44,21 @@ def _home() -> Path:
 # ------------------------------------------------------------------ stack
 @stack_app.command("up")
 @friendly
-def stack_up() -> None:
-    """Start SeaweedFS S3, Prefect and MLflow on free 127.0.0.1 ports (state under PRIMIA_HOME/stack)."""
+def stack_up(
+    sqlite: bool = typer.Option(False, "--sqlite", help="Keep Prefect's and MLflow's databases in SQLite files "
+                                "instead of a local PostgreSQL server (the fallback; slower under load)."),
+    postgresql: bool = typer.Option(False, "--postgresql", help="Use PostgreSQL (the default for a new stack)."),
+) -> None:
+    """Start SeaweedFS S3, PostgreSQL, Prefect and MLflow on free 127.0.0.1 ports (state under PRIMIA_HOME/stack).
+
+    A running stack is kept as it is; `--sqlite` or `--postgresql` restarts it on that database."""
     from infra import stack
 
-    with console.status("starting the local stack (S3, Prefect, MLflow)..."):
-        stack.up(_home())
+    if sqlite and postgresql:
+        raise typer.BadParameter("choose one of --sqlite and --postgresql")
+    database = "sqlite" if sqlite else ("postgresql" if postgresql else None)
+    with console.status("starting the local stack (S3, PostgreSQL, Prefect, MLflow)..."):
+        stack.up(_home(), database=database)
     _print_status()
 
 
@@ -349,10 +359,27 @@ def bench_scale(
 def bench_dispatch(
     rounds: int = typer.Option(6, min=2, help="Rounds to time (the first is reported apart as warm-up)."),
     poll_seconds: float = typer.Option(1.0, min=0.2, help="The agents' worker polling interval."),
+    database: str = typer.Option("current", help="Prefect's and MLflow's database: current (the running "
+                                 "stack's), postgresql or sqlite (the stack restarts on it), or both: each "
+                                 "in turn, side by side in one JSON object."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Round overhead in distributed mode: 3 hospital agents (Prefect process workers), run_deployment,
-    signed answers; embedded mode on the same federation is the baseline, in the same run."""
+    signed answers; embedded mode on the same federation is the baseline, in the same run. The privacy
+    audit is off unless PRIMIA_AUDIT__AFTER_ROUND says otherwise."""
+    from infra import stack
+
+    if database not in ("current", "both", *stack.DATABASES):
+        raise typer.BadParameter(f"--database must be current, both, postgresql or sqlite, not {database!r}")
+    if database == "both":
+        from bench.dispatch import side_by_side
+
+        _emit(side_by_side(rounds=rounds, poll_seconds=poll_seconds), as_json)
+        return
+    if database != "current":
+        with console.status(f"starting the local stack on {database}..."):
+            stack.up(_home(), database=database)
+    os.environ.setdefault("PRIMIA_AUDIT__AFTER_ROUND", "off")
     connect()
     from bench.dispatch import bench_dispatch as run
 

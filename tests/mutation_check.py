@@ -576,6 +576,21 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
         '    if False:',
         'tests/adversarial/test_membership_audit.py::test_an_audit_of_another_rounds_model_is_refused_by_the_hospital',
     ),
+    (
+        'postgres: passwords asked (SCRAM)',
+        'infra/postgres.py',
+        '"--auth=scram-sha-256"',
+        '"--auth=trust"',
+        'tests/integration/test_stack.py::test_postgresql_asks_for_the_password_and_hides_it',
+    ),
+    (
+        'postgres: MLflow store URL kept off argv',
+        'infra/stack.py',
+        '    cmd = [bin_path("mlflow"), "server", "--app-name", "basic-auth", "--artifacts-destination",',
+        '    cmd = [bin_path("mlflow"), "server", "--app-name", "basic-auth", "--backend-store-uri", store, '
+        '"--artifacts-destination",',
+        'tests/integration/test_stack.py::test_postgresql_asks_for_the_password_and_hides_it',
+    ),
 ]
 
 

@@ -1,16 +1,19 @@
-"""The local stack: health, credentials kept 0600 and out of state, S3 auth enforced."""
+"""The local stack: health, credentials kept 0600 and out of state, S3 auth enforced, Prefect and MLflow
+on a real PostgreSQL server (SQLite as the fallback)."""
 
 from __future__ import annotations
 
 import json
+import os
 import stat
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from infra import stack
+from infra import postgres, stack
 from primia.config import S3Settings, load_settings
 from primia.errors import StoreError
 from primia.store.s3 import ObjectStore
@@ -20,9 +23,60 @@ pytestmark = pytest.mark.integration
 
 def test_all_services_healthy(live_stack: stack.StackState) -> None:
     status = stack.status(Path(live_stack.home))
-    assert set(status) == {"s3", "prefect", "mlflow"}
+    assert set(status) == {"s3", "postgres", "prefect", "mlflow"}
     assert all(row["healthy"] for row in status.values()), status
-    assert all(str(row["url"]).startswith("http://127.0.0.1:") for row in status.values())
+    assert all(str(row["url"]).split("://")[1].startswith("127.0.0.1:") for row in status.values())
+
+
+def _pg(live_stack: stack.StackState, password: str, database: str = "postgres") -> Any:
+    import psycopg
+
+    return psycopg.connect(host="127.0.0.1", port=live_stack.ports["postgres"], user=postgres.USER,
+                           password=password, dbname=database, connect_timeout=5)
+
+
+def test_prefect_and_mlflow_keep_their_state_in_postgresql(live_stack: stack.StackState) -> None:
+    """Not SQLite files: the servers' tables live in PostgreSQL and grow as the servers work."""
+    root = stack.stack_dir(Path(live_stack.home))
+    assert live_stack.database == "postgresql"
+    assert not (root / "prefect" / "prefect.db").exists() and not (root / "mlflow" / "mlflow.db").exists()
+    password = postgres.password(root)
+    with _pg(live_stack, password, "prefect") as conn:
+        assert conn.execute("SELECT count(*) FROM flow").fetchone() is not None  # Prefect's schema is there
+    with _pg(live_stack, password, "mlflow") as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM experiments")}
+    assert "Default" in names  # MLflow migrated its schema into PostgreSQL
+    with _pg(live_stack, password, "mlflow_auth") as conn:
+        users = {r[0] for r in conn.execute("SELECT username FROM users")}
+    assert stack.credentials(Path(live_stack.home))["mlflow_username"] in users
+
+
+def test_postgresql_asks_for_the_password_and_hides_it(live_stack: stack.StackState) -> None:
+    import psycopg
+
+    root = stack.stack_dir(Path(live_stack.home))
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        _pg(live_stack, "wrong-password").close()
+    assert stat.S_IMODE((root / "postgres.json").stat().st_mode) == 0o600
+    password = postgres.password(root)
+    for name in ("postgres", "prefect", "mlflow"):  # never on a command line that `ps` shows
+        argv = Path(f"/proc/{live_stack.pids[name]}/cmdline").read_bytes().decode(errors="replace")
+        assert password not in argv, name
+    assert password not in (root / "state.json").read_text()
+    assert password not in (root / "logs" / "postgres.log").read_text(errors="replace")
+
+
+@pytest.mark.slow
+def test_sqlite_fallback_starts_without_postgresql(tmp_path: Path) -> None:
+    state = stack.up(tmp_path, database="sqlite")
+    try:
+        assert state.database == "sqlite" and "postgres" not in state.pids
+        status = stack.status(tmp_path)
+        assert set(status) == {"s3", "prefect", "mlflow"} and all(r["healthy"] for r in status.values()), status
+        assert (stack.stack_dir(tmp_path) / "prefect" / "prefect.db").exists()
+    finally:
+        stack.down(tmp_path)
+    assert not any(os.path.exists(f"/proc/{pid}") and stack.alive(pid) for pid in state.pids.values())
 
 
 def test_up_is_idempotent(live_stack: stack.StackState) -> None:
