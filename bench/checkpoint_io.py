@@ -24,7 +24,7 @@ def _timed(fn: Any) -> tuple[float, Any]:
     return time.perf_counter() - start, out
 
 
-def bench_checkpoint(repeats: int = 5) -> dict[str, Any]:
+def bench_checkpoint(repeats: int = 9) -> dict[str, Any]:
     payload = wcodec.encode(wcodec.state_to_numpy(build_model("resnet18", num_classes=3).state_dict()))
     store = runtime.checkpoints(f"bench-ckpt-{int(time.time())}")
     s3 = store.store
@@ -58,4 +58,6 @@ def bench_checkpoint(repeats: int = 5) -> dict[str, Any]:
         / med(a + b for a, b in zip(plain_put, plain_get, strict=True)),
         "plain_put_s_range": [min(plain_put), max(plain_put)],
         "encrypted_put_s_range": [min(enc_put), max(enc_put)],
+        "plain_get_s_range": [min(plain_get), max(plain_get)],
+        "encrypted_get_s_range": [min(enc_get), max(enc_get)],
     }

@@ -452,7 +452,7 @@ def bench_secagg(
 @bench_app.command("checkpoint")
 @friendly
 def bench_checkpoint(
-    repeats: int = typer.Option(5, min=1, help="Interleaved plain/encrypted repetitions."),
+    repeats: int = typer.Option(9, min=1, help="Interleaved plain/encrypted repetitions."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Encrypted vs plain put/get of a ResNet-18-sized checkpoint (~45 MB) against the live S3 server."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 
 from primia.errors import StoreError
@@ -32,6 +33,10 @@ class MemoryObjectStore:
 
     def get(self, key: str) -> bytes:
         return self.get_with_metadata(key)[0]
+
+    def get_hashed(self, key: str) -> tuple[bytearray, dict[str, str], str]:
+        data, meta = self.get_with_metadata(key)
+        return bytearray(data), meta, hashlib.sha256(data).hexdigest()
 
     def metadata(self, key: str) -> dict[str, str]:
         return dict(self.get_with_metadata(key)[1])

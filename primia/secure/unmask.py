@@ -125,7 +125,7 @@ def _reconstruct(params: Params, g: Graph, owner: str, kind: str, reveals: dict[
                           f"reconstruct ({exc}); no partial model is stored") from None
 
 
-def decode_vector(data: bytes, params: Params) -> np.ndarray:
+def decode_vector(data: bytes | memoryview, params: Params) -> np.ndarray:
     dtype = np.dtype(ring_dtype(params.bits))
     if len(data) != params.length * dtype.itemsize:
         raise ProtocolViolation(f"masked vector has {len(data)} bytes, expected {params.length * dtype.itemsize}")

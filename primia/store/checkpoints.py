@@ -45,18 +45,18 @@ class _PlainCache:
     """
 
     def __init__(self, capacity: int = 32) -> None:
-        self._items: OrderedDict[str, bytes] = OrderedDict()
+        self._items: OrderedDict[str, bytes | memoryview] = OrderedDict()
         self._lock = threading.Lock()
         self.capacity = capacity
 
-    def get(self, digest: str) -> bytes | None:
+    def get(self, digest: str) -> bytes | memoryview | None:
         with self._lock:
             data = self._items.get(digest)
             if data is not None:
                 self._items.move_to_end(digest)
             return data
 
-    def put(self, digest: str, data: bytes) -> None:
+    def put(self, digest: str, data: bytes | memoryview) -> None:
         with self._lock:
             self._items[digest] = data
             self._items.move_to_end(digest)
@@ -124,13 +124,14 @@ class CheckpointStore:
         self._cache.put(digest, plaintext)
         return CheckpointRef(self.store.bucket, key, digest, server_round)
 
-    def get_object(self, ref: CheckpointRef) -> bytes:
+    def get_object(self, ref: CheckpointRef) -> bytes | memoryview:
+        """The verified plaintext: bytes this process wrote, or a read-only view of the decrypted download."""
         if ref.bucket != self.store.bucket:
             raise StoreError(f"checkpoint {ref.key} is in bucket {ref.bucket}, expected {self.store.bucket}")
-        plain = self._cache.get(ref.sha256)
+        plain: bytes | memoryview | None = self._cache.get(ref.sha256)
         if plain is None:
-            data, meta = self.store.get_with_metadata(ref.key)
-            plain = envelope.open_sealed(envelope.Sealed(data, meta), self.ring, self._where(ref), ref.sha256)
+            data, meta, digest = self.store.get_hashed(ref.key)
+            plain = envelope.open_downloaded(data, meta, digest, self.ring, self._where(ref), ref.sha256)
             self._cache.put(ref.sha256, plain)
         return plain
 
@@ -145,7 +146,7 @@ class CheckpointStore:
         return self.put_object(server_round, name, json.dumps(data, sort_keys=True).encode())
 
     def get_json(self, ref: CheckpointRef) -> dict[str, Any]:
-        return json.loads(self.get_object(ref))
+        return json.loads(bytes(self.get_object(ref)))
 
     def find_json(self, server_round: int, name: str) -> dict[str, Any] | None:
         """A JSON object looked up by name (None if absent), authenticated by its GCM tag and location."""

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -158,17 +159,52 @@ def open_sealed(sealed: Sealed, ring: KeyRing, where: Location, expected_sha256:
     plaintext (and the header's own integrity rests on the nonce and wrapped key it carries).
     """
     header = _header(sealed.header, where)
-    cipher_digest = _hasher.submit(lambda: hashlib.sha256(sealed.ciphertext).hexdigest())
     data_key = _data_key(header, ring, where)
+    nonce = base64.b64decode(header["primia-nonce"])
+
+    def decrypt() -> bytes | None:
+        try:
+            return AESGCM(data_key).decrypt(nonce, sealed.ciphertext, where.aad())
+        except (InvalidTag, ValueError):
+            return None
+
+    # The decryption holds the GIL, hashlib releases it: decrypting on the helper while this thread
+    # hashes runs both at once (the other way round the helper waited for the GIL: 41 ms, not 26).
+    plain = _hasher.submit(decrypt)
+    _check_digest(hashlib.sha256(sealed.ciphertext).hexdigest(), expected_sha256, where)
+    return _tag_checked(plain.result(), where)
+
+
+def open_downloaded(buf: bytearray, header: dict[str, str], digest: str, ring: KeyRing, where: Location,
+                    expected_sha256: str | None) -> memoryview:
+    """`open_sealed` for a ciphertext hashed while it downloaded (`digest`) into a buffer of our own:
+    decrypted in place (a fresh 45 MB plaintext costs 17-30 ms of page faults here, in place 3 ms).
+    Returns a read-only view of the plaintext; on any failure the buffer holds nothing usable."""
+    head = _header(header, where)
+    data_key = _data_key(head, ring, where)
+    _check_digest(digest, expected_sha256, where)
+    view = memoryview(buf)
+    out = view[: max(len(buf) - 16, 0)]
     try:
-        plaintext = AESGCM(data_key).decrypt(base64.b64decode(header["primia-nonce"]), sealed.ciphertext, where.aad())
-        tag_ok = True
+        AESGCM(data_key).decrypt_into(base64.b64decode(head["primia-nonce"]), view, where.aad(), out)
+        ok = True
     except (InvalidTag, ValueError):
-        plaintext, tag_ok = b"", False
-    digest = cipher_digest.result()
+        ok = False
+    if not ok:
+        out.release()
+        view.release()
+        buf[:] = b""  # unauthenticated bytes must not outlive the failure
+    _tag_checked(ok or None, where)
+    return out.toreadonly()
+
+
+def _check_digest(digest: str, expected_sha256: str | None, where: Location) -> None:
     if expected_sha256 is not None and digest != expected_sha256:
         raise IntegrityError(f"integrity check failed for {where}: ciphertext sha256 does not match")
-    if not tag_ok:
+
+
+def _tag_checked(plaintext: Any, where: Location) -> Any:
+    if plaintext is None:
         raise IntegrityError(
             f"integrity check failed for {where}: authentication tag does not match "
             "(altered, or written under another name, federation or round)"
