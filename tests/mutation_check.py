@@ -591,6 +591,34 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
         '"--artifacts-destination",',
         'tests/integration/test_stack.py::test_postgresql_asks_for_the_password_and_hides_it',
     ),
+    (
+        'weights reader: offsets inside the data',
+        'primia/store/weights.py',
+        '                and 0 <= offsets[0] <= offsets[1] <= len(body)):',
+        '                and True):',
+        'tests/unit/test_store_read_path.py::test_a_malformed_payload_is_refused_naming_the_fault',
+    ),
+    (
+        'weights reader: tensors tile the data',
+        'primia/store/weights.py',
+        '        if begin != covered:',
+        '        if False:',
+        'tests/unit/test_store_read_path.py::test_a_malformed_payload_is_refused_naming_the_fault',
+    ),
+    (
+        'in-place read: download digest checked',
+        'primia/store/envelope.py',
+        '    _check_digest(digest, expected_sha256, where)\n    view = memoryview(buf)',
+        '    view = memoryview(buf)',
+        'tests/unit/test_store_read_path.py::test_in_place_the_download_digest_is_checked_against_the_reference',
+    ),
+    (
+        'in-place read: failed plaintext wiped',
+        'primia/store/envelope.py',
+        '        buf[:] = b""  # unauthenticated bytes must not outlive the failure',
+        '        pass',
+        'tests/unit/test_store_read_path.py::test_in_place_a_flipped_byte_fails_and_leaves_nothing_behind',
+    ),
 ]
 
 
