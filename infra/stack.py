@@ -171,7 +171,9 @@ def _start_s3(root: Path, ports: dict[str, int], admin: dict[str, str]) -> int:
         f"-filer.localSocket={data}/filer.sock", f"-s3.localSocket={data}/s3.sock",
         f"-s3.config={root / 's3-identities.json'}",
     ]
-    env = {"GOMEMLIMIT": "300MiB", "AWS_ACCESS_KEY_ID": admin["access_key"],
+    # Go's soft memory limit: at 300 MiB the server garbage-collected through every upload (ten
+    # parallel 47 MB puts took 4.1-4.3 s, one 0.48 s); at 1 GiB 2.5-2.7 s and 0.27 s, resident 0.93 GB.
+    env = {"GOMEMLIMIT": os.environ.get("PRIMIA_WEED_GOMEMLIMIT", "1GiB"), "AWS_ACCESS_KEY_ID": admin["access_key"],
            "AWS_SECRET_ACCESS_KEY": admin["secret_key"]}
     return spawn(cmd, env, root / "logs" / "s3.log", data)
 
