@@ -213,17 +213,24 @@ def pins_for(pool: str, role: str) -> list[Pin]:
 async def serve(pool: str, name: str, poll_s: float, role: str = "hospital") -> int:
     from prefect.settings import PREFECT_WORKER_QUERY_SECONDS, temporary_settings
 
+    from infra.agent_wake import wake_on_scheduled
+
     worker = PinnedProcessWorker(work_pool_name=pool, name=name, pins=pins_for(pool, role), prefetch_seconds=10,
                                  create_pool_if_not_found=False)
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)  # type: ignore[union-attr]
+    # the server's event stream wakes the worker when a run lands on its pool; the timed poll stays
+    waker = asyncio.create_task(wake_on_scheduled(pool, worker.get_and_submit_flow_runs,
+                                                  lambda: worker._runs_task_group is not None))
     try:
         with temporary_settings({PREFECT_WORKER_QUERY_SECONDS: poll_s}):  # read when start() runs
             await worker.start()
     except asyncio.CancelledError:
         pass
+    finally:
+        waker.cancel()
     return 0
 
 

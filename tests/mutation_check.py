@@ -619,6 +619,13 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
         '        pass',
         'tests/unit/test_store_read_path.py::test_in_place_a_flipped_byte_fails_and_leaves_nothing_behind',
     ),
+    (
+        'agent wakes on the scheduled-run event',
+        'infra/agent_worker.py',
+        '                                                  lambda: worker._runs_task_group is not None))',
+        '                                                  lambda: False))',
+        'tests/integration/test_distributed.py::test_a_run_scheduled_on_its_pool_wakes_the_agent_before_its_next_poll',
+    ),
 ]
 
 

@@ -211,3 +211,37 @@ def test_agents_train_with_dp_sgd_and_keep_their_accounts_in_their_own_buckets(a
         assert runtime.checkpoints(fid).find_private_json(f"privacy/{n}-account") is None  # not the coordinator's
         record = json.loads((agents.home / "hospitals" / n / "privacy-record.json").read_text())
         assert record == {f"{fid}/{n}": 2}
+
+
+def test_a_run_scheduled_on_its_pool_wakes_the_agent_before_its_next_poll(agents: Agents) -> None:
+    """The worker listens to the server's event stream: a run scheduled on its pool is picked up at once,
+    not at the next timed poll (here 300 s away, the first one spent at start)."""
+    from prefect.client.orchestration import get_client
+
+    from primia.federation.liveness import Liveness
+    from primia.federation.rounds import Dispatch
+    from primia.secure.protocol import Params
+    from tasks.dispatch import AgentHospitals
+
+    agents.kill("dh1")
+    agents.start("dh1", poll_seconds=300)
+    try:
+        cfg = parse_federation_config(federation(agents, f"wake-{int(time.time())}", rounds=1, round_timeout_s=60))
+        params = Params(cfg.federation_id, 0, "wake", NAMES, 3, bits=64, purpose="statistics")  # no roster comes
+        hospitals = AgentHospitals(cfg, runtime.roster(), Liveness({}, 60))
+        started = time.monotonic()
+        assert hospitals.start({"dh1": Dispatch(0, None, False, True, "n-wake", {"params": params.to_dict(),
+                                                                                 "wait_s": 120})}) == {}
+        run_id, picked = hospitals.runs["dh1"].id, None
+        with get_client(sync_client=True) as client:
+            while picked is None and time.monotonic() - started < 40:
+                state = client.read_flow_run(run_id).state
+                if state is not None and not state.is_scheduled():
+                    picked = time.monotonic() - started
+                time.sleep(0.1)
+        hospitals.finish(time.monotonic())  # cancels it
+        final_state(run_id, 60)
+        assert picked is not None and picked < 15, f"picked up after {picked} s"
+    finally:
+        agents.kill("dh1")
+        agents.start("dh1")
