@@ -626,6 +626,13 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
         '                                                  lambda: False))',
         'tests/integration/test_distributed.py::test_a_run_scheduled_on_its_pool_wakes_the_agent_before_its_next_poll',
     ),
+    (
+        'hospital: key exchange through before training',
+        'primia/federation/hospital.py',
+        '        prepared()  # the key exchange went through (or its error is raised) before any privacy is spent',
+        '        pass',
+        'tests/unit/test_training.py::test_the_key_exchange_runs_beside_the_model_download_and_the_data_read',
+    ),
 ]
 
 

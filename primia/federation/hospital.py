@@ -6,7 +6,11 @@ the Prefect task around it is a thin wrapper.
 
 from __future__ import annotations
 
+import contextvars
 import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -81,6 +85,22 @@ class SecureJoin(Protocol):
     def submit(self, vector: np.ndarray, weight_bound: int, extra: dict[str, Any] | None = None) -> None: ...
 
 
+@contextmanager
+def preparing(secure: SecureJoin | None) -> Iterator[Callable[[], None]]:
+    """Run the protocol's key exchange and shares (advertise, share: they need neither the model nor the
+    data) on a helper thread while the hospital checks and downloads the model, reads its data and
+    validates; the caller calls the yielded `prepared()` before training, so a failed exchange still
+    spends no privacy. The exchange starts at once, within its stage deadline whatever the data read
+    costs, and it is always seen through before this returns, even when the hospital's own work failed:
+    a hospital whose shares went out is recoverable by the others."""
+    if secure is None:
+        yield lambda: None
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="secagg-prepare") as pool:
+        exchange = pool.submit(contextvars.copy_context().run, secure.prepare)
+        yield exchange.result  # the pool's exit waits for the exchange on every path
+
+
 def run_local_round(
     hospital: HospitalConfig,
     server_round: int,
@@ -103,20 +123,18 @@ def run_local_round(
     `outbox` (the hospital's own store; default: `checkpoints`, which it reads the global model from).
     Under sample-level DP it trains with DP-SGD on the account `keeper` holds, and declines the round
     (PrivacyError) when that would take the account past its budget."""
-    if secure is not None:
-        # key exchange and shares first, within the protocol's stage deadline (a cold start or a slow
-        # data read cannot miss it), and a failure in what follows is then recoverable from the shares
-        secure.prepare()
-    checkpoints.verify_committed(global_ref)
-    data = load_local_data(hospital, cfg)
-    start_weights = checkpoints.get_weights(global_ref)
-    if secure is not None:
-        secure.bind_model(weights_digest(start_weights))
-    model = model_from_weights(cfg, start_weights)
-    start = time.perf_counter()
-    k = cfg.model.num_classes
-    val_cm = confusion_matrix(data.val.labels, predict(model, data.val).argmax(axis=1), k) if validate else \
-        np.zeros((k, k), dtype=np.int64)
+    with preparing(secure) as prepared:
+        checkpoints.verify_committed(global_ref)
+        data = load_local_data(hospital, cfg)
+        start_weights = checkpoints.get_weights(global_ref)
+        if secure is not None:
+            secure.bind_model(weights_digest(start_weights))
+        model = model_from_weights(cfg, start_weights)
+        start = time.perf_counter()
+        k = cfg.model.num_classes
+        val_cm = confusion_matrix(data.val.labels, predict(model, data.val).argmax(axis=1), k) if validate else \
+            np.zeros((k, k), dtype=np.int64)
+        prepared()  # the key exchange went through (or its error is raised) before any privacy is spent
     loss, update, metrics = float("nan"), None, {"val_samples": float(len(data.val))}
     privacy: dict[str, float] = {}
     release = open_client_release(keeper, cfg, hospital, start_weights, secure) \

@@ -108,3 +108,67 @@ def test_a_hospital_refuses_weights_that_are_not_a_committed_signed_global_model
     unsigned = store.put_weights(5, co.initial_weights(cfg))  # a round nobody committed
     with pytest.raises(IntegrityError, match="round 5 of unit is not committed by a signed manifest"):
         run_local_round(cfg.hospitals[0], 6, unsigned, cfg, store, train=False)
+
+
+class _Exchange:
+    """A hospital's secure-aggregation side whose key exchange waits for `go` (or fails)."""
+
+    def __init__(self, fail: bool = False) -> None:
+        import threading
+
+        self.go, self.done, self.fail, self.digest = threading.Event(), threading.Event(), fail, ""
+
+    def prepare(self) -> None:
+        from primia.secure.protocol import SecAggAbort
+
+        try:
+            if not self.go.wait(20):
+                raise AssertionError("the exchange was not run beside the hospital's own work")
+            if self.fail:
+                raise SecAggAbort("the coordinator aborted at stage share")
+        finally:
+            self.done.set()
+
+    def bind_model(self, weights_digest: str) -> None:
+        self.digest = weights_digest
+
+    def submit(self, vector: np.ndarray, weight_bound: int, extra: dict[str, object] | None = None) -> None:
+        raise AssertionError("never reached in these tests")
+
+
+def test_the_key_exchange_runs_beside_the_model_download_and_the_data_read(
+        cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """The exchange waits for the data read here: run before it, as it used to be, this would hang."""
+    from primia.federation import hospital as hosp
+    from primia.secure.protocol import SecAggAbort
+
+    store = CheckpointStore(MemoryObjectStore(), "unit", make_keyring(tmp_path))
+    ref = store.put_weights(0, co.initial_weights(cfg))
+    store.commit(0, {"global.safetensors": ref})
+    exchange, trained = _Exchange(fail=True), []
+    read = hosp.load_local_data
+
+    def load(*a: object) -> object:
+        exchange.go.set()  # the data read lets the exchange finish
+        return read(*a)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(hosp, "load_local_data", load)
+    monkeypatch.setattr(hosp, "train_epochs", lambda *a, **k: trained.append(1) or 0.0)
+    with pytest.raises(SecAggAbort, match="aborted at stage share"):
+        run_local_round(cfg.hospitals[0], 1, ref, cfg, store, secure=exchange)  # type: ignore[arg-type]
+    assert exchange.digest and not trained  # it checked the model; a failed exchange: no training, no privacy spent
+
+
+def test_a_failure_of_the_hospitals_own_work_waits_for_the_exchange(
+        cfg, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Shares that went out make a hospital recoverable: its run does not end with the exchange half done."""
+    import threading
+
+    from primia.errors import IntegrityError
+    from primia.federation.hospital import preparing
+
+    exchange = _Exchange()
+    threading.Timer(0.3, exchange.go.set).start()
+    with pytest.raises(IntegrityError), preparing(exchange):  # type: ignore[arg-type]
+        raise IntegrityError("the global model is not committed")
+    assert exchange.done.is_set()
