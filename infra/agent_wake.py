@@ -5,6 +5,8 @@ the run's work pool) on its event stream (a websocket, with the same login as th
 listens polls at once when a run lands on its pool; its timed poll stays as the fallback (a dropped
 stream, a missed event). The event only wakes the poll: what the worker then starts is still what it
 reads from the API and checks against its pins, so a forged event can at worst cost one extra poll.
+Wake-ups that arrive while a poll runs (a burst, or the minute of events a new connection replays)
+are merged into one poll after it.
 """
 
 from __future__ import annotations
@@ -26,20 +28,41 @@ def on_pool(event: Any, pool: str) -> bool:
 
 
 async def wake_on_scheduled(pool: str, poll: Callable[[], Awaitable[Any]], ready: Callable[[], bool]) -> None:
-    """Call `poll` whenever a run is scheduled on `pool` (once `ready`); reconnect after a failure."""
+    """Call `poll` after runs are scheduled on `pool` (once `ready`); reconnect after the stream ends."""
+    wake = asyncio.Event()
+    poller = asyncio.create_task(_poll_when_woken(wake, poll, pool))
+    try:
+        while True:
+            await _listen(pool, wake, ready)
+            await asyncio.sleep(RETRY_S)  # also after a clean close: never a tight reconnect loop
+    finally:
+        poller.cancel()
+
+
+async def _listen(pool: str, wake: asyncio.Event, ready: Callable[[], bool]) -> None:
     from prefect.events.clients import get_events_subscriber
     from prefect.events.filters import EventFilter, EventNameFilter
 
     wanted = EventFilter(event=EventNameFilter(name=[SCHEDULED]))  # type: ignore[call-arg]
+    try:
+        async with get_events_subscriber(filter=wanted) as events:
+            async for event in events:
+                if ready() and on_pool(event, pool):
+                    wake.set()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001  # the timed poll carries on meanwhile
+        log.warning("event stream for pool %s dropped (%s); timed polling only, retrying in %.0f s",
+                    pool, type(exc).__name__, RETRY_S)
+
+
+async def _poll_when_woken(wake: asyncio.Event, poll: Callable[[], Awaitable[Any]], pool: str) -> None:
     while True:
+        await wake.wait()
+        wake.clear()  # what arrives during the poll wakes one more poll, not one each
         try:
-            async with get_events_subscriber(filter=wanted) as events:
-                async for event in events:
-                    if ready() and on_pool(event, pool):
-                        await poll()
+            await poll()
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001  # the timed poll carries on meanwhile
-            log.warning("event stream for pool %s dropped (%s); timed polling only, retrying in %.0f s",
-                        pool, type(exc).__name__, RETRY_S)
-            await asyncio.sleep(RETRY_S)
+        except Exception as exc:  # noqa: BLE001  # the worker's own loop reports its failures too
+            log.warning("poll of pool %s after a scheduled run failed (%s)", pool, type(exc).__name__)

@@ -3,8 +3,12 @@
 Only the wheel's server binaries are used (its Python layer creates system users and registers atexit
 hooks; we start and stop the server by PID like the other services). PostgreSQL refuses to run as
 root; when we are root the server runs in a user namespace where it is `nobody` (`unshare --user`),
-so its data folder can stay in the stack's folder. It listens on 127.0.0.1 only (no Unix socket) and
-asks every client for a password (SCRAM); the password lives in `<stack>/postgres.json`, 0600.
+so its data folder can stay in the stack's folder. That satisfies its check, no more: on the host it
+is still root, like the stack's other servers. What limits it is who may log in: it listens on
+127.0.0.1 only (no Unix socket) and asks every client for a password (SCRAM). Prefect and MLflow log
+in as their own roles, owners of their own databases and nothing else (no superuser: they cannot run
+programs or read files through the server); the superuser's password serves `primia stack up` only.
+The passwords live in `<stack>/postgres.json`, 0600.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ from infra.processes import spawn
 from primia.errors import StackError
 from primia.private_files import write_private_json
 
-USER = "primia"
-DATABASES = ("prefect", "mlflow", "mlflow_auth")
+USER = "primia"  # the superuser: creates the roles and databases, nothing else uses it
+OWNERS = {"prefect": "prefect", "mlflow": "mlflow", "mlflow_auth": "mlflow"}  # database -> its role
 NOBODY = 65534
 
 
@@ -47,12 +51,20 @@ def _unprivileged(cmd: list[str]) -> list[str]:
     return [unshare, "--user", f"--map-user={NOBODY}", f"--map-group={NOBODY}", *cmd]
 
 
-def password(root: Path) -> str:
-    """The database login's password, made once and kept 0600 beside the other service credentials."""
+def password(root: Path, role: str = USER) -> str:
+    """A login's password, made once and kept 0600 beside the other service credentials. A cluster whose
+    passwords were lost is not given new ones silently: they would not match what it holds."""
     path = root / "postgres.json"
+    roles = sorted({USER, *OWNERS.values()})
     if not path.exists():
-        write_private_json(path, {"user": USER, "password": secrets.token_urlsafe(24)})
-    return str(json.loads(path.read_text())["password"])
+        if (data_dir(root) / "PG_VERSION").exists():
+            raise StackError(f"{path} is missing but the database cluster in {data_dir(root)} exists: restore "
+                             "the file, or remove the cluster (its data is lost) and run `primia stack up`")
+        write_private_json(path, {"passwords": {r: secrets.token_urlsafe(24) for r in roles}})
+    saved = json.loads(path.read_text()).get("passwords", {})
+    if role not in saved:
+        raise StackError(f"{path} holds no password for the database role {role!r}")
+    return str(saved[role])
 
 
 def data_dir(root: Path) -> Path:
@@ -77,7 +89,8 @@ def init(root: Path) -> None:
         pwfile.unlink(missing_ok=True)
     if done.returncode != 0:
         shutil.rmtree(data, ignore_errors=True)  # a half-made cluster would fail every later start
-        raise StackError(f"initdb failed (exit {done.returncode}): {done.stderr.strip()[-400:]}")
+        raise StackError(f"initdb failed (exit {done.returncode}): {done.stderr.strip()[-400:]}; "
+                         "`primia stack up --sqlite` runs the stack without PostgreSQL")
 
 
 def start(root: Path, port: int) -> int:
@@ -97,17 +110,31 @@ def ready(port: int) -> bool:
 
 
 def ensure_databases(root: Path, port: int) -> None:
-    """Create Prefect's and MLflow's databases if missing (CREATE DATABASE cannot run in a transaction)."""
+    """Each service's role (login, no superuser) and the databases it owns, made if missing."""
     import psycopg
+    from psycopg import sql
 
-    with psycopg.connect(host="127.0.0.1", port=port, user=USER, password=password(root), dbname="postgres",
-                         autocommit=True, connect_timeout=10) as conn:
-        have = {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
-        for name in DATABASES:
-            if name not in have:
-                conn.execute(f'CREATE DATABASE "{name}"')  # names are our constants, never input
+    try:
+        with psycopg.connect(host="127.0.0.1", port=port, user=USER, password=password(root),
+                             dbname="postgres", autocommit=True, connect_timeout=10) as conn:
+            roles = {row[0] for row in conn.execute("SELECT rolname FROM pg_roles")}
+            for role in sorted(set(OWNERS.values())):
+                verb = "ALTER" if role in roles else "CREATE"  # a password given again is the file's
+                conn.execute(sql.SQL(verb + " ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}")
+                             .format(sql.Identifier(role), sql.Literal(password(root, role))))
+            have = {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
+            for name, owner in OWNERS.items():
+                if name not in have:  # CREATE DATABASE cannot run in a transaction: autocommit
+                    conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name),
+                                                                              sql.Identifier(owner)))
+                # every role may connect to a new database by default: only its owner may here
+                conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(name)))
+    except psycopg.Error as exc:
+        raise StackError(f"PostgreSQL on 127.0.0.1:{port} refused to set up the databases: "
+                         f"{str(exc).strip().splitlines()[0]}") from None
 
 
 def sqlalchemy_url(root: Path, port: int, database: str, driver: str = "psycopg") -> str:
-    """A URL with the password in it: pass it through the environment only, never argv or logs."""
-    return f"postgresql+{driver}://{USER}:{password(root)}@127.0.0.1:{port}/{database}"
+    """The owning role's URL, password in it: pass it through the environment only, never argv or logs."""
+    role = OWNERS[database]
+    return f"postgresql+{driver}://{role}:{password(root, role)}@127.0.0.1:{port}/{database}"

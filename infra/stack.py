@@ -146,7 +146,11 @@ def _wait_for_identity(state: StackState, creds: identities.Credentials, bucket:
 
 def load_state(home: Path) -> StackState | None:
     path = stack_dir(home) / "state.json"
-    return StackState(**json.loads(path.read_text())) if path.exists() else None
+    if not path.exists():
+        return None
+    raw = json.loads(path.read_text())
+    raw.setdefault("database", "sqlite")  # a stack started before PostgreSQL was one
+    return StackState(**raw)
 
 
 def _save_state(state: StackState) -> None:
@@ -240,6 +244,11 @@ def _ensure_buckets(s3_port: int, creds: dict[str, str]) -> None:
         ObjectStore(settings, bucket).ensure_bucket()
 
 
+def _running(state: StackState, name: str) -> bool:
+    pid = state.pids.get(name)
+    return pid is not None and pid > 0 and alive(pid)  # alive(-1) would ask about every process
+
+
 def _healthy(state: StackState, name: str) -> bool:
     if name == "s3":
         return http_ok(state.urls["s3"])
@@ -269,7 +278,7 @@ def up(home: Path, timeout: float = 90.0, database: str | None = None) -> StackS
     if database not in DATABASES:
         raise StackError(f"database must be one of {', '.join(DATABASES)}, not {database!r}")
     if (current and current.database == database
-            and all(alive(current.pids.get(s, -1)) and _healthy(current, s) for s in current.services())):
+            and all(_running(current, s) and _healthy(current, s) for s in current.services())):
         return current
     if current:
         down(home)
@@ -382,9 +391,9 @@ def status(home: Path) -> dict[str, dict[str, object]]:
         return {}
     out: dict[str, dict[str, object]] = {}
     for name in state.services():
-        pid = state.pids.get(name, -1)
+        pid = state.pids.get(name, 0)
         url = {"s3": state.urls["s3"], "prefect": state.urls["prefect_ui"], "mlflow": state.urls["mlflow"],
                "postgres": f"postgresql://127.0.0.1:{state.ports.get('postgres')}"}[name]
-        running = alive(pid)
+        running = _running(state, name)
         out[name] = {"pid": pid, "running": running, "healthy": running and _healthy(state, name), "url": url}
     return out

@@ -615,7 +615,7 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
     (
         'in-place read: failed plaintext wiped',
         'primia/store/envelope.py',
-        '        buf[:] = b""  # unauthenticated bytes must not outlive the failure',
+        '        view[:] = bytes(len(view))  # unauthenticated bytes must not outlive the failure',
         '        pass',
         'tests/unit/test_store_read_path.py::test_in_place_a_flipped_byte_fails_and_leaves_nothing_behind',
     ),
@@ -629,9 +629,16 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
     (
         'hospital: key exchange through before training',
         'primia/federation/hospital.py',
-        '        prepared()  # the key exchange went through (or its error is raised) before any privacy is spent',
+        '        exchange.result()  # the exchange went through (or its error is raised) before any privacy is spent',
         '        pass',
         'tests/unit/test_training.py::test_the_key_exchange_runs_beside_the_model_download_and_the_data_read',
+    ),
+    (
+        'agent wakes only for its own pool',
+        'infra/agent_wake.py',
+        '                if ready() and on_pool(event, pool):',
+        '                if ready():',
+        'tests/unit/test_agent_wake.py::test_it_polls_for_events_on_its_pool_only_and_reconnects_after_a_drop',
     ),
 ]
 

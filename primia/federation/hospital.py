@@ -7,9 +7,10 @@ the Prefect task around it is a thin wrapper.
 from __future__ import annotations
 
 import contextvars
+import logging
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -34,6 +35,8 @@ from primia.store.weights import Weights, numpy_to_state, state_to_numpy
 from primia.store.weights import digest as weights_digest
 from primia.training.loops import predict, train_epochs
 from primia.training.metrics import confusion_matrix
+
+log = logging.getLogger("primia.hospital")
 
 
 @dataclass(frozen=True)
@@ -86,19 +89,26 @@ class SecureJoin(Protocol):
 
 
 @contextmanager
-def preparing(secure: SecureJoin | None) -> Iterator[Callable[[], None]]:
+def preparing(secure: SecureJoin | None) -> Iterator[None]:
     """Run the protocol's key exchange and shares (advertise, share: they need neither the model nor the
-    data) on a helper thread while the hospital checks and downloads the model, reads its data and
-    validates; the caller calls the yielded `prepared()` before training, so a failed exchange still
-    spends no privacy. The exchange starts at once, within its stage deadline whatever the data read
-    costs, and it is always seen through before this returns, even when the hospital's own work failed:
-    a hospital whose shares went out is recoverable by the others."""
+    data) on a helper thread while the body checks and downloads the model, reads the data and
+    validates. Leaving the block waits for the exchange and raises its error, so training after the
+    block spends no privacy on a failed exchange. The exchange starts at once, within its stage deadline
+    whatever the data read costs, and is seen through even when the body failed: a hospital whose
+    shares went out is recoverable by the others."""
     if secure is None:
-        yield lambda: None
+        yield
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="secagg-prepare") as pool:
         exchange = pool.submit(contextvars.copy_context().run, secure.prepare)
-        yield exchange.result  # the pool's exit waits for the exchange on every path
+        try:
+            yield
+        except BaseException:
+            wait([exchange])  # what it raised must not vanish behind the hospital's own error
+            if exchange.exception() is not None:
+                log.warning("secure aggregation's key exchange failed too: %s", exchange.exception())
+            raise
+        exchange.result()  # the exchange went through (or its error is raised) before any privacy is spent
 
 
 def run_local_round(
@@ -123,7 +133,7 @@ def run_local_round(
     `outbox` (the hospital's own store; default: `checkpoints`, which it reads the global model from).
     Under sample-level DP it trains with DP-SGD on the account `keeper` holds, and declines the round
     (PrivacyError) when that would take the account past its budget."""
-    with preparing(secure) as prepared:
+    with preparing(secure):
         checkpoints.verify_committed(global_ref)
         data = load_local_data(hospital, cfg)
         start_weights = checkpoints.get_weights(global_ref)
@@ -134,7 +144,6 @@ def run_local_round(
         k = cfg.model.num_classes
         val_cm = confusion_matrix(data.val.labels, predict(model, data.val).argmax(axis=1), k) if validate else \
             np.zeros((k, k), dtype=np.int64)
-        prepared()  # the key exchange went through (or its error is raised) before any privacy is spent
     loss, update, metrics = float("nan"), None, {"val_samples": float(len(data.val))}
     privacy: dict[str, float] = {}
     release = open_client_release(keeper, cfg, hospital, start_weights, secure) \

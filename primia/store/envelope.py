@@ -191,9 +191,10 @@ def open_downloaded(buf: bytearray, header: dict[str, str], digest: str, ring: K
     except (InvalidTag, ValueError):
         ok = False
     if not ok:
+        view[:] = bytes(len(view))  # unauthenticated bytes must not outlive the failure
         out.release()
         view.release()
-        buf[:] = b""  # unauthenticated bytes must not outlive the failure
+        buf[:] = b""
     _tag_checked(ok or None, where)
     return out.toreadonly()
 

@@ -28,6 +28,7 @@ AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "In
 TRANSIENT_CODES = {"SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "InternalServerError"}
 META_PREFIX = "x-amz-meta-"
 HASH_CHUNK = 1 << 20
+MAX_DOWNLOAD = 4 << 30  # one object read into memory: far above any checkpoint, below what hurts a host
 T = TypeVar("T")
 
 
@@ -52,6 +53,17 @@ def is_transient(exc: BaseException) -> bool:
 def _user_metadata(headers: object) -> dict[str, str]:
     items = headers.items() if hasattr(headers, "items") else []  # type: ignore[union-attr]
     return {k[len(META_PREFIX):].lower(): v for k, v in items if k.lower().startswith(META_PREFIX)}
+
+
+def _announced_size(value: str | None, where: str) -> int:
+    """The body size the server announces, before a buffer of that size is made for it."""
+    try:
+        size = int(value or "")
+    except ValueError:
+        raise StoreError(f"object store: {where} came without a valid Content-Length ({value!r})") from None
+    if not 0 <= size <= MAX_DOWNLOAD:
+        raise StoreError(f"object store: {where} announces {size} bytes, outside 0..{MAX_DOWNLOAD}")
+    return size
 
 
 class ObjectStore:
@@ -163,7 +175,7 @@ class ObjectStore:
         def fn(_: int) -> tuple[bytearray, dict[str, str], str]:
             resp = self._client.get_object(self.bucket, key)
             try:
-                size = int(resp.headers["Content-Length"])
+                size = _announced_size(resp.headers.get("Content-Length"), f"s3://{self.bucket}/{key}")
                 buf, digest, pos = bytearray(size), hashlib.sha256(), 0
                 view = memoryview(buf)
                 while pos < size:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 
 import numpy as np
 import torch
@@ -37,6 +36,7 @@ def encode(weights: Weights, metadata: dict[str, str] | None = None) -> bytes:
 DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
           "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?"}
 MAX_HEADER = 100_000_000  # the library's own limit
+MAX_DIMS = 64  # numpy's
 
 
 def decode(data: bytes | bytearray | memoryview, what: str = "weights") -> Weights:
@@ -46,6 +46,8 @@ def decode(data: bytes | bytearray | memoryview, what: str = "weights") -> Weigh
         return _decode(memoryview(data).cast("B"))
     except (ValueError, TypeError, KeyError, json.JSONDecodeError) as exc:
         raise StoreError(f"{what} is not a valid safetensors payload: {exc}") from None
+    except RecursionError:  # a header nested thousands deep
+        raise StoreError(f"{what} is not a valid safetensors payload: its header nests too deep") from None
 
 
 def _decode(view: memoryview) -> Weights:
@@ -61,17 +63,20 @@ def _decode(view: memoryview) -> Weights:
     for name, meta in header.items():
         if name == "__metadata__":
             continue
+        if not isinstance(meta, dict):
+            raise ValueError(f"tensor {name!r}: its entry is not a JSON object")
         dtype = np.dtype(DTYPES[meta["dtype"]]) if meta.get("dtype") in DTYPES else None
         shape, offsets = meta.get("shape"), meta.get("data_offsets")
         if dtype is None:
             raise ValueError(f"tensor {name!r}: unknown dtype {meta.get('dtype')!r}")
-        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
-            raise ValueError(f"tensor {name!r}: shape {shape!r} is not a list of sizes")
+        if not (isinstance(shape, list) and len(shape) <= MAX_DIMS
+                and all(type(d) is int and d >= 0 for d in shape)):
+            raise ValueError(f"tensor {name!r}: shape is not a list of at most {MAX_DIMS} sizes")
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
                 and 0 <= offsets[0] <= offsets[1] <= len(body)):
             raise ValueError(f"tensor {name!r}: data offsets {offsets!r} outside the {len(body)}-byte data")
         begin, end = offsets
-        if end - begin != math.prod(shape) * dtype.itemsize:
+        if end - begin != _nbytes(shape, dtype.itemsize, len(body)):
             raise ValueError(f"tensor {name!r}: {end - begin} bytes for shape {shape} of {meta['dtype']}")
         out[name] = np.frombuffer(body[begin:end], dtype=dtype).reshape(shape).copy()
         spans.append((begin, end))
@@ -83,6 +88,18 @@ def _decode(view: memoryview) -> Weights:
     if covered != len(body):
         raise ValueError(f"{len(body) - covered} bytes of data belong to no tensor")
     return out
+
+
+def _nbytes(shape: list[int], itemsize: int, limit: int) -> int:
+    """The tensor's size in bytes, or limit + 1 once it passes `limit` (no product of huge numbers)."""
+    if 0 in shape:
+        return 0
+    size = itemsize
+    for d in shape:
+        size *= d
+        if size > limit:
+            return limit + 1
+    return size
 
 
 def sha256(data: bytes) -> str:

@@ -51,6 +51,27 @@ def test_prefect_and_mlflow_keep_their_state_in_postgresql(live_stack: stack.Sta
     assert stack.credentials(Path(live_stack.home))["mlflow_username"] in users
 
 
+def test_prefect_and_mlflow_log_in_as_their_own_roles_without_superuser_powers(live_stack: stack.StackState) -> None:
+    import psycopg
+
+    root = stack.stack_dir(Path(live_stack.home))
+    with _pg(live_stack, postgres.password(root), "prefect") as conn:
+        assert conn.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'flow'").fetchone() == ("prefect",)
+    with _pg(live_stack, postgres.password(root), "mlflow") as conn:
+        assert conn.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'experiments'").fetchone() \
+            == ("mlflow",)
+    for role, database in (("prefect", "prefect"), ("mlflow", "mlflow")):
+        with psycopg.connect(host="127.0.0.1", port=live_stack.ports["postgres"], user=role,
+                             password=postgres.password(root, role), dbname=database, connect_timeout=5) as conn:
+            assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (False,)
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("COPY (SELECT 1) TO PROGRAM 'true'")  # a superuser could run commands as the server
+        other = "mlflow" if role == "prefect" else "prefect"
+        with pytest.raises(psycopg.OperationalError, match="permission denied|not permitted"):
+            psycopg.connect(host="127.0.0.1", port=live_stack.ports["postgres"], user=role,
+                            password=postgres.password(root, role), dbname=other, connect_timeout=5).close()
+
+
 def test_postgresql_asks_for_the_password_and_hides_it(live_stack: stack.StackState) -> None:
     import psycopg
 
@@ -58,12 +79,14 @@ def test_postgresql_asks_for_the_password_and_hides_it(live_stack: stack.StackSt
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         _pg(live_stack, "wrong-password").close()
     assert stat.S_IMODE((root / "postgres.json").stat().st_mode) == 0o600
-    password = postgres.password(root)
-    for name in ("postgres", "prefect", "mlflow"):  # never on a command line that `ps` shows
-        argv = Path(f"/proc/{live_stack.pids[name]}/cmdline").read_bytes().decode(errors="replace")
-        assert password not in argv, name
-    assert password not in (root / "state.json").read_text()
-    assert password not in (root / "logs" / "postgres.log").read_text(errors="replace")
+    for role in ("primia", "prefect", "mlflow"):
+        password = postgres.password(root, role)
+        for name in ("postgres", "prefect", "mlflow"):  # never on a command line that `ps` shows
+            argv = Path(f"/proc/{live_stack.pids[name]}/cmdline").read_bytes().decode(errors="replace")
+            assert password not in argv, (role, name)
+        assert password not in (root / "state.json").read_text()
+        for log in ("postgres", "prefect", "mlflow"):
+            assert password not in (root / "logs" / f"{log}.log").read_text(errors="replace"), (role, log)
 
 
 @pytest.mark.slow

@@ -25,8 +25,8 @@ def test_only_a_run_on_this_pool_wakes_it() -> None:
     assert not agent_wake.on_pool(_scheduled("hospital-a", role="work-queue"), "hospital-a")
 
 
-def test_it_polls_per_matching_event_and_reconnects_after_a_drop(monkeypatch: pytest.MonkeyPatch) -> None:
-    streams = [[_scheduled("p"), _scheduled("other")], RuntimeError("dropped"), [_scheduled("p")]]
+def test_it_polls_for_events_on_its_pool_only_and_reconnects_after_a_drop(monkeypatch: pytest.MonkeyPatch) -> None:
+    streams: list[Any] = [[_scheduled("other"), _scheduled("p")], RuntimeError("dropped"), [_scheduled("p")]]
     polls: list[int] = []
 
     @asynccontextmanager
@@ -39,6 +39,7 @@ def test_it_polls_per_matching_event_and_reconnects_after_a_drop(monkeypatch: py
         async def events() -> AsyncIterator[Event]:
             for e in nxt:
                 yield e
+                await asyncio.sleep(0.05)  # one poll per event: none arrives while a poll runs
             if not streams:
                 await asyncio.sleep(3600)  # a live stream with nothing more to say
 
@@ -52,11 +53,39 @@ def test_it_polls_per_matching_event_and_reconnects_after_a_drop(monkeypatch: py
 
     async def run() -> None:
         task = asyncio.create_task(agent_wake.wake_on_scheduled("p", poll, lambda: True))
-        for _ in range(200):
+        for _ in range(300):
             await asyncio.sleep(0.01)
-            if len(polls) == 2:
+            if not streams:
                 break
+        await asyncio.sleep(0.3)  # settle: a wrong poll would have come by now
         task.cancel()
 
     asyncio.run(run())
-    assert len(polls) == 2  # one per event on pool p, across the reconnect; none for the other pool
+    assert not streams and len(polls) == 2  # one per event on pool p, across the reconnect; none for "other"
+
+
+def test_wake_ups_during_a_poll_merge_into_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    polls: list[int] = []
+
+    @asynccontextmanager
+    async def subscriber(filter: Any) -> AsyncIterator[AsyncIterator[Event]]:  # noqa: A002
+        async def events() -> AsyncIterator[Event]:
+            for _ in range(20):  # a replayed minute of events, all at once
+                yield _scheduled("p")
+            await asyncio.sleep(3600)
+
+        yield events()
+
+    async def poll() -> None:
+        polls.append(1)
+        await asyncio.sleep(0.1)
+
+    monkeypatch.setattr("prefect.events.clients.get_events_subscriber", subscriber)
+
+    async def run() -> None:
+        task = asyncio.create_task(agent_wake.wake_on_scheduled("p", poll, lambda: True))
+        await asyncio.sleep(0.5)
+        task.cancel()
+
+    asyncio.run(run())
+    assert 1 <= len(polls) <= 2

@@ -31,10 +31,38 @@ def test_as_root_without_unshare_it_says_use_sqlite(monkeypatch: pytest.MonkeyPa
         postgres._unprivileged(["postgres"])
 
 
-def test_password_is_made_once_and_private(tmp_path: Path) -> None:
+def test_passwords_are_made_once_per_role_and_kept_private(tmp_path: Path) -> None:
     first = postgres.password(tmp_path)
     assert len(first) >= 24 and postgres.password(tmp_path) == first
+    assert len({first, postgres.password(tmp_path, "prefect"), postgres.password(tmp_path, "mlflow")}) == 3
     assert (tmp_path / "postgres.json").stat().st_mode & 0o777 == 0o600
+    url = postgres.sqlalchemy_url(tmp_path, 5432, "mlflow_auth")
+    assert url.startswith("postgresql+psycopg://mlflow:") and postgres.password(tmp_path, "mlflow") in url
+    with pytest.raises(StackError, match="no password for the database role 'postgres'"):
+        postgres.password(tmp_path, "postgres")
+
+
+def test_lost_passwords_are_not_replaced_while_the_cluster_exists(tmp_path: Path) -> None:
+    (postgres.data_dir(tmp_path)).mkdir(parents=True)
+    (postgres.data_dir(tmp_path) / "PG_VERSION").write_text("18")
+    with pytest.raises(StackError, match="postgres.json is missing but the database cluster"):
+        postgres.password(tmp_path)
+    assert not (tmp_path / "postgres.json").exists()
+
+
+def test_a_state_file_from_before_postgresql_reads_as_a_sqlite_stack(tmp_path: Path) -> None:
+    import json
+
+    (tmp_path / "stack").mkdir()
+    (tmp_path / "stack" / "state.json").write_text(json.dumps({
+        "home": str(tmp_path), "pids": {"s3": 2**22 + 7, "prefect": 2**22 + 8, "mlflow": 2**22 + 9},
+        "ports": {"s3": 1, "prefect": 2, "mlflow": 3},
+        "urls": {"s3": "http://127.0.0.1:1", "prefect_api": "http://127.0.0.1:2/api",
+                 "prefect_ui": "http://127.0.0.1:2", "mlflow": "http://127.0.0.1:3"}, "buckets": {}}))
+    state = stack.load_state(tmp_path)
+    assert state is not None and state.database == "sqlite" and "postgres" not in state.services()
+    assert {name: row["running"] for name, row in stack.status(tmp_path).items()} == \
+        {"s3": False, "prefect": False, "mlflow": False}
 
 
 def test_an_unknown_database_is_refused_before_anything_starts(tmp_path: Path) -> None:

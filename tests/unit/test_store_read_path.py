@@ -50,7 +50,7 @@ def _payload(header: dict[str, object], body: bytes) -> bytes:
     ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 4, "outside"),
     ({"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, b"\0" * 8, "bytes for shape"),
     ({"a": {"dtype": "BF16", "shape": [1], "data_offsets": [0, 2]}}, b"\0" * 2, "unknown dtype"),
-    ({"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}, b"\0" * 4, "not a list of sizes"),
+    ({"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}, b"\0" * 4, "not a list of at most 64 sizes"),
     ({"a": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]},
       "b": {"dtype": "U8", "shape": [2], "data_offsets": [1, 3]}}, b"\0" * 3, "overlap or leave holes"),
     ({"a": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]}}, b"\0" * 3, "belong to no tensor"),
@@ -59,6 +59,22 @@ def _payload(header: dict[str, object], body: bytes) -> bytes:
 def test_a_malformed_payload_is_refused_naming_the_fault(header: dict[str, object], body: bytes, fault: str) -> None:
     with pytest.raises(StoreError, match=f"round 4 global is not a valid safetensors payload: .*{fault}"):
         codec.decode(_payload(header, body), what="round 4 global")
+
+
+def test_a_hostile_header_is_refused_quickly_with_a_clear_error() -> None:
+    import time
+
+    start = time.perf_counter()
+    for header, fault in (({"a": {"dtype": "U8", "shape": [2] * 200_000, "data_offsets": [0, 1]}}, "at most 64"),
+                          ({"a": {"dtype": "U8", "shape": [10**9] * 60, "data_offsets": [0, 1]}}, "bytes for shape"),
+                          ({"a": 1}, "not a JSON object"), ({"a": {"dtype": "U8", "shape": [True],
+                                                                "data_offsets": [0, 1]}}, "sizes")):
+        with pytest.raises(StoreError, match=fault):
+            codec.decode(_payload(header, b"\0"))
+    nested = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(StoreError, match="nests too deep|not a valid"):
+        codec.decode(struct.pack("<Q", len(nested)) + nested)
+    assert time.perf_counter() - start < 2.0
 
 
 def test_a_header_length_past_the_end_or_a_non_object_header_is_refused() -> None:
@@ -94,9 +110,16 @@ def test_in_place_a_flipped_byte_fails_and_leaves_nothing_behind(ring: KeyRing) 
                                      sealed.sha256())
         buf, digest = _downloaded(sealed)
         buf[pos] ^= 1
+        keep = memoryview(buf)  # a view that outlives the call sees what stayed in the memory
+        with pytest.raises(BufferError):  # (it also keeps the buffer from being emptied)
+            envelope.open_downloaded(buf, sealed.header, hashlib.sha256(buf).hexdigest(), ring, WHERE, None)
+        assert not any(keep)  # the unauthenticated plaintext was zeroed before anything else
+        keep.release()
+        buf, _ = _downloaded(sealed)
+        buf[pos] ^= 1
         with pytest.raises(IntegrityError, match="authentication tag"):  # no manifest digest to compare
             envelope.open_downloaded(buf, sealed.header, hashlib.sha256(buf).hexdigest(), ring, WHERE, None)
-        assert len(buf) == 0  # the unauthenticated plaintext was wiped
+        assert len(buf) == 0
 
 
 def test_in_place_the_download_digest_is_checked_against_the_reference(ring: KeyRing) -> None:
@@ -104,3 +127,13 @@ def test_in_place_the_download_digest_is_checked_against_the_reference(ring: Key
     buf, _ = _downloaded(sealed)
     with pytest.raises(IntegrityError, match="ciphertext sha256 does not match"):  # a stale or swapped object
         envelope.open_downloaded(buf, sealed.header, "0" * 64, ring, WHERE, sealed.sha256())
+
+
+def test_a_download_size_the_server_gets_wrong_is_a_clear_error() -> None:
+    from primia.store.s3 import MAX_DOWNLOAD, _announced_size
+
+    assert _announced_size("45000000", "s3://b/k") == 45_000_000
+    for bad, fault in ((None, "without a valid Content-Length"), ("12x", "without a valid Content-Length"),
+                       ("-1", "outside"), (str(MAX_DOWNLOAD + 1), "outside")):
+        with pytest.raises(StoreError, match=f"s3://b/k .*{fault}"):
+            _announced_size(bad, "s3://b/k")

@@ -159,16 +159,19 @@ def test_the_key_exchange_runs_beside_the_model_download_and_the_data_read(
     assert exchange.digest and not trained  # it checked the model; a failed exchange: no training, no privacy spent
 
 
+@pytest.mark.parametrize("fails", [False, True])
 def test_a_failure_of_the_hospitals_own_work_waits_for_the_exchange(
-        cfg, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """Shares that went out make a hospital recoverable: its run does not end with the exchange half done."""
+        fails: bool, caplog: pytest.LogCaptureFixture) -> None:
+    """Shares that went out make a hospital recoverable: its run does not end with the exchange half done;
+    and an exchange that failed as well is said, not lost behind the hospital's own error."""
     import threading
 
     from primia.errors import IntegrityError
     from primia.federation.hospital import preparing
 
-    exchange = _Exchange()
+    exchange = _Exchange(fail=fails)
     threading.Timer(0.3, exchange.go.set).start()
     with pytest.raises(IntegrityError), preparing(exchange):  # type: ignore[arg-type]
         raise IntegrityError("the global model is not committed")
     assert exchange.done.is_set()
+    assert ("key exchange failed too: the coordinator aborted" in caplog.text) == fails
