@@ -640,6 +640,20 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
         '                if ready():',
         'tests/unit/test_agent_wake.py::test_it_polls_for_events_on_its_pool_only_and_reconnects_after_a_drop',
     ),
+    (
+        'postgres: service roles are not superusers',
+        'infra/postgres.py',
+        'ROLE {} LOGIN NOSUPERUSER NOCREATEDB',
+        'ROLE {} LOGIN SUPERUSER NOCREATEDB',
+        'tests/integration/test_stack.py::test_prefect_and_mlflow_log_in_as_their_own_roles_without_superuser_powers',
+    ),
+    (
+        'postgres: only the owner connects',
+        'infra/postgres.py',
+        '                conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(name)))',
+        '                pass',
+        'tests/integration/test_stack.py::test_prefect_and_mlflow_log_in_as_their_own_roles_without_superuser_powers',
+    ),
 ]
 
 
