@@ -26,8 +26,10 @@ def start_cmd(
     keys_dir: Path = typer.Option(None, help="Folder of the hospital's private keys "
                                              "(default PRIMIA_HOME/hospitals/NAME)."),
     passphrase_env: str = typer.Option(None, help="Environment variable holding the key passphrase."),
-    poll_seconds: float = typer.Option(1.0, min=0.2, help="How often the worker asks the Prefect server for "
-                                                          "work (Prefect's default is 10 s)."),
+    poll_seconds: float = typer.Option(5.0, min=0.2, help="How often the worker asks the Prefect server for "
+                                                          "work when no event woke it first (a run scheduled "
+                                                          "on its pool wakes it at once; Prefect's default "
+                                                          "is 10 s)."),
 ) -> None:
     """Check the identity against the registry, set up pool and deployment, warm up, run the worker.
 
