@@ -51,6 +51,20 @@ def _unprivileged(cmd: list[str]) -> list[str]:
     return [unshare, "--user", f"--map-user={NOBODY}", f"--map-group={NOBODY}", *cmd]
 
 
+def available() -> str:
+    """Why PostgreSQL cannot run on this machine ("" when it can): as root it needs a user namespace,
+    which some containers forbid."""
+    try:
+        bin_dir()
+        cmd = _unprivileged(["true"])
+    except StackError as exc:
+        return str(exc)
+    if cmd == ["true"]:
+        return ""
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+    return "" if done.returncode == 0 else f"as root PostgreSQL needs a user namespace: {done.stderr.strip()[-200:]}"
+
+
 def password(root: Path, role: str = USER) -> str:
     """A login's password, made once and kept 0600 beside the other service credentials. A cluster whose
     passwords were lost is not given new ones silently: they would not match what it holds."""

@@ -272,9 +272,10 @@ def _wait_healthy(state: StackState, name: str, timeout: float) -> None:
 def up(home: Path, timeout: float = 90.0, database: str | None = None) -> StackState:
     """Start whatever is not already running; idempotent. `database` is where Prefect and MLflow keep
     their state: "postgresql" (a local PostgreSQL server, as in production) or "sqlite" (files); None
-    keeps a running stack's choice, else PostgreSQL. Switching restarts the stack on the other one."""
+    keeps a running stack's choice, else PostgreSQL where it can run here. Switching restarts the stack
+    on the other one."""
     current = load_state(home)
-    database = database or (current.database if current else "postgresql")
+    database = database or (current.database if current else _default_database())
     if database not in DATABASES:
         raise StackError(f"database must be one of {', '.join(DATABASES)}, not {database!r}")
     if (current and current.database == database
@@ -312,6 +313,15 @@ def up(home: Path, timeout: float = 90.0, database: str | None = None) -> StackS
         down(home)
         raise
     return state
+
+
+def _default_database() -> str:
+    """PostgreSQL where it can run; else SQLite, said on stderr (`--postgresql` insists, and fails)."""
+    why = postgres.available()
+    if why:
+        print(f"primia: PostgreSQL cannot run here ({why}); the stack uses SQLite", file=sys.stderr)
+        return "sqlite"
+    return "postgresql"
 
 
 def _start_database(state: StackState, root: Path, timeout: float) -> int | None:

