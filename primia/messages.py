@@ -11,7 +11,7 @@ class CheckpointRef:
 
     bucket: str
     key: str
-    sha256: str
+    digest: str  # of the stored (encrypted) bytes: 'blake3:<hex>', or a bare sha256 hex if written earlier
     round: int
 
 

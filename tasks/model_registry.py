@@ -20,6 +20,7 @@ from primia.messages import CheckpointRef
 from primia.registry import card, promotion
 from primia.registry.policy import load_policy
 from primia.registry.release import Release, register
+from primia.store.digest import from_entry
 from primia.store.weights import Weights
 from primia.tracking.provenance import code_version
 from primia.training.confidence import bootstrap_ci
@@ -51,7 +52,7 @@ def release_model(cfg: FederationConfig, summary: dict[str, Any]) -> dict[str, A
     started = time.perf_counter()
     mlflow_client, run_id = client(), summary["mlflow_run_id"]
     store = runtime.checkpoints(cfg.federation_id)
-    ref = CheckpointRef(ck["bucket"], ck["key"], ck["sha256"], int(summary["selected_round"]))
+    ref = CheckpointRef(ck["bucket"], ck["key"], from_entry(ck), int(summary["selected_round"]))
     weights: Weights = store.get_weights(ref)
     test = load_test_set(cfg)
     evaluation = evaluate(cfg, weights, test)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 
 from primia.errors import StoreError
+from primia.store import digest as dg
 from primia.store.s3 import ObjectInfo
 
 
@@ -34,9 +34,9 @@ class MemoryObjectStore:
     def get(self, key: str) -> bytes:
         return self.get_with_metadata(key)[0]
 
-    def get_hashed(self, key: str) -> tuple[bytearray, dict[str, str], str]:
+    def get_hashed(self, key: str, like: str | None = None) -> tuple[bytearray, dict[str, str], str]:
         data, meta = self.get_with_metadata(key)
-        return bytearray(data), meta, hashlib.sha256(data).hexdigest()
+        return bytearray(data), meta, dg.of(data, like)
 
     def metadata(self, key: str) -> dict[str, str]:
         return dict(self.get_with_metadata(key)[1])

@@ -155,8 +155,8 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
     (
         'committed model check',
         'primia/store/checkpoints.py',
-        '        if entry is None or (entry["bucket"], entry["key"], entry["sha256"]) != '
-        '(ref.bucket, ref.key, ref.sha256):',
+        '        if entry is None or (entry["bucket"], entry["key"], dg.from_entry(entry)) != '
+        '(ref.bucket, ref.key, ref.digest):',
         '        if False:',
         'tests/adversarial/test_round_attacks.py::test_a_validation_pass_on_weights_the_coordinator_did_not_commit_is_refused',
     ),
@@ -403,8 +403,8 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
     (
         'registry: signed checkpoint',
         'primia/registry/promotion.py',
-        '    if (obj.get("bucket"), obj.get("key"), obj.get("sha256")) != named:',
-        '    if False:',
+        '        if (obj.get("bucket"), obj.get("key"), dg.from_entry(obj)) != named:',
+        '        if False:',
         'tests/integration/test_model_registry.py::test_privacy_gate_refuses_a_version_whose_checkpoint_is_not_the_signed_one',
     ),
     (
@@ -473,7 +473,7 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
     (
         'audit: event names the committed checkpoint',
         'primia/audit/event.py',
-        '    if named != (committed.bucket, committed.key, committed.sha256):',
+        '    if named != (committed.bucket, committed.key, committed.digest):',
         '    if False:',
         'tests/unit/test_audit.py::test_an_event_naming_another_checkpoint_or_run_is_refused',
     ),
@@ -608,7 +608,7 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
     (
         'in-place read: download digest checked',
         'primia/store/envelope.py',
-        '    _check_digest(digest, expected_sha256, where)\n    view = memoryview(buf)',
+        '    _check_digest(digest, expected, where)\n    view = memoryview(buf)',
         '    view = memoryview(buf)',
         'tests/unit/test_store_read_path.py::test_in_place_the_download_digest_is_checked_against_the_reference',
     ),
@@ -657,9 +657,23 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
     (
         'in-place read: digest checked on the real server',
         'primia/store/envelope.py',
-        '    _check_digest(digest, expected_sha256, where)\n    view = memoryview(buf)',
+        '    _check_digest(digest, expected, where)\n    view = memoryview(buf)',
         '    view = memoryview(buf)',
         'tests/adversarial/test_swapped_checkpoint.py::test_weights_resealed_under_a_signed_manifest_are_refused',
+    ),
+    (
+        'digest: only algorithms we verify',
+        'primia/store/digest.py',
+        '    if name == "blake3" and _HEX.fullmatch(hexpart):',
+        '    if True:',
+        'tests/unit/test_digest.py::test_a_digest_we_cannot_verify_is_refused',
+    ),
+    (
+        'digest: legacy references hashed as sha256',
+        'primia/store/s3.py',
+        'Hasher(like), 0',
+        'Hasher(), 0',
+        'tests/integration/test_encrypted_store.py::test_a_round_committed_before_blake3_still_loads',
     ),
 ]
 

@@ -9,6 +9,7 @@ from typing import Any
 from primia.audit.plan import RoundFacts
 from primia.errors import ConfigError, IntegrityError
 from primia.messages import CheckpointRef
+from primia.store import digest as dg
 
 ROUND_COMPLETED = "primia.round.completed"
 
@@ -30,7 +31,7 @@ class AuditRound:
 def round_event_payload(federation_id: str, server_round: int, ref: CheckpointRef, run_id: str, strategy: str,
                         hospitals: list[str], num_examples: int, secure: bool) -> dict[str, Any]:
     return {"federation": federation_id, "round": server_round, "strategy": strategy,
-            "checkpoint": {"bucket": ref.bucket, "key": ref.key, "sha256": ref.sha256},
+            "checkpoint": {"bucket": ref.bucket, "key": ref.key, "digest": ref.digest},
             "mlflow_run_id": run_id, "hospitals": list(hospitals), "num_examples": int(num_examples),
             "secure_aggregation": bool(secure)}
 
@@ -43,12 +44,19 @@ def _field(payload: dict[str, Any], name: str, kind: type | tuple[type, ...]) ->
     return value
 
 
+def _digest(ck: dict[str, Any]) -> str:
+    try:
+        return dg.from_entry(ck)
+    except IntegrityError as exc:
+        raise ConfigError(f"privacy audit: event payload field 'checkpoint': {exc}") from None
+
+
 def parse_round_event(payload: Any) -> AuditRound:
     if not isinstance(payload, dict):
         raise ConfigError(f"privacy audit: the event payload must be a JSON object, got {type(payload).__name__}")
     ck = _field(payload, "checkpoint", dict)
     server_round = _field(payload, "round", int)
-    ref = CheckpointRef(_field(ck, "bucket", str), _field(ck, "key", str), _field(ck, "sha256", str), server_round)
+    ref = CheckpointRef(_field(ck, "bucket", str), _field(ck, "key", str), _digest(ck), server_round)
     hospitals = _field(payload, "hospitals", list)
     if not hospitals or not all(isinstance(h, str) for h in hospitals):
         raise ConfigError(f"privacy audit: event payload field 'hospitals' must be a non-empty list of names, "
@@ -62,8 +70,8 @@ def check_round(rnd: AuditRound, committed: CheckpointRef, run_tags: dict[str, s
     """An event names what the audit attacks and which run and versions get the verdict: anyone who can emit
     Prefect events could name another model, so the checkpoint must be the round's committed global model
     (from its signed manifest) and the run the federation's."""
-    named = (rnd.checkpoint.bucket, rnd.checkpoint.key, rnd.checkpoint.sha256)
-    if named != (committed.bucket, committed.key, committed.sha256):
+    named = (rnd.checkpoint.bucket, rnd.checkpoint.key, rnd.checkpoint.digest)
+    if named != (committed.bucket, committed.key, committed.digest):
         raise IntegrityError(f"privacy audit: the event's checkpoint for {rnd.federation_id} round {rnd.server_round} "
                              f"is not that round's committed global model; refusing to audit it")
     if run_tags.get("primia.federation_id") != rnd.federation_id:

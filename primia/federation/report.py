@@ -38,7 +38,7 @@ def _row(o: Outcome) -> dict[str, Any]:
         "epsilon": round(r.metrics["epsilon"], 4) if r and "epsilon" in r.metrics else None,
         "local_s": round(r.local_s, 3) if r else None,
         "seconds": round(o.seconds, 3),
-        "update_sha256": r.update.sha256[:12] if r and r.update else "",
+        "update_digest": r.update.digest.rpartition(":")[2][:12] if r and r.update else "",
     }
 
 

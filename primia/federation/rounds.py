@@ -66,7 +66,7 @@ class Dispatch:
 
     def expected(self, federation: str) -> Expected:
         """What the secure-aggregation plan of this dispatch must say."""
-        model = self.global_ref.sha256 if self.global_ref is not None and not self.stats else ""
+        model = self.global_ref.digest if self.global_ref is not None and not self.stats else ""
         return Expected(federation, self.server_round, model, self.purpose)
 
 
@@ -130,7 +130,7 @@ def ask(hospitals: Hospitals, cfg: FederationConfig, server_round: int, global_r
     if secure_on:
         start = stats_start() if stats or global_ref is None else how.store.get_weights(global_ref)
         layout = layout_for(cfg, start, train, stats, validate)
-        model = "" if global_ref is None else global_ref.sha256
+        model = "" if global_ref is None else global_ref.digest
         round_plan = plan(cfg, server_round, [*chosen, *absent], layout, model, stats, timeout, session,
                           purpose(train, stats, validate))
     dispatches = {h: Dispatch(server_round, global_ref, train and not audit, stats, secrets.token_hex(16), round_plan,

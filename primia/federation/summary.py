@@ -28,7 +28,7 @@ def summarize(
         "selected_val_mcc": selection.history.get(chosen),
         "test": evaluations[chosen].metrics,
         "last_round_test": evaluations[rounds[-1]].metrics,
-        "checkpoint": {"bucket": ref.bucket, "key": ref.key, "sha256": ref.sha256} if ref else None,
+        "checkpoint": {"bucket": ref.bucket, "key": ref.key, "digest": ref.digest} if ref else None,
         "curves": {m: [evaluations[r].metrics[m] for r in rounds] for m in CURVE_METRICS},
         "val_mcc": [selection.history.get(r) for r in rounds],
         "round_s_median": statistics.median(t["round_s"] for t in timings) if timings else None,

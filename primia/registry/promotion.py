@@ -23,11 +23,12 @@ from mlflow.tracking import MlflowClient
 import mlflow
 from primia.config import FederationConfig, parse_federation_config
 from primia.data.imageset import ImageSet
-from primia.errors import PrimiaError, StoreError
+from primia.errors import IntegrityError, PrimiaError, StoreError
 from primia.registry import card, gates
 from primia.registry.policy import PromotionPolicy
 from primia.registry.pyfunc import ImageClassifier
 from primia.registry.release import CHALLENGER, CHAMPION
+from primia.store import digest as dg
 from primia.store.checkpoints import CheckpointStore
 from primia.store.weights import digest, state_to_numpy
 from primia.training.metrics import classification_metrics
@@ -118,8 +119,12 @@ def signed_privacy(store: CheckpointStore, version: ModelVersion, model: ImageCl
     except (KeyError, ValueError, StoreError):
         return None
     obj = entry["objects"].get("global.safetensors") or {}
-    named = tuple(tags.get(f"primia.checkpoint.{k}") for k in ("bucket", "key", "sha256"))
-    if (obj.get("bucket"), obj.get("key"), obj.get("sha256")) != named:
+    try:  # versions registered before digests named their algorithm carry primia.checkpoint.sha256
+        named = (tags.get("primia.checkpoint.bucket"), tags.get("primia.checkpoint.key"),
+                 dg.from_entry(tags, "primia.checkpoint."))
+        if (obj.get("bucket"), obj.get("key"), dg.from_entry(obj)) != named:
+            return None
+    except IntegrityError:
         return None
     ref = store.load_round(server_round).ref("global.safetensors")
     if digest(store.get_weights(ref)) != digest(state_to_numpy(model.model.state_dict())):

@@ -108,7 +108,7 @@ def version_tags(release: Release) -> dict[str, str]:
     tags = {
         "primia.federation_id": release.federation_id, "primia.round": str(release.round),
         "primia.checkpoint.bucket": release.checkpoint.bucket, "primia.checkpoint.key": release.checkpoint.key,
-        "primia.checkpoint.sha256": release.checkpoint.sha256, "primia.weights.digest": digest(release.weights),
+        "primia.checkpoint.digest": release.checkpoint.digest, "primia.weights.digest": digest(release.weights),
         "primia.privacy.mode": str(p.get("mode", "unknown")),
         "primia.audit.verdict": card.NOT_AUDITED,
         **release.audit,
@@ -127,7 +127,7 @@ def card_fields(release: Release, version: str, status: str, audit: str, gates: 
     return {"name": release.name, "version": version, "status": status, "federation": release.federation_id,
             "model": s["model"]["name"], "image_size": s["image_size"], "classes": ", ".join(s["class_names"]),
             "round": release.round, "rounds": release.rounds, "bucket": release.checkpoint.bucket,
-            "key": release.checkpoint.key, "sha256": release.checkpoint.sha256,
+            "key": release.checkpoint.key, "checkpoint_digest": release.checkpoint.digest,
             "weights_digest": digest(release.weights), "primia_version": release.code.get("primia.version", ""),
             "git_commit": release.code.get("mlflow.source.git.commit", "unknown"),
             "git_dirty": " (work tree dirty)" if release.code.get("primia.git.dirty") == "true" else "",

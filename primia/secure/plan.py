@@ -38,7 +38,7 @@ class Params:
     bits: int = 32
     degree: int = 0  # 0: automatic (complete graph up to 9 parties, then 2*ceil(log2 n))
     threshold_fraction: float = 0.5
-    model: str = ""  # sha256 of the global model the round starts from ("" for the statistics pass)
+    model: str = ""  # digest of the global model the round starts from ("" for the statistics pass)
     purpose: str = "train+validate"  # what the sum is of: train, train+validate, validate or statistics
 
     def __post_init__(self) -> None:

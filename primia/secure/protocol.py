@@ -90,7 +90,7 @@ def verified(params: Params, stage: str, message: dict[str, Any], verify: Verifi
 
 _BODY: dict[str, dict[str, type]] = {
     "advertise": {"c_pk": str, "s_pk": str, "plan": str}, "share": {"boxes": dict, "commit": dict, "u1": str},
-    "mask": {"sha256": str, "weight_bound": int, "u1": str, "u2": str}, "confirm": {"u1": str, "u2": list, "u3": list},
+    "mask": {"digest": str, "weight_bound": int, "u1": str, "u2": str}, "confirm": {"u1": str, "u2": list, "u3": list},
     "unmask": {"b_shares": dict, "s_shares": dict, "bad": dict},
 }
 
@@ -312,10 +312,10 @@ class Client:
         apply_masks(vector, masks)
         return vector
 
-    def mask_message(self, sha256: str, weight_bound: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def mask_message(self, digest: str, weight_bound: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """The signed claim that this vector (by digest) is mine, masked under this U1 and U2, with the
         bound on its weight."""
-        body = {"sha256": sha256, "length": self.params.length, "weight_bound": int(weight_bound),
+        body = {"digest": digest, "length": self.params.length, "weight_bound": int(weight_bound),
                 "u1": self._graph().digest, "u2": roster_digest(self.u2), **(extra or {})}
         return sign(self.params, "mask", self.me, body, self.signer)
 

@@ -66,13 +66,13 @@ class Channel:
         _MESSAGES.bump()
 
     def post_vector(self, hospital: str, vector: np.ndarray) -> str:
-        """Store a masked vector; its sha256 (of the sealed object) goes into the signed mask message."""
-        return self.mailbox(hospital).put_object(self.round, self._vector(hospital), vector.tobytes()).sha256
+        """Store a masked vector; its digest (of the sealed object) goes into the signed mask message."""
+        return self.mailbox(hospital).put_object(self.round, self._vector(hospital), vector.tobytes()).digest
 
-    def read_vector(self, hospital: str, sha256: str) -> np.ndarray:
+    def read_vector(self, hospital: str, digest: str) -> np.ndarray:
         """The masked vector, checked against the digest its sender signed."""
         box = self.mailbox(hospital)
-        ref = CheckpointRef(box.store.bucket, box.key_for(self.round, self._vector(hospital)), sha256, self.round)
+        ref = CheckpointRef(box.store.bucket, box.key_for(self.round, self._vector(hospital)), digest, self.round)
         try:
             return u.decode_vector(box.get_object(ref), self.params)
         except PrimiaError as exc:
@@ -300,7 +300,7 @@ class Coordinator:
         vectors = {}
         for h, message in masks.items():
             try:
-                vectors[h] = c.read_vector(h, str(message["payload"]["sha256"]))
+                vectors[h] = c.read_vector(h, str(message["payload"]["digest"]))
             except p.ProtocolViolation as exc:
                 self.log.rejected({h: str(exc)})
         u.require(params, "mask", set(vectors), max(g.threshold, majority))

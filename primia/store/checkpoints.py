@@ -2,7 +2,7 @@
 
 Layout: federations/<id>/rounds/<round:05d>/<name>.enc   (global.safetensors, state.json, ...,
         updates/<hospital>.safetensors) and .../manifest.json, written last, signed.
-Objects are addressed by `CheckpointRef` (bucket, key, sha256 of the stored bytes, round);
+Objects are addressed by `CheckpointRef` (bucket, key, digest of the stored bytes, round);
 reads verify, decrypt, then the caller parses.
 """
 
@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from primia.errors import IntegrityError, StoreError
 from primia.messages import CheckpointRef
+from primia.store import digest as dg
 from primia.store import envelope, history, manifest
 from primia.store import weights as wcodec
 from primia.store.keys import KeyRing
@@ -38,7 +39,7 @@ def _round_of(key: str) -> int:
 
 
 class _PlainCache:
-    """Plaintexts of objects this process wrote or verified, keyed by the stored bytes' sha256.
+    """Plaintexts of objects this process wrote or verified, keyed by the stored bytes' digest.
 
     In embedded mode coordinator and hospitals share a process; this saves a download and a
     decryption per hospital per round. Only verified or self-written bytes enter it.
@@ -73,7 +74,7 @@ class CommittedRound:
         entry = self.manifest["objects"].get(name)
         if entry is None:
             raise StoreError(f"round {self.round} has no object {name!r}")
-        return CheckpointRef(entry["bucket"], entry["key"], entry["sha256"], self.round)
+        return CheckpointRef(entry["bucket"], entry["key"], dg.from_entry(entry), self.round)
 
 
 class CheckpointStore:
@@ -120,7 +121,7 @@ class CheckpointStore:
         where = envelope.Location(self.store.bucket, key, self.federation_id, server_round)
         with envelope.sealing(plaintext, self.ring, where) as sealed:
             self.store.put(key, sealed.ciphertext, metadata=sealed.header)
-            digest = sealed.sha256()
+            digest = sealed.digest()
         self._cache.put(digest, plaintext)
         return CheckpointRef(self.store.bucket, key, digest, server_round)
 
@@ -128,11 +129,11 @@ class CheckpointStore:
         """The verified plaintext: bytes this process wrote, or a read-only view of the decrypted download."""
         if ref.bucket != self.store.bucket:
             raise StoreError(f"checkpoint {ref.key} is in bucket {ref.bucket}, expected {self.store.bucket}")
-        plain: bytes | memoryview | None = self._cache.get(ref.sha256)
+        plain: bytes | memoryview | None = self._cache.get(ref.digest)
         if plain is None:
-            data, meta, digest = self.store.get_hashed(ref.key)
-            plain = envelope.open_downloaded(data, meta, digest, self.ring, self._where(ref), ref.sha256)
-            self._cache.put(ref.sha256, plain)
+            data, meta, digest = self.store.get_hashed(ref.key, like=ref.digest)
+            plain = envelope.open_downloaded(data, meta, digest, self.ring, self._where(ref), ref.digest)
+            self._cache.put(ref.digest, plain)
         return plain
 
     def put_weights(self, server_round: int, weights: Weights, hospital: str | None = None) -> CheckpointRef:
@@ -194,7 +195,7 @@ class CheckpointStore:
                privacy: dict[str, Any] | None = None) -> CommittedRound:
         """Write the signed manifest last (from now on the round is visible, exactly once), chained to
         the previous one, then the signed head that names it. `privacy`: the round's privacy statement."""
-        objects = {name: {"bucket": r.bucket, "key": r.key, "sha256": r.sha256} for name, r in sorted(refs.items())}
+        objects = {name: {"bucket": r.bucket, "key": r.key, "digest": r.digest} for name, r in sorted(refs.items())}
         head = self.head()
         body = manifest.build(self.federation_id, server_round, objects, head.manifest if head else None,
                               head.counter + 1 if head else 1)
@@ -261,7 +262,7 @@ class CheckpointStore:
         except StoreError as exc:
             raise IntegrityError(f"round {ref.round} of {self.federation_id} is not committed by a signed manifest "
                                  f"({exc}): refusing weights that are not a committed global model") from None
-        if entry is None or (entry["bucket"], entry["key"], entry["sha256"]) != (ref.bucket, ref.key, ref.sha256):
+        if entry is None or (entry["bucket"], entry["key"], dg.from_entry(entry)) != (ref.bucket, ref.key, ref.digest):
             raise IntegrityError(f"s3://{ref.bucket}/{ref.key} is not the committed {name} of round {ref.round}: "
                                  f"refusing weights the coordinator did not sign")
 
@@ -275,7 +276,7 @@ class CheckpointStore:
         for name in committed.manifest["objects"]:
             ref = committed.ref(name)
             data, meta = self.store.get_with_metadata(ref.key)
-            envelope.open_sealed(envelope.Sealed(data, meta), self.ring, self._where(ref), ref.sha256)
+            envelope.open_sealed(envelope.Sealed(data, meta), self.ring, self._where(ref), ref.digest)
         return sorted(committed.manifest["objects"])
 
     def rewrap_all(self) -> tuple[int, int]:

@@ -4,7 +4,7 @@ A fresh 256-bit data key per object encrypts the payload with AES-256-GCM; the d
 (RFC 3394 AES key wrap) by the current master key, named by its id. The associated data binds
 bucket, object key, federation, round and format version, so a copy under another name does not
 decrypt. The header (key id, wrapped key, nonce) travels as the object's S3
-metadata; the ciphertext's sha256 is kept in the signed manifest and in every reference.
+metadata; the ciphertext's digest (`digest.py`) is kept in the signed manifest and in every reference.
 Re-wrapping replaces the header and leaves the payload untouched.
 
 Load order: verify (ciphertext hash) -> decrypt (tag) -> parse (the caller's). Hashing runs on a
@@ -15,7 +15,6 @@ helper thread beside the cipher (both release the GIL): on 2 cores this cuts the
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import threading
@@ -30,10 +29,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
 from primia.errors import ConfigError, IntegrityError
+from primia.store import digest as dg
 from primia.store.keys import KeyRing
 
 FORMAT_VERSION = "1"
-_hasher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="primia-sha256")
+_hasher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="primia-digest")
 FIELDS = ("primia-format", "primia-kid", "primia-wrapped-key", "primia-nonce")  # no plaintext digest: it would
 # tell anyone who can read metadata when two objects hold the same plaintext
 
@@ -57,16 +57,16 @@ class Location:
 
 @dataclass(frozen=True)
 class Sealed:
-    """Ciphertext plus its header. The ciphertext's sha256 is computed on a helper thread while the
-    caller uploads (`sha256()` waits for it); it is recorded in the signed manifest and the reference,
+    """Ciphertext plus its header. The ciphertext's digest is computed on a helper thread while the
+    caller uploads (`digest()` waits for it); it is recorded in the signed manifest and the reference,
     which is where readers check it, so the upload does not wait for the hash."""
 
     ciphertext: bytes | memoryview
     header: dict[str, str]
     _digest: Future[str] | None = None
 
-    def sha256(self) -> str:
-        return self._digest.result() if self._digest else hashlib.sha256(self.ciphertext).hexdigest()
+    def digest(self) -> str:
+        return self._digest.result() if self._digest else dg.of(self.ciphertext)
 
 
 class CipherBuffers:
@@ -129,7 +129,7 @@ def seal(plaintext: bytes, ring: KeyRing, where: Location, into: memoryview | No
         "primia-wrapped-key": base64.b64encode(aes_key_wrap(kek, data_key)).decode(),
         "primia-nonce": base64.b64encode(nonce).decode(),
     }
-    return Sealed(ciphertext, header, _hasher.submit(lambda: hashlib.sha256(ciphertext).hexdigest()))
+    return Sealed(ciphertext, header, _hasher.submit(dg.of, ciphertext))
 
 
 def _header(header: dict[str, str], where: Location) -> dict[str, str]:
@@ -152,7 +152,7 @@ def _data_key(header: dict[str, str], ring: KeyRing, where: Location) -> bytes:
         raise IntegrityError(f"{where}: wrapped data key is malformed") from None
 
 
-def open_sealed(sealed: Sealed, ring: KeyRing, where: Location, expected_sha256: str | None) -> bytes:
+def open_sealed(sealed: Sealed, ring: KeyRing, where: Location, expected: str | None) -> bytes:
     """Verify, then decrypt one object; raises IntegrityError naming it, never returns bad bytes.
 
     The plaintext hash in the header is not re-checked: the GCM tag already authenticates the
@@ -168,21 +168,21 @@ def open_sealed(sealed: Sealed, ring: KeyRing, where: Location, expected_sha256:
         except (InvalidTag, ValueError):
             return None
 
-    # The decryption holds the GIL, hashlib releases it: decrypting on the helper while this thread
+    # The decryption holds the GIL, the hash releases it: decrypting on the helper while this thread
     # hashes runs both at once (the other way round the helper waited for the GIL: 41 ms, not 26).
     plain = _hasher.submit(decrypt)
-    _check_digest(hashlib.sha256(sealed.ciphertext).hexdigest(), expected_sha256, where)
+    _check_digest(dg.of(sealed.ciphertext, expected), expected, where)
     return _tag_checked(plain.result(), where)
 
 
 def open_downloaded(buf: bytearray, header: dict[str, str], digest: str, ring: KeyRing, where: Location,
-                    expected_sha256: str | None) -> memoryview:
+                    expected: str | None) -> memoryview:
     """`open_sealed` for a ciphertext hashed while it downloaded (`digest`) into a buffer of our own:
     decrypted in place (a fresh 45 MB plaintext costs 17-30 ms of page faults here, in place 3 ms).
     Returns a read-only view of the plaintext; on any failure the buffer holds nothing usable."""
     head = _header(header, where)
     data_key = _data_key(head, ring, where)
-    _check_digest(digest, expected_sha256, where)
+    _check_digest(digest, expected, where)
     view = memoryview(buf)
     out = view[: max(len(buf) - 16, 0)]
     try:
@@ -199,9 +199,9 @@ def open_downloaded(buf: bytearray, header: dict[str, str], digest: str, ring: K
     return out.toreadonly()
 
 
-def _check_digest(digest: str, expected_sha256: str | None, where: Location) -> None:
-    if expected_sha256 is not None and digest != expected_sha256:
-        raise IntegrityError(f"integrity check failed for {where}: ciphertext sha256 does not match")
+def _check_digest(digest: str, expected: str | None, where: Location) -> None:
+    if expected is not None and digest != expected:
+        raise IntegrityError(f"integrity check failed for {where}: ciphertext digest does not match")
 
 
 def _tag_checked(plaintext: Any, where: Location) -> Any:

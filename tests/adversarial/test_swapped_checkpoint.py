@@ -1,6 +1,6 @@
 """A coordinator holds the keys, so it can seal other weights under the very name, federation and round
 of a model it already committed: the AES-GCM tag then checks out. What catches the swap is the
-ciphertext's sha256 in the signed manifest, checked on the download as it lands (the real S3 server,
+ciphertext's digest in the signed manifest, checked on the download as it lands (the real S3 server,
 the read path that decrypts in place)."""
 
 from __future__ import annotations
@@ -35,5 +35,5 @@ def test_weights_resealed_under_a_signed_manifest_are_refused(live_stack: stack.
     reader = CheckpointStore(coordinator.store, coordinator.federation_id, coordinator.ring)  # nothing cached
     committed = reader.latest()
     assert committed is not None
-    with pytest.raises(IntegrityError, match="ciphertext sha256 does not match"):
+    with pytest.raises(IntegrityError, match="ciphertext digest does not match"):
         reader.get_weights(committed.ref("global.safetensors"))

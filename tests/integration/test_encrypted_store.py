@@ -3,6 +3,7 @@ the middle of an upload, and no plaintext weights anywhere in the bucket."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from pathlib import Path
@@ -16,6 +17,8 @@ from primia import runtime
 from primia.config import CryptoSettings
 from primia.errors import ConfigError, IntegrityError
 from primia.messages import CheckpointRef
+from primia.store import digest as dg
+from primia.store import history, manifest
 from primia.store.checkpoints import CheckpointStore
 from primia.store.keys import KeyRing, load_keyring
 from tests.helpers import make_keyring
@@ -43,6 +46,26 @@ def test_round_trip_from_the_server(committed: CheckpointStore) -> None:
     assert np.array_equal(w["conv.weight"], _weights(1)["conv.weight"])
     assert fresh.verify_round(1) == ["global.safetensors", "round.json"]
     assert committed.store.versioning_enabled()
+    assert dg.algorithm(fresh.latest().ref("global.safetensors").digest) == "blake3"  # type: ignore[union-attr]
+
+
+def test_a_round_committed_before_blake3_still_loads(committed: CheckpointStore) -> None:
+    """Manifests written before digests named their algorithm list each object's bare sha256 under
+    "sha256": the read path must hash such an object with sha256, or stored federations stop loading."""
+    ref = committed.put_weights(2, _weights(2))
+    old = {"bucket": ref.bucket, "key": ref.key, "sha256": hashlib.sha256(committed.store.get(ref.key)).hexdigest()}
+    head = committed.head()
+    assert head is not None
+    body = manifest.build(committed.federation_id, 2, {"global.safetensors": old}, head.manifest, head.counter + 1)
+    raw = manifest.sign(body, committed.ring)
+    committed.store.put(committed.manifest_key(2), raw)
+    committed._write_head(history.Head(2, body["counter"], history.digest(raw)))
+    fresh = CheckpointStore(committed.store, committed.federation_id, committed.ring)  # nothing cached
+    latest = fresh.resume_round()
+    assert latest is not None and latest.ref("global.safetensors").digest == old["sha256"]
+    loaded = fresh.get_weights(latest.ref("global.safetensors"))
+    assert np.array_equal(loaded["conv.weight"], _weights(2)["conv.weight"])
+    assert fresh.verify_round(2) == ["global.safetensors"]
 
 
 def test_a_flipped_byte_in_any_object_is_caught(committed: CheckpointStore) -> None:
@@ -87,7 +110,7 @@ def test_a_renamed_object_does_not_decrypt(committed: CheckpointStore) -> None:
     ref = committed.latest().ref("global.safetensors")  # type: ignore[union-attr]
     new_key = ref.key.replace("global", "stolen")
     committed.store._client.copy_object(committed.store.bucket, new_key, CopySource(committed.store.bucket, ref.key))
-    moved = CheckpointRef(ref.bucket, new_key, ref.sha256, ref.round)
+    moved = CheckpointRef(ref.bucket, new_key, ref.digest, ref.round)
     with pytest.raises(IntegrityError, match="written under another name"):
         CheckpointStore(committed.store, committed.federation_id, committed.ring).get_weights(moved)
 

@@ -153,12 +153,12 @@ def test_version_is_challenger_with_card_and_checkpoint(trained: dict[str, Any],
     assert str(mv.version) == reg["version"] and mv.run_id == trained["mlflow_run_id"]
     ck = trained["checkpoint"]
     assert (mv.tags["primia.checkpoint.bucket"], mv.tags["primia.checkpoint.key"],
-            mv.tags["primia.checkpoint.sha256"]) == (ck["bucket"], ck["key"], ck["sha256"])
+            mv.tags["primia.checkpoint.digest"]) == (ck["bucket"], ck["key"], ck["digest"])
     assert 0 < float(mv.tags["primia.privacy.epsilon"]) <= EPS and mv.tags["primia.privacy.mode"] == "sample"
     assert mv.tags["primia.audit.verdict"] == "not audited"
     assert "[" in mv.tags["primia.test.mcc"]  # estimate [low, high]
     card = mv.description
-    for needle in ("Privacy model card", "epsilon", "SecAgg+", "95% CI", "not audited", ck["sha256"],
+    for needle in ("Privacy model card", "epsilon", "SecAgg+", "95% CI", "not audited", ck["digest"],
                    "Hospitals in each round's sum: r1: 3, r2: 3, r3: 3"):
         assert needle in card, needle
     model = mlflow.models.get_model_info(f"models:/{FID}/{mv.version}")
@@ -175,7 +175,7 @@ def test_alias_predicts_raw_images_as_the_coordinator_evaluates(trained: dict[st
     cfg = parse_federation_config(federation_raw(registry_dirs, FID))
     ck = trained["checkpoint"]
     store = runtime.checkpoints(FID)
-    ref = CheckpointRef(ck["bucket"], ck["key"], ck["sha256"], trained["selected_round"])
+    ref = CheckpointRef(ck["bucket"], ck["key"], ck["digest"], trained["selected_round"])
     expected = core.evaluate(cfg, store.get_weights(ref), core.load_test_set(cfg)).probs
     model = mlflow.pyfunc.load_model(f"models:/{FID}@challenger")
     files = _test_files(registry_dirs)
@@ -245,12 +245,12 @@ def test_privacy_gate_refuses_a_version_whose_checkpoint_is_not_the_signed_one(
     from flows.promote_model import promote_model
 
     v = trained["registry"]["version"]
-    good = _tags(mlc, v)["primia.checkpoint.sha256"]
-    mlc.set_model_version_tag(FID, v, "primia.checkpoint.sha256", "0" * 64)
+    good = _tags(mlc, v)["primia.checkpoint.digest"]
+    mlc.set_model_version_tag(FID, v, "primia.checkpoint.digest", "0" * 64)
     try:
         out = promote_model(FID, v, _policy(tmp_path, "lenient"))
     finally:
-        mlc.set_model_version_tag(FID, v, "primia.checkpoint.sha256", good)
+        mlc.set_model_version_tag(FID, v, "primia.checkpoint.digest", good)
     assert out["action"] == "not promoted" and "no signed privacy record" in out["reasons"]
     from primia.errors import PrimiaError
 

@@ -43,7 +43,7 @@ def test_seal_open_round_trip_and_fresh_keys(ring: KeyRing) -> None:
     a, b = envelope.seal(b"weights" * 100, ring, WHERE), envelope.seal(b"weights" * 100, ring, WHERE)
     assert a.ciphertext != b.ciphertext and a.header["primia-wrapped-key"] != b.header["primia-wrapped-key"]
     assert b"weights" not in a.ciphertext
-    assert envelope.open_sealed(a, ring, WHERE, a.sha256()) == b"weights" * 100
+    assert envelope.open_sealed(a, ring, WHERE, a.digest()) == b"weights" * 100
 
 
 def test_any_flipped_byte_is_an_integrity_error(ring: KeyRing) -> None:
@@ -52,12 +52,12 @@ def test_any_flipped_byte_is_an_integrity_error(ring: KeyRing) -> None:
         bad = bytearray(sealed.ciphertext)
         bad[pos] ^= 0x01
         with pytest.raises(IntegrityError, match=f"integrity check failed for s3://bucket/{WHERE.key}"):
-            envelope.open_sealed(envelope.Sealed(bytes(bad), sealed.header), ring, WHERE, sealed.sha256())
+            envelope.open_sealed(envelope.Sealed(bytes(bad), sealed.header), ring, WHERE, sealed.digest())
     nonce = bytearray(base64.b64decode(sealed.header["primia-nonce"]))
     nonce[0] ^= 1
     header = {**sealed.header, "primia-nonce": base64.b64encode(bytes(nonce)).decode()}
     with pytest.raises(IntegrityError, match="authentication tag"):
-        envelope.open_sealed(envelope.Sealed(sealed.ciphertext, header), ring, WHERE, sealed.sha256())
+        envelope.open_sealed(envelope.Sealed(sealed.ciphertext, header), ring, WHERE, sealed.digest())
 
 
 def test_other_name_round_or_federation_does_not_decrypt(ring: KeyRing) -> None:
@@ -65,7 +65,7 @@ def test_other_name_round_or_federation_does_not_decrypt(ring: KeyRing) -> None:
     for other in (envelope.Location("bucket", "elsewhere.enc", "f", 1), envelope.Location("bucket", WHERE.key, "g", 1),
                   envelope.Location("bucket", WHERE.key, "f", 2), envelope.Location("b2", WHERE.key, "f", 1)):
         with pytest.raises(IntegrityError, match="written under another name"):
-            envelope.open_sealed(sealed, ring, other, sealed.sha256())
+            envelope.open_sealed(sealed, ring, other, sealed.digest())
 
 
 def test_wrong_and_missing_master_key(ring: KeyRing) -> None:
@@ -73,9 +73,9 @@ def test_wrong_and_missing_master_key(ring: KeyRing) -> None:
     kid = sealed.header["primia-kid"]
     wrong = KeyRing(keks={kid: b"\x00" * 32}, current=kid)
     with pytest.raises(ConfigError, match=f"master key '{kid}' does not unwrap .* wrong master key"):
-        envelope.open_sealed(sealed, wrong, WHERE, sealed.sha256())
+        envelope.open_sealed(sealed, wrong, WHERE, sealed.digest())
     with pytest.raises(ConfigError, match=f"master key '{kid}' is not configured"):
-        envelope.open_sealed(sealed, KeyRing(keks={"other": b"\x01" * 32}, current="other"), WHERE, sealed.sha256())
+        envelope.open_sealed(sealed, KeyRing(keks={"other": b"\x01" * 32}, current="other"), WHERE, sealed.digest())
     with pytest.raises(ConfigError, match="no master key is configured"):
         envelope.seal(b"x", KeyRing(), WHERE)
 
@@ -88,12 +88,12 @@ def test_rotation_and_rewrap(tmp_path: Path) -> None:
     new_kid = rotate_key_file(path)
     ring = load_keyring(CryptoSettings(), tmp_path)
     assert ring.current == new_kid and len(ring.keks) == 2
-    assert envelope.open_sealed(sealed, ring, WHERE, sealed.sha256()) == b"payload" * 10  # old objects decrypt
+    assert envelope.open_sealed(sealed, ring, WHERE, sealed.digest()) == b"payload" * 10  # old objects decrypt
     header = envelope.rewrap(sealed.header, ring, WHERE)
     assert header["primia-kid"] == new_kid and header["primia-nonce"] == sealed.header["primia-nonce"]
     only_new = KeyRing(keks={new_kid: ring.keks[new_kid]}, current=new_kid)
     assert envelope.open_sealed(envelope.Sealed(sealed.ciphertext, header), only_new, WHERE,
-                                sealed.sha256()) == b"payload" * 10
+                                sealed.digest()) == b"payload" * 10
 
 
 def test_key_file_mode_and_env_keys(tmp_path: Path) -> None:
@@ -111,10 +111,10 @@ def test_key_file_mode_and_env_keys(tmp_path: Path) -> None:
 
 
 def test_manifest_signature(ring: KeyRing) -> None:
-    raw = manifest.sign(manifest.build("f", 3, {"a": {"sha256": "00"}}), ring)
+    raw = manifest.sign(manifest.build("f", 3, {"a": {"digest": "00"}}), ring)
     assert manifest.verify(raw, ring.public_key(), "m", "f", 3)["round"] == 3
     doc = json.loads(raw)
-    doc["body"]["objects"]["a"]["sha256"] = "11"
+    doc["body"]["objects"]["a"]["digest"] = "11"
     with pytest.raises(IntegrityError, match="signature does not verify"):
         manifest.verify(json.dumps(doc).encode(), ring.public_key(), "m", "f", 3)
     with pytest.raises(IntegrityError, match="manifest names federation 'f' round 3"):

@@ -381,7 +381,7 @@ def test_malformed_insides_of_signed_messages_are_rejected_with_a_reason() -> No
     cases = {
         "share": {"boxes": {}, "commit": {"a": 7}, "u1": "x"},
         "unmask": {"b_shares": {"c": 5}, "s_shares": {}, "bad": {}},
-        "mask": {"sha256": "s", "weight_bound": True, "u1": "x", "u2": "y"},
+        "mask": {"digest": "s", "weight_bound": True, "u1": "x", "u2": "y"},
     }
     for stage, body in cases.items():
         good, why = accept(params, stage, {"a": sign(params, stage, "a", body, signers["a"])}, verify,

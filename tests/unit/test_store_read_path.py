@@ -3,7 +3,6 @@ our own safetensors reader. Each against known answers (the safetensors library,
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import struct
@@ -14,6 +13,7 @@ import pytest
 from safetensors.numpy import load as library_load
 
 from primia.errors import IntegrityError, StoreError
+from primia.store import digest as dg
 from primia.store import envelope
 from primia.store import weights as codec
 from primia.store.keys import KeyRing
@@ -88,16 +88,16 @@ def test_a_header_length_past_the_end_or_a_non_object_header_is_refused() -> Non
 
 def _downloaded(sealed: envelope.Sealed) -> tuple[bytearray, str]:
     data = bytes(sealed.ciphertext)
-    return bytearray(data), hashlib.sha256(data).hexdigest()
+    return bytearray(data), dg.of(data)
 
 
 def test_in_place_decryption_gives_the_plaintext_read_only(ring: KeyRing) -> None:
     plain = os.urandom(100_000)
     sealed = envelope.seal(plain, ring, WHERE)
     buf, digest = _downloaded(sealed)
-    out = envelope.open_downloaded(buf, sealed.header, digest, ring, WHERE, sealed.sha256())
+    out = envelope.open_downloaded(buf, sealed.header, digest, ring, WHERE, sealed.digest())
     assert out == plain and out.readonly
-    assert out == envelope.open_sealed(sealed, ring, WHERE, sealed.sha256())  # the known answer
+    assert out == envelope.open_sealed(sealed, ring, WHERE, sealed.digest())  # the known answer
 
 
 def test_in_place_a_flipped_byte_fails_and_leaves_nothing_behind(ring: KeyRing) -> None:
@@ -105,28 +105,28 @@ def test_in_place_a_flipped_byte_fails_and_leaves_nothing_behind(ring: KeyRing) 
     for pos in (0, 1500, len(sealed.ciphertext) - 1):
         buf, digest = _downloaded(sealed)
         buf[pos] ^= 1
-        with pytest.raises(IntegrityError, match="ciphertext sha256 does not match"):
-            envelope.open_downloaded(buf, sealed.header, hashlib.sha256(buf).hexdigest(), ring, WHERE,
-                                     sealed.sha256())
+        with pytest.raises(IntegrityError, match="ciphertext digest does not match"):
+            envelope.open_downloaded(buf, sealed.header, dg.of(buf), ring, WHERE,
+                                     sealed.digest())
         buf, digest = _downloaded(sealed)
         buf[pos] ^= 1
         keep = memoryview(buf)  # a view that outlives the call sees what stayed in the memory
         with pytest.raises(BufferError):  # (it also keeps the buffer from being emptied)
-            envelope.open_downloaded(buf, sealed.header, hashlib.sha256(buf).hexdigest(), ring, WHERE, None)
+            envelope.open_downloaded(buf, sealed.header, dg.of(buf), ring, WHERE, None)
         assert not any(keep)  # the unauthenticated plaintext was zeroed before anything else
         keep.release()
         buf, _ = _downloaded(sealed)
         buf[pos] ^= 1
         with pytest.raises(IntegrityError, match="authentication tag"):  # no manifest digest to compare
-            envelope.open_downloaded(buf, sealed.header, hashlib.sha256(buf).hexdigest(), ring, WHERE, None)
+            envelope.open_downloaded(buf, sealed.header, dg.of(buf), ring, WHERE, None)
         assert len(buf) == 0
 
 
 def test_in_place_the_download_digest_is_checked_against_the_reference(ring: KeyRing) -> None:
     sealed = envelope.seal(b"x" * 500, ring, WHERE)
     buf, _ = _downloaded(sealed)
-    with pytest.raises(IntegrityError, match="ciphertext sha256 does not match"):  # a stale or swapped object
-        envelope.open_downloaded(buf, sealed.header, "0" * 64, ring, WHERE, sealed.sha256())
+    with pytest.raises(IntegrityError, match="ciphertext digest does not match"):  # a stale or swapped object
+        envelope.open_downloaded(buf, sealed.header, "0" * 64, ring, WHERE, sealed.digest())
 
 
 def test_a_download_size_the_server_gets_wrong_is_a_clear_error() -> None:
