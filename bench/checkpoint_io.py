@@ -1,7 +1,7 @@
 """`primia bench checkpoint`: the cost of encryption on a ResNet-18-sized checkpoint (about 45 MB).
 
 Plain: put/get of the safetensors bytes through the same ObjectStore. Encrypted: the real path
-(seal = AES-256-GCM + wrapped data key + hashes, put with the header; get, verify, decrypt, check).
+(seal = AES-256-GCM + wrapped data key + BLAKE3 digest, put with the header; get, verify, decrypt, check).
 Both against the live S3 server, interleaved in the same run; medians over `repeats`.
 """
 
@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from primia import runtime
 from primia.models.factory import build_model
 from primia.store import weights as wcodec
+from primia.store.checkpoints import CheckpointStore
 
 
 def _timed(fn: Any) -> tuple[float, Any]:
@@ -27,6 +28,14 @@ def _timed(fn: Any) -> tuple[float, Any]:
 def bench_checkpoint(repeats: int = 9) -> dict[str, Any]:
     payload = wcodec.encode(wcodec.state_to_numpy(build_model("resnet18", num_classes=3).state_dict()))
     store = runtime.checkpoints(f"bench-ckpt-{int(time.time())}")
+    try:
+        return _measured(payload, store, repeats)
+    finally:  # each run wrote 2 x repeats x 45 MB: it would pile up in the local server's volume
+        for key in {o.key for o in store.store.list(store.prefix, versions=True)}:
+            store.store.remove_all_versions(key)
+
+
+def _measured(payload: bytes, store: CheckpointStore, repeats: int) -> dict[str, Any]:
     s3 = store.store
     plain_put, plain_get, enc_put, enc_get, gcm = [], [], [], [], []
     key = AESGCM(AESGCM.generate_key(bit_length=256))

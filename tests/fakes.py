@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from primia.errors import StoreError
 from primia.store import digest as dg
-from primia.store.s3 import ObjectInfo
+from primia.store.s3 import ObjectInfo, Upload
 
 
 class MemoryObjectStore:
@@ -21,7 +21,11 @@ class MemoryObjectStore:
     def ensure_bucket(self, versioning: bool = True) -> None:
         pass
 
-    def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None, once: bool = False) -> str:
+    def put(self, key: str, data: bytes | memoryview | Upload, metadata: dict[str, str] | None = None,
+            once: bool = False) -> str:
+        if isinstance(data, Upload):  # read part by part, as the S3 client does
+            reader = data.reader()
+            data = b"".join(iter(lambda: reader.read(5 << 20), b""))
         self.objects[key] = bytes(data)
         self.meta[key] = {k.lower(): v for k, v in (metadata or {}).items()}
         return "etag"

@@ -119,9 +119,9 @@ class CheckpointStore:
     def put_object(self, server_round: int, name: str, plaintext: bytes) -> CheckpointRef:
         key = self.key_for(server_round, name)
         where = envelope.Location(self.store.bucket, key, self.federation_id, server_round)
-        with envelope.sealing(plaintext, self.ring, where) as sealed:
-            self.store.put(key, sealed.ciphertext, metadata=sealed.header)
-            digest = sealed.digest()
+        sealed = envelope.SealingStream(plaintext, self.ring, where)
+        self.store.put(key, sealed, metadata=sealed.header)
+        digest = sealed.digest()
         self._cache.put(digest, plaintext)
         return CheckpointRef(self.store.bucket, key, digest, server_round)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import urllib3
 from minio import Minio
@@ -137,7 +137,7 @@ class ObjectStore:
             == ENABLED
 
     # ----------------------------------------------------------------- objects
-    def put(self, key: str, data: bytes | memoryview, metadata: dict[str, str] | None = None,
+    def put(self, key: str, data: bytes | memoryview | Upload, metadata: dict[str, str] | None = None,
             once: bool = False) -> str:
         """Upload bytes; returns the ETag. With `once`, a retry first checks whether an earlier
         attempt landed (same `sha256` metadata) so the object is written exactly once."""
@@ -147,7 +147,8 @@ class ObjectStore:
                 current = self.try_metadata(key)
                 if current is not None and current.get("sha256") == metadata["sha256"]:
                     return "already-written"
-            res = self._client.put_object(self.bucket, key, _Reader(data), len(data),  # type: ignore[arg-type]
+            body = data.reader() if isinstance(data, Upload) else _Reader(data)  # fresh for each attempt
+            res = self._client.put_object(self.bucket, key, body, len(data),  # type: ignore[arg-type]
                                           content_type="application/octet-stream", metadata=metadata)  # type: ignore[arg-type]
             return res.etag or ""
 
@@ -264,6 +265,15 @@ class ObjectStore:
                 self._remove_version(key, info.version_id)
                 removed += 1
         return removed
+
+
+@runtime_checkable
+class Upload(Protocol):
+    """Bytes produced as the upload reads them (a checkpoint sealed part by part): `reader()` starts
+    over for each attempt."""
+
+    def __len__(self) -> int: ...
+    def reader(self) -> Any: ...
 
 
 class _Reader:

@@ -1,15 +1,21 @@
 """What makes a round cheap without weakening it: a waiter wakes when a party in this process posts (not at
-its next poll), and checkpoints are sealed into reused buffers without one object's bytes leaking into
-another's."""
+its next poll), and checkpoints are sealed part by part as the upload reads them, into the very bytes of a
+one-piece seal."""
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from pathlib import Path
 
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from primia.errors import IntegrityError
 from primia.secure.protocol import Params
 from primia.secure.transport import Channel
+from primia.store import digest as dg
 from primia.store import envelope
 from primia.store.checkpoints import CheckpointStore
 from primia.store.s3 import _Reader
@@ -26,16 +32,32 @@ def test_a_post_in_this_process_wakes_the_waiter_at_once(tmp_path: Path) -> None
     assert got == {"b": {"x": 1}} and time.monotonic() - started < 5  # not the 30 s poll
 
 
-def test_sealing_into_reused_buffers_keeps_each_object_its_own(tmp_path: Path) -> None:
+def test_checkpoints_sealed_as_the_upload_reads_them_are_the_one_piece_bytes(tmp_path: Path) -> None:
+    ring = make_keyring(tmp_path)
+    where = envelope.Location("b", "k", "fed", 1)
+    plain = bytes(range(256)) * 4000 + b"tail"
+    stream = envelope.SealingStream(plain, ring, where)
+    with pytest.raises(IntegrityError, match="never read to its end"):
+        stream.digest()
+    key = envelope._data_key(stream.header, ring, where)  # the known answer: one-piece AES-GCM, same key
+    nonce = base64.b64decode(stream.header["primia-nonce"])
+    expected = AESGCM(key).encrypt(nonce, plain, where.aad())
+    for sizes in ([len(plain) + 16], [5, 1 << 19, len(plain)], [len(plain) - 3, 10, 2, 100], [len(plain) + 5]):
+        reader, parts = stream.reader(), []  # a fresh reader per attempt, as a retried upload asks
+        for size in sizes:
+            parts.append(reader.read(size))
+        parts.append(reader.read())
+        assert b"".join(parts) == expected and reader.read(10) == b""
+    assert stream.digest() == dg.of(expected) and len(stream) == len(expected)
+    assert envelope.open_sealed(envelope.Sealed(expected, stream.header), ring, where, stream.digest()) == plain
+
+
+def test_checkpoints_stay_their_own_through_the_store(tmp_path: Path) -> None:
     store = CheckpointStore(MemoryObjectStore("b"), "fed", make_keyring(tmp_path))
-    first, second = bytes(range(256)) * 4096, b"\x07" * (256 * 4096 - 5)  # the second fits the first's buffer
+    first, second = bytes(range(256)) * 4096, b"\x07" * (256 * 4096 - 5)
     refs = [store.put_object(1, "one", first), store.put_object(1, "two", second)]
     fresh = CheckpointStore(store.store, "fed", store.ring)  # no plaintext cache: read back and decrypt
     assert fresh.get_object(refs[0]) == first and fresh.get_object(refs[1]) == second
-    buffers = envelope.CipherBuffers(keep=1)
-    a = buffers.take(10)
-    buffers.give(a)
-    assert buffers.take(8) is a and buffers.take(8) is not a  # reused once given back, never twice at once
 
 
 def test_the_upload_reader_returns_bytes_part_by_part() -> None:
