@@ -22,6 +22,7 @@ from primia.federation.secure_round import hospital_side
 from primia.privacy.keeper import FileRecord
 from primia.secure.ledger import FileLedger
 from primia.secure.plan import ProtocolViolation, SecAggAbort
+from tasks import secagg_events
 
 # Reasons that name only the protocol, the roster and the stores: the coordinator may read them. Anything
 # else (a data error names the hospital's folders and classes) is told only as its kind.
@@ -70,7 +71,8 @@ def _answer(server_round: int, global_ref: dict[str, Any] | None, spec: dict[str
         secure = hospital_side(store, outbox, secagg, hospital.name, identity.signing.sign, roster.verifier(),
                                roster.coordinator_check, floors(agent, local_spec, frozenset(roster.active())),
                                FileLedger(runtime.hospital_keys_dir() / "unmask-ledger.json"),
-                               d.expected(local_spec.federation_id))
+                               d.expected(local_spec.federation_id), runtime.settings().store.message_poll_s)
+        secagg_events.listen(local_spec.federation_id, "roster", secure.channel.params.session)
     salt = secrets.token_hex(8) if agent.fresh_randomness else ""
     record = FileRecord(runtime.hospital_keys_dir() / "privacy-record.json")  # its floor under the stored account
     signed = answer(hospital, identity.signing, store, outbox, d, local_spec, secure, salt, record)

@@ -15,7 +15,7 @@ from infra import stack
 from primia.errors import ConfigError
 from primia.federation import trust
 from primia.federation.identity import PublicIdentity, create_identity, load_identity, write_public
-from primia.federation.roster import ACTIVE, HospitalEntry, Pin, Roster
+from primia.federation.roster import ACTIVE, ROSTER_KEY, HospitalEntry, Pin, Roster
 from primia.private_files import write_private_json
 
 S3_FILE, KEYRING_FILE, PIN_FILE = "s3.json", "keyring.json", "roster-pin.json"
@@ -51,7 +51,9 @@ def enrol(hospital: str, keys_dir: Path, passphrase: str | None = None) -> Hospi
         draft = authority.add(public)
     entry = draft.hospitals[hospital]
     _provision(home, hospital, entry.bucket, keys_dir)
-    if current is None or current.status != ACTIVE or authority.signed_version() == 0:
+    # a stack re-created under a kept authority folder has no roster in its store yet
+    if current is None or current.status != ACTIVE or authority.signed_version() == 0 \
+            or not runtime.object_store().exists(ROSTER_KEY):
         publish(authority.sign())
     return entry
 
@@ -80,7 +82,9 @@ def publish(doc: dict[str, object]) -> Roster:
 
 def _provision(home: Path, hospital: str, bucket: str, keys_dir: Path) -> None:
     """The operator hands the hospital its S3 identity and the federation's data key (no signing key)."""
-    if not (keys_dir / S3_FILE).exists():
+    kept = json.loads((keys_dir / S3_FILE).read_text()) if (keys_dir / S3_FILE).exists() else {}
+    known = stack.hospital_access_key(home, hospital)
+    if known is None or kept.get("access_key") != known:  # none yet, or from an older stack
         write_private_json(keys_dir / S3_FILE, stack.provision_hospital(home, hospital, bucket))
     from primia import runtime
     from primia.store.keys import export_hospital_key_file, key_file_path

@@ -116,6 +116,12 @@ def provision_hospital(home: Path, hospital: str, bucket: str) -> dict[str, str]
     return creds.as_dict()
 
 
+def hospital_access_key(home: Path, hospital: str) -> str | None:
+    """The S3 access key this stack knows for the hospital (None when it has none, or it was revoked)."""
+    party = _identities(home).load().get(f"hospital-{hospital}")
+    return str(party["access_key"]) if party and party.get("actions") else None
+
+
 def revoke_hospital_storage(home: Path, hospital: str) -> None:
     state = load_state(home)
     _identities(home).revoke_hospital(hospital)

@@ -59,6 +59,9 @@ class StoreSettings(BaseModel):
     retry_seconds: float = Field(default=120.0, ge=0, le=3600)
     connect_timeout: float = Field(default=5.0, gt=0)
     read_timeout: float = Field(default=60.0, gt=0)
+    # how often a secure-aggregation wait re-reads the store when no post woke it (in this process, or
+    # announced by another through a Prefect event in distributed mode)
+    message_poll_s: float = Field(default=0.1, gt=0, le=60)
 
 
 class PrefectSettings(BaseModel):

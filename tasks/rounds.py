@@ -8,6 +8,7 @@ from primia.federation.liveness import Liveness
 from primia.federation.roster import Roster, simulate
 from primia.federation.rounds import Asking, Hospitals, RoundAnswers, ask
 from primia.messages import CheckpointRef
+from tasks import secagg_events
 from tasks.dispatch import AgentHospitals
 from tasks.hospital import EmbeddedHospitals
 
@@ -26,9 +27,11 @@ def ask_hospitals(cfg: FederationConfig, server_round: int, global_ref: Checkpoi
         how = Asking(store, lambda _: store, lambda: roster.hospitals, key.sign)
     else:
         roster = runtime.roster()
+        secagg_events.listen(cfg.federation_id, "message")
         hospitals = AgentHospitals(cfg, roster, liveness(cfg, roster))
         boxes = {h: runtime.checkpoints(cfg.federation_id, e.bucket) for h, e in roster.hospitals.items()}
-        how = Asking(store, boxes.__getitem__, lambda: runtime.roster().hospitals, key.sign)
+        how = Asking(store, boxes.__getitem__, lambda: runtime.roster().hospitals, key.sign,
+                     runtime.settings().store.message_poll_s)
     return ask(hospitals, cfg, server_round, global_ref, chosen, train, stats, how, absent=absent, validate=validate,
                audit=audit)
 

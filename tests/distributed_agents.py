@@ -30,10 +30,11 @@ class Agents:
     def data(self, name: str) -> Path:
         return self.root / "data" / name
 
-    def start(self, name: str, poll_seconds: float = 1.0) -> None:
+    def start(self, name: str, poll_seconds: float = 1.0, env: dict[str, str] | None = None) -> None:
         log = self.root / "logs" / f"{name}.log"
         # the agents' privacy floors at their defaults, but for DP: most tests here are of secure aggregation
-        self.procs[name] = spawn_agent(name, self.data(name), log, env={"PRIMIA_HOSPITAL__REQUIRE_DP": "false"},
+        self.procs[name] = spawn_agent(name, self.data(name), log,
+                                       env={"PRIMIA_HOSPITAL__REQUIRE_DP": "false", **(env or {})},
                                        poll_seconds=poll_seconds)
         wait_online(f"hospital-{name}", self.procs[name], log)
 

@@ -675,6 +675,20 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
         'Hasher(), 0',
         'tests/integration/test_encrypted_store.py::test_a_round_committed_before_blake3_still_loads',
     ),
+    (
+        'secagg: rosters announced to other processes',
+        'primia/secure/transport.py',
+        '        _ROSTERS.bump()\n        _tell("roster", self.params)',
+        '        _ROSTERS.bump()',
+        'tests/integration/test_distributed.py::test_secure_aggregation_messages_between_processes_wake_by_events_not_by_polls',
+    ),
+    (
+        'secagg: an announcement wakes the wait',
+        'primia/secure/transport.py',
+        '    {"message": _MESSAGES, "roster": _ROSTERS}[kind].bump()',
+        '    pass',
+        'tests/unit/test_round_latency.py::test_posts_are_announced_and_an_announcement_wakes_the_wait_before_its_poll',
+    ),
 ]
 
 

@@ -116,6 +116,7 @@ class Asking:
     mailbox: Callable[[str], CheckpointStore]  # where each hospital writes its messages and answers
     registry: Callable[[], Mapping[str, RegistryEntry]]  # the signed roster's hospitals, read afresh each call
     signer: Callable[[bytes], bytes]  # the coordinator's key: rosters and aborts
+    poll_s: float = 0.1  # secure aggregation's fallback re-read of the store (posts wake it at once)
 
 
 def ask(hospitals: Hospitals, cfg: FederationConfig, server_round: int, global_ref: CheckpointRef | None,
@@ -172,7 +173,7 @@ def _secure(hospitals: Hospitals, cfg: FederationConfig, how: Asking, dispatches
                 refused[h] = f"{h}'s mask message answers another dispatch (nonce mismatch): a replay"
         return refused
 
-    sr = SecureRound(how.store, how.mailbox, verify, how.signer, cfg.policy.min_hospitals)
+    sr = SecureRound(how.store, how.mailbox, verify, how.signer, cfg.policy.min_hospitals, how.poll_s)
     deadlines = Deadlines(cfg.secure_aggregation.stage_timeout_s, started + cfg.policy.round_timeout_s)
     try:
         return coordinate(sr, cfg, round_plan, layout, start, stats, deadlines,

@@ -78,7 +78,7 @@ class Expected:
 
 def hospital_side(rosters: CheckpointStore, outbox: CheckpointStore, round_plan: dict[str, Any], me: str,
                   signer: Signer, verify: Verifier, coordinator: CoordinatorCheck, floors: Floors, ledger: Ledger,
-                  expected: Expected) -> HospitalSide:
+                  expected: Expected, poll_s: float = 0.1) -> HospitalSide:
     """The hospital's protocol run for a plan, after its own floors (checked in Client) and a check that
     the plan is for the federation, round, global model and purpose it was dispatched for."""
     try:
@@ -91,8 +91,8 @@ def hospital_side(rosters: CheckpointStore, outbox: CheckpointStore, round_plan:
             return f"{e.federation} round {e.round}, model {e.model[:12] or '(none)'} ({e.purpose})"
 
         raise ProtocolViolation(f"{me}: the plan is for {say(got)}; the dispatch asks for {say(expected)}: refused")
-    return HospitalSide(Channel(rosters, lambda _: outbox, params), Client(params, me, signer, verify, floors, ledger),
-                        wait_s, coordinator)
+    return HospitalSide(Channel(rosters, lambda _: outbox, params, poll_s),
+                        Client(params, me, signer, verify, floors, ledger), wait_s, coordinator)
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,7 @@ class SecureRound:
     verify: Verifier  # hospitals' keys from the signed roster
     signer: Signer  # the coordinator's key
     quorum: int = 0
+    poll_s: float = 0.1  # fallback re-read of the store when no post woke the wait
 
 
 def coordinate(sr: SecureRound, cfg: LocalSpec, round_plan: dict[str, Any], layout: Layout,
@@ -124,7 +125,7 @@ def coordinate(sr: SecureRound, cfg: LocalSpec, round_plan: dict[str, Any], layo
     hospitals) when the protocol cannot finish or the sum fails its bounds."""
     params, sa = Params.from_dict(round_plan["params"]), config_for(cfg, stats)
     log = ServerLog()
-    channel = Channel(sr.store, sr.mailbox, params)
+    channel = Channel(sr.store, sr.mailbox, params, sr.poll_s)
     coordinator = Coordinator(channel, sr.verify, sr.signer, deadlines, gone, log, sr.quorum, admit, sa.max_examples)
     unmasked = coordinator.serve()
     try:

@@ -6,11 +6,15 @@ the coordinator posts a roster after each stage (or `abort`) in its own store, s
 and hospitals check that signature against the federation's signed roster. Each side waits with a
 deadline, so nobody waits forever. The same drivers run in embedded mode (hospitals as threads) and
 distributed mode (hospitals on their own agents). A wait wakes as soon as any party in this process posts
-(embedded mode: every party), and otherwise re-reads the store every `poll_s` (other processes' posts).
+(embedded mode: every party), or when another process announces a post (distributed mode: `announce_with`
+and `woken`, wired to Prefect events in `tasks/secagg_events.py`), and otherwise re-reads the store every
+`poll_s`. An announcement only wakes a wait: what counts is still only what is read from the store and
+verified, so a forged or lost announcement costs one listing or one poll interval, nothing else.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +34,7 @@ from primia.store.checkpoints import CheckpointStore
 Gone = Callable[[], set[str]]  # hospitals known to have stopped (run ended, or silent too long): no use waiting
 Mailbox = Callable[[str], CheckpointStore]  # hospital -> the store it writes its messages to
 CoordinatorCheck = Callable[[bytes, bytes], bool]  # (message, signature) -> signed by the roster's coordinator
+log = logging.getLogger("primia.secagg")
 
 
 class _Posts:
@@ -50,6 +55,28 @@ class _Posts:
             self._cond.wait_for(lambda: self.count != seen, timeout_s)
 
 
+Announce = Callable[[str, str, str], None]  # (kind: "message" | "roster", federation, session) -> tell the others
+_announcers: list[Announce] = []
+
+
+def announce_with(announce: Announce | None) -> None:
+    """Tell other processes about this process's posts through `announce` (None: stop telling)."""
+    _announcers[:] = [] if announce is None else [announce]
+
+
+def woken(kind: str) -> None:
+    """Another process announced a post of `kind`: wake the waits for that kind to read the store now."""
+    {"message": _MESSAGES, "roster": _ROSTERS}[kind].bump()
+
+
+def _tell(kind: str, params: p.Params) -> None:
+    for announce in _announcers:
+        try:
+            announce(kind, params.federation, params.session)
+        except Exception as exc:  # noqa: BLE001  # the others still poll: an announcement may be lost, a round not
+            log.debug("announcing a secure-aggregation %s failed: %s", kind, type(exc).__name__)
+
+
 _MESSAGES, _ROSTERS = _Posts(), _Posts()  # the parties' stage messages (the coordinator waits on them) and the
 # coordinator's rosters (the parties wait on those): apart, so a post wakes only who waits for its kind - one
 # counter for both woke 20 embedded hospitals on each of their 20 peers' posts, each to list the store again
@@ -64,6 +91,7 @@ class Channel:
     def post(self, stage: str, hospital: str, message: dict[str, Any]) -> None:
         self.mailbox(hospital).put_json(self.round, f"{self.base}/{stage}/{hospital}.json", message)
         _MESSAGES.bump()
+        _tell("message", self.params)
 
     def post_vector(self, hospital: str, vector: np.ndarray) -> str:
         """Store a masked vector; its digest (of the sealed object) goes into the signed mask message."""
@@ -122,6 +150,7 @@ class Channel:
         self.rosters.put_json(self.round, f"{self.base}/rosters/{stage}.json",
                               {"payload": payload, "signature": b64(signer(canonical_json(payload)))})
         _ROSTERS.bump()
+        _tell("roster", self.params)
 
     def abort(self, reason: str, signer: p.Signer) -> None:
         self.publish("abort", {"reason": reason}, signer)

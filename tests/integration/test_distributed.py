@@ -245,3 +245,25 @@ def test_a_run_scheduled_on_its_pool_wakes_the_agent_before_its_next_poll(agents
     finally:
         agents.kill("dh1")
         agents.start("dh1")
+
+
+def test_secure_aggregation_messages_between_processes_wake_by_events_not_by_polls(agents: Agents) -> None:
+    """With the fallback re-read of the store 30 s apart on every side, a distributed secure round (its
+    statistics pass and one training round: ten waits across processes) still finishes in well under one
+    poll interval per wait: each post is announced as a Prefect event and the other side wakes on it."""
+    slow = {"PRIMIA_STORE__MESSAGE_POLL_S": "30"}
+    for name in NAMES:
+        agents.kill(name)
+        agents.start(name, env=slow)
+    os.environ.update(slow)
+    try:
+        started = time.monotonic()
+        out = run_in_process(federation(agents, f"events-{int(time.time())}", rounds=1, round_timeout_s=90))
+        took = time.monotonic() - started
+        assert not out.get("stopped") and len(out["timings"]) == 1, out
+        assert took < 60, f"the round took {took:.0f} s: the waits fell back to the 30 s poll"
+    finally:
+        os.environ.pop("PRIMIA_STORE__MESSAGE_POLL_S", None)
+        for name in NAMES:
+            agents.kill(name)
+            agents.start(name)

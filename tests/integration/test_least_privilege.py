@@ -128,3 +128,27 @@ def test_a_hospital_agent_holds_no_coordinator_secret(live_stack: stack.StackSta
     for secret in (coordinator["secret_key"], coordinator["mlflow_password"], ring["signing"]["private"]):
         assert secret not in handed
     assert "signing" not in json.loads((tmp_path / "lp-3" / "keyring.json").read_text())
+
+
+def test_enrolling_again_keeps_a_known_identity_and_renews_what_the_stack_lost(live_stack: stack.StackState,
+                                                                              tmp_path: Path) -> None:
+    """A stack re-created under a kept authority folder knows neither the hospital's S3 identity nor has the
+    roster in its store: enrolling again hands out a working identity and publishes the roster again."""
+    from infra.enrol import S3_FILE
+    from primia import runtime
+    from primia.federation.roster import ROSTER_KEY
+
+    home, folder = Path(live_stack.home), tmp_path / "lp-4"
+    enrol("lp-4", folder)
+    first = json.loads((folder / S3_FILE).read_text())
+    enrol("lp-4", folder)
+    assert json.loads((folder / S3_FILE).read_text())["access_key"] == first["access_key"]  # nothing renewed
+    stack.revoke_hospital_storage(home, "lp-4")  # the stack forgets the identity...
+    admin = stack.admin_settings(home)
+    _client(admin.endpoint, {"access_key": admin.access_key.get_secret_value(),
+                             "secret_key": admin.secret_key.get_secret_value()}).remove_object(COORD, ROSTER_KEY)
+    assert not runtime.object_store().exists(ROSTER_KEY)  # ...and the roster is gone from its store
+    enrol("lp-4", folder)
+    renewed = json.loads((folder / S3_FILE).read_text())
+    assert renewed["access_key"] != first["access_key"] and runtime.object_store().exists(ROSTER_KEY)
+    assert _allowed(_get(_client(admin.endpoint, renewed), COORD, ROSTER_KEY))

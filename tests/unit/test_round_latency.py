@@ -78,3 +78,38 @@ def test_a_party_that_posted_and_then_ended_is_not_lost(tmp_path: Path) -> None:
         return {"b"}
 
     assert channel.collect("unmask", {"b"}, time.monotonic() + 5, gone) == {"b": {"shares": 1}}
+
+
+def test_posts_are_announced_and_an_announcement_wakes_the_wait_before_its_poll(tmp_path: Path) -> None:
+    """Distributed mode: a roster written by another process is found when its announcement arrives (here
+    after 0.2 s), not at the next poll (30 s away); an announcer that fails does not fail the post."""
+    from primia.secure import transport
+    from primia.secure.agreement import b64
+    from primia.signing import canonical_json
+
+    store = CheckpointStore(MemoryObjectStore("b"), "fed", make_keyring(tmp_path))
+    params = Params("fed", 1, "sess", ("a", "b"), 4)
+    told: list[tuple[str, str, str]] = []
+
+    def announce(kind: str, federation: str, session: str) -> None:
+        told.append((kind, federation, session))
+        raise RuntimeError("the event server is down")
+
+    transport.announce_with(announce)
+    try:
+        channel = Channel(store, lambda _: store, params, poll_s=30.0)
+        channel.post("advertise", "a", {"x": 1})
+        channel.publish("advertise", {"members": ["a", "b"]}, store.ring.signer()[1].sign)
+        assert told == [("message", "fed", "sess"), ("roster", "fed", "sess")]
+    finally:
+        transport.announce_with(None)
+    # the coordinator's next roster, written as another process would: straight to the store, no bump here
+    payload = channel._roster_payload("share", {"members": ["a", "b"]})
+    signature = store.ring.signer()[1].sign(canonical_json(payload))
+    threading.Timer(0.2, lambda: (store.put_json(1, f"{channel.base}/rosters/share.json",
+                                                 {"payload": payload, "signature": b64(signature)}),
+                                  transport.woken("roster"))).start()
+    started = time.monotonic()
+    public = store.ring.public_key()
+    roster = channel.await_roster("share", time.monotonic() + 10, lambda m, s: public.verify(s, m) is None)
+    assert roster["members"] == ["a", "b"] and time.monotonic() - started < 5
