@@ -689,6 +689,13 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
         '    pass',
         'tests/unit/test_round_latency.py::test_posts_are_announced_and_an_announcement_wakes_the_wait_before_its_poll',
     ),
+    (
+        'smpc: truncation corrects the wrap of the shares',
+        'primia/smpc/engine.py',
+        '        t = shift_right_logical(own, f) + low_a - wrap_a * (1 << (BITS - f))',
+        '        t = shift_right_logical(own, f) + low_a',
+        'tests/unit/test_smpc_engine.py::test_truncation_and_sign_are_exact_whatever_the_shares',
+    ),
 ]
 
 

@@ -1,0 +1,135 @@
+"""The two parties' protocol operations on additive shares mod 2^64 (and XOR shares of words).
+
+Each party runs the same code on its own shares (`role` 0 or 1); the dealer runs it too, on meta tensors,
+to hand out the correlated randomness in the order the parties use it. Every value a party receives is
+its peer's share of something masked by fresh uniform randomness from the dealer (Beaver's E and F, an AND
+gate's d and e, a bit XOR a uniform bit), so what it sees is uniform whatever the image and the weights.
+
+Truncation and signs are exact: the carries of the sum of the two shares come out of a 64-bit parallel-
+prefix adder evaluated on XOR shares (binary AND triples, 7 rounds), so a product never wraps into a wrong
+value, unlike local truncation, which fails with probability about |x| / 2^63 per element.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import torch
+
+from primia.smpc.dealer import Bilinear, Source
+from primia.smpc.ring import BITS, FRAC_BITS, bit, shift_right_logical
+
+OFFSET_BIT = 62  # |x| < 2^62: x + 2^62 is a non-negative 63-bit number, whose bit 62 is x's sign
+
+
+class Channel(Protocol):
+    def exchange(self, mine: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Send my tensors, receive the peer's tensors of the same shapes (one round)."""
+        ...
+
+
+class Engine:
+    def __init__(self, role: int | str, channel: Channel, source: Source, frac_bits: int = FRAC_BITS) -> None:
+        self.role, self.channel, self.source, self.f = role, channel, source, frac_bits
+        self.rounds = 0
+
+    @property
+    def leader(self) -> bool:
+        """The party that adds public constants (party 0; the dealer plays it, on shapes)."""
+        return self.role != 1
+
+    # ---------------------------------------------------------------- opening masked values
+    def _open(self, mine: list[torch.Tensor], combine: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+              ) -> list[torch.Tensor]:
+        self.rounds += 1
+        theirs = self.channel.exchange(mine)
+        if len(theirs) != len(mine) or any(t.shape != m.shape or t.dtype != m.dtype for t, m in zip(theirs, mine,
+                                                                                                    strict=True)):
+            raise ValueError("peer sent tensors of other shapes than this step expects")
+        return [combine(m, t) for m, t in zip(mine, theirs, strict=True)]
+
+    def open(self, *xs: torch.Tensor) -> list[torch.Tensor]:
+        return self._open(list(xs), torch.add)
+
+    def open_xor(self, *xs: torch.Tensor) -> list[torch.Tensor]:
+        return self._open(list(xs), torch.bitwise_xor)
+
+    # ---------------------------------------------------------------- arithmetic
+    def public(self, c: torch.Tensor) -> torch.Tensor:
+        """This party's share of a public value."""
+        return c.clone() if self.leader else torch.zeros_like(c)
+
+    def bilinear(self, f: Bilinear, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Shares of f(x, y) for shared x and y (Beaver): one round, no truncation."""
+        a, b, c = self.source.triple(f, x.shape, y.shape)
+        e, g = self.open(x - a, y - b)
+        z = c + f(e, b) + f(a, g)
+        return z + f(e, g) if self.leader else z
+
+    def mul(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.bilinear(torch.mul, x, y)
+
+    # ---------------------------------------------------------------- words under XOR sharing
+    def and_(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        u, v, w = self.source.and_triple(x.shape)
+        d, e = self.open_xor(x ^ u, y ^ v)
+        z = w ^ (d & v) ^ (e & u)
+        return z ^ (d & e) if self.leader else z
+
+    def carries(self, addend: torch.Tensor) -> torch.Tensor:
+        """XOR shares of G: bit i of G is the carry out of bit i of (party 0's addend + party 1's addend),
+        each party holding its own addend in the clear (Kogge-Stone prefix: 1 + 6 rounds)."""
+        mine, zero = addend, torch.zeros_like(addend)
+        a, b = (mine, zero) if self.role != 1 else (zero, mine)
+        g, p = self.and_(a, b), addend  # p = a ^ b: each party's share of it is its own addend
+        k = 1
+        while k < BITS:
+            if 2 * k < BITS:
+                both = self.and_(torch.stack([p, p]), torch.stack([g << k, p << k]))
+                g, p = g ^ both[0], both[1]
+            else:
+                g = g ^ self.and_(p, g << k)
+            k *= 2
+        return g
+
+    def b2a(self, bits: torch.Tensor) -> torch.Tensor:
+        """Additive shares of bits held as XOR shares (0/1 per element): one round with the dealer's bits."""
+        r, ra = self.source.dabits(bits.shape)
+        (c,) = self.open_xor(bits ^ r)
+        return self.public(c) + (1 - 2 * c) * ra
+
+    # ---------------------------------------------------------------- exact truncation and signs
+    def _offset(self, x: torch.Tensor) -> torch.Tensor:
+        return x + (1 << OFFSET_BIT) if self.leader else x
+
+    def truncate_sign(self, x: torch.Tensor, shift: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shares of floor(x / 2^shift) (default: the fractional bits) and of [x >= 0], exactly."""
+        f = self.f if shift is None else shift
+        own = self._offset(x)
+        g = self.carries(own)
+        sign = bit(own, OFFSET_BIT) ^ bit(g, OFFSET_BIT - 1)  # bit 62 of the sum: x >= 0
+        if f == 0:
+            return x, self.b2a(sign)
+        low_a, wrap_a, nonneg = self.b2a(torch.stack([bit(g, f - 1), bit(g, BITS - 1), sign]))
+        # floor((a0 + a1) / 2^f) = (a0 >> f) + (a1 >> f) + carry out of the low f bits - wrap * 2^(64 - f)
+        t = shift_right_logical(own, f) + low_a - wrap_a * (1 << (BITS - f))
+        return (t - (1 << (OFFSET_BIT - f)) if self.leader else t), nonneg
+
+    def truncate(self, x: torch.Tensor) -> torch.Tensor:
+        return self.truncate_sign(x)[0]
+
+    def nonneg(self, x: torch.Tensor) -> torch.Tensor:
+        return self.truncate_sign(x, 0)[1]
+
+    def relu_truncate(self, x: torch.Tensor) -> torch.Tensor:
+        """max(0, floor(x / 2^f)): a product's truncation and the ReLU after it from one adder."""
+        t, s = self.truncate_sign(x)
+        return self.mul(t, s)
+
+    def relu(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mul(x, self.nonneg(x))
+
+    def maximum(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        d = x - y
+        return y + self.mul(d, self.nonneg(d))
