@@ -696,6 +696,20 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
         '        t = shift_right_logical(own, f) + low_a',
         'tests/unit/test_smpc_engine.py::test_truncation_and_sign_are_exact_whatever_the_shares',
     ),
+    (
+        'smpc: Beaver opens only masked values',
+        'primia/smpc/engine.py',
+        '        e, g = self.open(x - a, y - b)',
+        '        e, g = self.open(x, y - b)',
+        'tests/unit/test_smpc_network.py::test_what_each_party_receives_is_uniform_and_the_same_for_two_images',
+    ),
+    (
+        'smpc: opened bits packed into uniform words',
+        'primia/smpc/engine.py',
+        '        c = self.open_bits(bits ^ r)',
+        '        (c,) = self.open_xor(bits ^ r)',
+        'tests/unit/test_smpc_network.py::test_what_each_party_receives_is_uniform_and_the_same_for_two_images',
+    ),
 ]
 
 

@@ -30,9 +30,11 @@ class Channel(Protocol):
 
 
 class Engine:
-    def __init__(self, role: int | str, channel: Channel, source: Source, frac_bits: int = FRAC_BITS) -> None:
+    def __init__(self, role: int | str, channel: Channel, source: Source, frac_bits: int = FRAC_BITS,
+                 trace: bool = False) -> None:
         self.role, self.channel, self.source, self.f = role, channel, source, frac_bits
         self.rounds = 0
+        self.opened: list[torch.Tensor] | None = [] if trace else None  # what this party learned (tests)
 
     @property
     def leader(self) -> bool:
@@ -47,7 +49,10 @@ class Engine:
         if len(theirs) != len(mine) or any(t.shape != m.shape or t.dtype != m.dtype for t, m in zip(theirs, mine,
                                                                                                     strict=True)):
             raise ValueError("peer sent tensors of other shapes than this step expects")
-        return [combine(m, t) for m, t in zip(mine, theirs, strict=True)]
+        out = [combine(m, t) for m, t in zip(mine, theirs, strict=True)]
+        if self.opened is not None:
+            self.opened.extend(out)
+        return out
 
     def open(self, *xs: torch.Tensor) -> list[torch.Tensor]:
         return self._open(list(xs), torch.add)
@@ -96,8 +101,18 @@ class Engine:
     def b2a(self, bits: torch.Tensor) -> torch.Tensor:
         """Additive shares of bits held as XOR shares (0/1 per element): one round with the dealer's bits."""
         r, ra = self.source.dabits(bits.shape)
-        (c,) = self.open_xor(bits ^ r)
+        c = self.open_bits(bits ^ r)
         return self.public(c) + (1 - 2 * c) * ra
+
+    def open_bits(self, bits: torch.Tensor) -> torch.Tensor:
+        """Open XOR-shared 0/1 values packed 64 to a word: each word sent is then uniform, like every other
+        message, and eight bytes carry 64 bits instead of one."""
+        flat = bits.reshape(-1)
+        pad = (-flat.numel()) % BITS
+        lanes = torch.arange(BITS, device=bits.device)
+        words = (torch.cat([flat, flat.new_zeros(pad)]).reshape(-1, BITS) << lanes).sum(-1)
+        (opened,) = self.open_xor(words)
+        return ((opened.unsqueeze(-1) >> lanes) & 1).reshape(-1)[:flat.numel()].reshape(bits.shape)
 
     # ---------------------------------------------------------------- exact truncation and signs
     def _offset(self, x: torch.Tensor) -> torch.Tensor:

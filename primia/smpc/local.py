@@ -41,8 +41,8 @@ class NullChannel:
         return [torch.empty_like(t) for t in mine]
 
 
-def run_local(program: Callable[[Engine, Any], T], inputs: tuple[Any, Any], dealer_input: Any
-              ) -> tuple[T, T, dict[str, Any]]:
+def run_local(program: Callable[[Engine, Any], T], inputs: tuple[Any, Any], dealer_input: Any,
+              trace: bool = False) -> tuple[T, T, dict[str, Any]]:
     """Run `program(engine, my_input)` as party 0, party 1 and (first, on shapes) the dealer."""
     seeds = new_seed(), new_seed()
     corrections: list[torch.Tensor] = []
@@ -50,8 +50,8 @@ def run_local(program: Callable[[Engine, Any], T], inputs: tuple[Any, Any], deal
     program(Engine("dealer", NullChannel(), dealer), dealer_input)
     a, b = queue.Queue[list[torch.Tensor]](), queue.Queue[list[torch.Tensor]]()
     channels = QueueChannel(a, b), QueueChannel(b, a)
-    engines = (Engine(0, channels[0], SeededSource(Stream(seeds[0]))),
-               Engine(1, channels[1], CorrectedSource(Stream(seeds[1]), iter(corrections))))
+    engines = (Engine(0, channels[0], SeededSource(Stream(seeds[0])), trace=trace),
+               Engine(1, channels[1], CorrectedSource(Stream(seeds[1]), iter(corrections)), trace=trace))
     out: list[Any] = [None, None]
     errors: list[BaseException] = []
 
@@ -70,5 +70,6 @@ def run_local(program: Callable[[Engine, Any], T], inputs: tuple[Any, Any], deal
         raise errors[0]
     info = {"rounds": engines[0].rounds, "dealer_bytes": dealer.bytes_out,
             "bytes_sent": (channels[0].bytes_sent, channels[1].bytes_sent), "received": (channels[0].received,
-                                                                                       channels[1].received)}
+                                                                                       channels[1].received),
+            "opened": (engines[0].opened, engines[1].opened)}
     return out[0], out[1], info
