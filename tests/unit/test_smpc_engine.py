@@ -9,19 +9,8 @@ import torch.nn.functional as F
 
 from primia.smpc.engine import Engine
 from primia.smpc.local import run_local
-from primia.smpc.prg import Stream, new_seed
 from primia.smpc.ring import decode, encode
-
-GEN = Stream(new_seed())
-
-
-def share(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    x0 = GEN.int64(x.shape)
-    return x0, x - x0
-
-
-def meta(x: torch.Tensor) -> torch.Tensor:
-    return torch.empty(x.shape, dtype=torch.int64, device="meta")
+from tests.smpc_helpers import meta, share, uniform_words
 
 
 def two(program, *values: torch.Tensor):  # type: ignore[no-untyped-def]
@@ -52,7 +41,7 @@ def test_the_adder_gives_every_carry_of_the_two_shares() -> None:
     words = [0, 1, -1, 2**63 - 1, -(2**63), 2**62, 12345]
     a0 = torch.tensor([x for x in words for _ in words], dtype=torch.int64)
     a1 = torch.tensor([y for _ in words for y in words], dtype=torch.int64)
-    a0, a1 = torch.cat([a0, GEN.int64((200,))]), torch.cat([a1, GEN.int64((200,))])
+    a0, a1 = torch.cat([a0, uniform_words((200,))]), torch.cat([a1, uniform_words((200,))])
     g0, g1, _ = run_local(lambda e, a: e.carries(a), (a0, a1), meta(a0))
     g = (g0 ^ g1).numpy().view(np.uint64)
     u0, u1 = a0.numpy().view(np.uint64), a1.numpy().view(np.uint64)
@@ -66,8 +55,8 @@ def test_the_adder_gives_every_carry_of_the_two_shares() -> None:
 @pytest.mark.parametrize("magnitude", [2**20, 2**40, 2**61])
 def test_truncation_and_sign_are_exact_whatever_the_shares(magnitude: int) -> None:
     x = torch.cat([torch.tensor([0, 1, -1, 2**16, -(2**16), 2**16 - 1, -(2**16) - 1, magnitude - 1, -magnitude]),
-                   GEN.int64((3000,)) % (2 * magnitude) - magnitude])
-    x0 = torch.cat([torch.tensor([2**63 - 1, -(2**63), -1, 0]), GEN.int64((x.numel() - 4,))])  # shares at the wrap
+                   uniform_words((3000,)) % (2 * magnitude) - magnitude])
+    x0 = torch.cat([torch.tensor([2**63 - 1, -(2**63), -1, 0]), uniform_words((x.numel() - 4,))])  # shares at the wrap
     t0, t1, _ = run_local(lambda e, s: e.truncate_sign(s), (x0, x - x0), meta(x))
     t, s = t0[0] + t1[0], t0[1] + t1[1]
     assert torch.equal(t, torch.div(x, 2**16, rounding_mode="floor"))  # not one element off

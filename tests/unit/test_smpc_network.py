@@ -13,19 +13,8 @@ from scipy import stats
 from primia.models.factory import build_model, set_input_normalization
 from primia.smpc.local import run_local
 from primia.smpc.network import forward, weights_of
-from primia.smpc.prg import Stream, new_seed
 from primia.smpc.ring import decode, encode
-
-GEN = Stream(new_seed())
-
-
-def _share(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    x0 = GEN.int64(x.shape)
-    return x0, x - x0
-
-
-def _meta(x: torch.Tensor) -> torch.Tensor:
-    return torch.empty(x.shape, dtype=torch.int64, device="meta")
+from tests.smpc_helpers import meta, share
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +26,10 @@ def model() -> torch.nn.Module:
 
 
 def _secure(model: torch.nn.Module, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
-    w = {k: _share(encode(v)) for k, v in weights_of(model).items()}
-    x = _share(encode(image))
+    w = {k: share(encode(v)) for k, v in weights_of(model).items()}
+    x = share(encode(image))
     inputs = (({k: s[0] for k, s in w.items()}, x[0]), ({k: s[1] for k, s in w.items()}, x[1]))
-    dealer = ({k: _meta(s[0]) for k, s in w.items()}, _meta(x[0]))
+    dealer = ({k: meta(s[0]) for k, s in w.items()}, meta(x[0]))
     o0, o1, info = run_local(lambda e, a: forward(e, model, a[0], a[1]), inputs, dealer, trace=True)
     return decode(o0 + o1), info
 
