@@ -710,6 +710,13 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
         '        (c,) = self.open_xor(bits ^ r)',
         'tests/unit/test_smpc_network.py::test_what_each_party_receives_is_uniform_and_the_same_for_two_images',
     ),
+    (
+        'smpc link: the peer proves its roster key',
+        'primia/smpc/link.py',
+        '        roster[expect].verify(bytes.fromhex(str(body["signature"])), digest + expect.encode())',
+        '        pass',
+        'tests/unit/test_smpc_link.py::test_a_key_that_is_not_the_roster_key_is_refused',
+    ),
 ]
 
 
