@@ -462,6 +462,20 @@ def bench_checkpoint(
     _emit(result, as_json)
 
 
+@bench_app.command("smpc")
+@friendly
+def bench_smpc(
+    model: str = typer.Option("resnet18", help="small_cnn or resnet18."),
+    size: int = typer.Option(224, min=16, help="Image side in pixels."),
+    images: int = typer.Option(20, min=1, help="Images, one session each; medians are reported."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Encrypted inference: model owner, dealer and data owner as separate processes on loopback TCP."""
+    from bench.smpc import bench_smpc as run
+
+    _emit(run(model, size, images), as_json)
+
+
 @bench_app.command("promote")
 @friendly
 def bench_promote(

@@ -132,6 +132,15 @@ class _Corrections:
         except LinkError as exc:
             self.q.put(exc)
 
+    def drain(self) -> list[torch.Tensor]:
+        """All of the dealer's material, before the online phase starts."""
+        out: list[torch.Tensor] = []
+        while (item := self.q.get(timeout=self.dealer.timeout_s + 5)) is not None:
+            if isinstance(item, LinkError):
+                raise item
+            out.append(item)
+        return out
+
     def __iter__(self) -> Iterator[torch.Tensor]:
         while True:
             item = self.q.get(timeout=self.dealer.timeout_s + 5)
@@ -207,27 +216,37 @@ def _model_owner(model: nn.Module, spec: Spec, peer: Link, dealer: Link) -> dict
     return {"rounds": engine.rounds}
 
 
-def run_data_owner(images: torch.Tensor, spec: Spec, peer: Link, dealer: Link) -> tuple[torch.Tensor, dict[str, Any]]:
+def run_data_owner(images: torch.Tensor, spec: Spec, peer: Link, dealer: Link, prefetch: bool = False
+                   ) -> tuple[torch.Tensor, dict[str, Any]]:
+    """`prefetch`: take all of the dealer's material before the online phase (to time that phase alone)."""
     with telling(peer, dealer):
-        return _data_owner(images, spec, peer, dealer)
+        return _data_owner(images, spec, peer, dealer, prefetch)
 
 
-def _data_owner(images: torch.Tensor, spec: Spec, peer: Link, dealer: Link) -> tuple[torch.Tensor, dict[str, Any]]:
+def _data_owner(images: torch.Tensor, spec: Spec, peer: Link, dealer: Link, prefetch: bool
+                ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Party 1: shares its images by seed, runs the program, and opens the logits (float64, N x classes)."""
     if tuple(images.shape) != spec.batch:
         raise LinkError(f"images of shape {tuple(images.shape)} for a session of {spec.batch}")
     agree(dealer, spec)
     agree(peer, spec)
+    started = time.perf_counter()
     _, body, _ = dealer.recv("seed")
-    source = CorrectedSource(Stream(bytes.fromhex(body["seed"])), iter(_Corrections(dealer)))
+    stream = _Corrections(dealer)
+    source = CorrectedSource(Stream(bytes.fromhex(body["seed"])), iter(stream.drain() if prefetch else stream))
     structure = spec.structure()
     _, body, _ = peer.recv("weights-seed")
     mine_w = _expand(bytes.fromhex(body["seed"]), weight_shapes(structure))
     seed_x = new_seed()
+    online = time.perf_counter()
     peer.send("image-seed", {"seed": seed_x.hex()})
     x = encode(images, spec.frac_bits)
     mine_x = x - _expand(seed_x, {"x": x.shape})["x"]
     engine = Engine(1, PeerChannel(peer), source, spec.frac_bits)
     logits = forward(engine, structure, mine_w, mine_x)
     _, _, theirs = peer.recv("logits")
-    return decode(logits + theirs[0], spec.frac_bits), {"rounds": engine.rounds}
+    done = time.perf_counter()
+    return decode(logits + theirs[0], spec.frac_bits), {
+        "rounds": engine.rounds, "online_s": done - online, "total_s": done - started,
+        "bytes_sent": peer.bytes_sent, "bytes_received": peer.bytes_received,
+        "dealer_bytes": dealer.bytes_received}
