@@ -128,3 +128,28 @@ def _swallow(fn: Callable[[], Any]) -> None:
         fn()
     except LinkError:
         pass
+
+
+def test_bench_smpc_runs_the_three_parties_as_processes() -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from primia.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "smpc", "--model", "small_cnn", "--size", "32", "--images", "2",
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output.strip().splitlines()[-1])
+    assert {"model", "size", "latency_s", "total_s", "plain_latency_s", "bytes_per_party", "rounds",
+            "dealer_bytes_per_party", "agreement"} <= set(out)
+    assert out["agreement"] == 1.0 and out["max_logit_error"] < 0.01 and out["bytes_per_party"] > 0
+    assert out["total_s"] >= out["latency_s"] > 0
+
+
+def test_links_over_tcp_send_small_messages_at_once() -> None:
+    """Nagle's algorithm with delayed ACKs cost 40 ms per protocol round on loopback."""
+    links = _links(5.0)
+    for link in links.values():
+        assert link.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        link.close()
