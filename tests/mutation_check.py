@@ -717,6 +717,21 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
         '        pass',
         'tests/unit/test_smpc_link.py::test_a_key_that_is_not_the_roster_key_is_refused',
     ),
+    (
+        'plaintext cache keyed by the whole reference',
+        'primia/store/checkpoints.py',
+        '        plain: bytes | memoryview | None = self._cache.get(ref)',
+        '        plain: bytes | memoryview | None = next((v for k, v in self._cache._items.items() '
+        'if k.digest == ref.digest), None)',
+        'tests/unit/test_digest.py::test_a_reference_naming_one_object_with_anothers_digest_is_refused',
+    ),
+    (
+        'smpc link: no tensors before the peer proved its key',
+        'primia/smpc/link.py',
+        '        if specs and self.max_frame <= HANDSHAKE_FRAME:',
+        '        if False:',
+        'tests/unit/test_smpc_link.py::test_before_it_proves_its_key_a_peer_cannot_make_us_read_tensors',
+    ),
 ]
 
 

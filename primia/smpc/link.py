@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import socket
 import struct
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +38,8 @@ from primia.errors import PrimiaError
 
 LABEL = b"primia-smpc-link-v1"
 MAX_FRAME = 1 << 30  # one frame; larger messages are split
+MAX_TENSOR = 1 << 34  # bytes in one announced tensor (16 GiB: far above ResNet-18's largest at 224x224)
+HANDSHAKE_FRAME = 4096  # until the peer has proven its roster key: no tensors, no large frames
 CHUNK = 64 << 20
 
 
@@ -52,6 +56,8 @@ class Identity:
 class Link:
     def __init__(self, sock: socket.socket, peer: str, send_key: bytes, recv_key: bytes, timeout_s: float) -> None:
         self.sock, self.peer, self.timeout_s = sock, peer, timeout_s
+        self.max_frame = MAX_FRAME
+        self.deadline: float | None = None  # monotonic: the handshake's whole budget, however slow the bytes
         self._send, self._recv = AESGCM(send_key), AESGCM(recv_key)
         self._n_send = self._n_recv = 0
         self.bytes_sent = self.bytes_received = 0
@@ -68,8 +74,8 @@ class Link:
 
     def _frame_in(self) -> bytes:
         (size,) = struct.unpack(">I", self._exact(4))
-        if size > MAX_FRAME + 16:
-            raise LinkError(f"{self.peer} sent a frame of {size} bytes (at most {MAX_FRAME}): refused")
+        if size > self.max_frame + 16:
+            raise LinkError(f"{self.peer} sent a frame of {size} bytes (at most {self.max_frame}): refused")
         nonce = struct.pack(">4xQ", self._n_recv)
         self._n_recv += 1
         try:
@@ -91,6 +97,8 @@ class Link:
         buf, got = bytearray(n), 0
         view = memoryview(buf)
         while got < n:
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                raise LinkError(f"{self.peer} did not complete the handshake within {self.timeout_s:g} s")
             try:
                 k = self.sock.recv_into(view[got:], n - got)
             except TimeoutError:
@@ -125,16 +133,25 @@ class Link:
             raise LinkError(f"{self.peer} sent a message that does not parse ({type(exc).__name__})") from None
         if kind == "error":
             raise LinkError(f"{self.peer} ended the session: {body.get('reason', 'no reason given')}")
-        tensors = [self._tensor(dtype, shape) for dtype, shape in specs]
-        if expect is not None and kind != expect:
+        if expect is not None and kind != expect:  # before anything it announces is read or allocated
             raise LinkError(f"{self.peer} sent {kind!r} where {expect!r} was due")
-        return kind, body, tensors
+        if specs and self.max_frame <= HANDSHAKE_FRAME:
+            raise LinkError(f"{self.peer} sent tensors before it proved its roster identity: refused")
+        return kind, body, [self._tensor(spec) for spec in specs]
 
-    def _tensor(self, dtype: str, shape: list[int]) -> torch.Tensor:
-        if dtype not in ("int64", "float64", "float32") or not all(isinstance(d, int) and d >= 0 for d in shape):
-            raise LinkError(f"{self.peer} announced a tensor {dtype} {shape}: refused")
+    def _tensor(self, spec: Any) -> torch.Tensor:
+        try:
+            dtype, shape = spec
+            ok = dtype in ("int64", "float64", "float32") and isinstance(shape, list) and len(shape) <= 8 \
+                and all(type(d) is int and 0 <= d for d in shape)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise LinkError(f"{self.peer} announced a tensor {str(spec)[:80]}: refused")
         np_dtype = np.dtype(dtype)
-        size = int(np.prod(shape)) * np_dtype.itemsize if shape else np_dtype.itemsize
+        size = math.prod(shape) * np_dtype.itemsize  # Python ints: no silent wrap
+        if size > MAX_TENSOR:
+            raise LinkError(f"{self.peer} announced a tensor of {size} bytes (at most {MAX_TENSOR}): refused")
         parts, got = [], 0
         while got < size:
             part = self._frame_in()
@@ -173,6 +190,9 @@ def handshake(sock: socket.socket, me: Identity, roster: Mapping[str, Ed25519Pub
     except LinkError:
         sock.close()
         raise
+    except Exception as exc:  # anything a peer's bytes could provoke is a refusal, never a crash or an open socket
+        sock.close()
+        raise LinkError(f"handshake with {expect} failed ({type(exc).__name__})") from None
 
 
 def _handshake(sock: socket.socket, me: Identity, roster: Mapping[str, Ed25519PublicKey],
@@ -184,7 +204,9 @@ def _handshake(sock: socket.socket, me: Identity, roster: Mapping[str, Ed25519Pu
     sock.settimeout(timeout_s)
     eph = X25519PrivateKey.generate()
     hello = json.dumps({"v": 1, "name": me.name, "eph": _pub(eph.public_key()).hex()}).encode()
+    deadline = time.monotonic() + timeout_s
     plain = Link(sock, expect, bytes(32), bytes(32), timeout_s)  # framing only, for the two openings
+    plain.deadline = deadline
     plain._sendall(struct.pack(">I", len(hello)) + hello)
     (size,) = struct.unpack(">I", plain._exact(4))
     if size > 4096:
@@ -203,6 +225,7 @@ def _handshake(sock: socket.socket, me: Identity, roster: Mapping[str, Ed25519Pu
         raise LinkError(f"{expect}: the opening message does not parse ({type(exc).__name__})") from None
     mine, other = (keys[:32], keys[32:]) if initiator else (keys[32:], keys[:32])
     link = Link(sock, expect, mine, other, timeout_s)
+    link.max_frame, link.deadline = HANDSHAKE_FRAME, deadline
     link.send("auth", {"signature": me.key.sign(digest + me.name.encode()).hex()})
     _, body, _ = link.recv("auth")
     try:
@@ -216,4 +239,5 @@ def _handshake(sock: socket.socket, me: Identity, roster: Mapping[str, Ed25519Pu
         link.recv()  # the peer refused us and closed: its reason is waiting (raises it)
         raise
     link.recv("ready")
+    link.max_frame, link.deadline = MAX_FRAME, None
     return link

@@ -12,7 +12,8 @@ def encode(x: torch.Tensor, frac_bits: int = FRAC_BITS) -> torch.Tensor:
     """Reals to fixed point; values must fit in 63 - frac_bits integer bits (float64 rounding is exact there)."""
     scaled = x.to(torch.float64) * float(1 << frac_bits)
     if scaled.numel() and float(scaled.abs().max()) >= 2.0**62:
-        raise ValueError(f"fixed point: |x| up to {float(x.abs().max()):.3g} does not fit 2^{62 - frac_bits}")
+        # no value in the message: it may be told to the other parties as the session's reason
+        raise ValueError(f"fixed point: a value does not fit |x| < 2^{62 - frac_bits}")
     return torch.round(scaled).to(torch.int64)
 
 

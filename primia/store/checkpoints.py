@@ -39,28 +39,30 @@ def _round_of(key: str) -> int:
 
 
 class _PlainCache:
-    """Plaintexts of objects this process wrote or verified, keyed by the stored bytes' digest.
+    """Plaintexts of objects this process wrote or verified, keyed by the whole reference (bucket, key,
+    round and the stored bytes' digest): keyed by the digest alone, a reference naming one object with
+    another's digest got the other's plaintext from here, past the location the encryption binds.
 
     In embedded mode coordinator and hospitals share a process; this saves a download and a
     decryption per hospital per round. Only verified or self-written bytes enter it.
     """
 
     def __init__(self, capacity: int = 32) -> None:
-        self._items: OrderedDict[str, bytes | memoryview] = OrderedDict()
+        self._items: OrderedDict[CheckpointRef, bytes | memoryview] = OrderedDict()
         self._lock = threading.Lock()
         self.capacity = capacity
 
-    def get(self, digest: str) -> bytes | memoryview | None:
+    def get(self, ref: CheckpointRef) -> bytes | memoryview | None:
         with self._lock:
-            data = self._items.get(digest)
+            data = self._items.get(ref)
             if data is not None:
-                self._items.move_to_end(digest)
+                self._items.move_to_end(ref)
             return data
 
-    def put(self, digest: str, data: bytes | memoryview) -> None:
+    def put(self, ref: CheckpointRef, data: bytes | memoryview) -> None:
         with self._lock:
-            self._items[digest] = data
-            self._items.move_to_end(digest)
+            self._items[ref] = data
+            self._items.move_to_end(ref)
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
 
@@ -122,18 +124,19 @@ class CheckpointStore:
         sealed = envelope.SealingStream(plaintext, self.ring, where)
         self.store.put(key, sealed, metadata=sealed.header)
         digest = sealed.digest()
-        self._cache.put(digest, plaintext)
-        return CheckpointRef(self.store.bucket, key, digest, server_round)
+        ref = CheckpointRef(self.store.bucket, key, digest, server_round)
+        self._cache.put(ref, plaintext)
+        return ref
 
     def get_object(self, ref: CheckpointRef) -> bytes | memoryview:
         """The verified plaintext: bytes this process wrote, or a read-only view of the decrypted download."""
         if ref.bucket != self.store.bucket:
             raise StoreError(f"checkpoint {ref.key} is in bucket {ref.bucket}, expected {self.store.bucket}")
-        plain: bytes | memoryview | None = self._cache.get(ref.digest)
+        plain: bytes | memoryview | None = self._cache.get(ref)
         if plain is None:
             data, meta, digest = self.store.get_hashed(ref.key, like=ref.digest)
             plain = envelope.open_downloaded(data, meta, digest, self.ring, self._where(ref), ref.digest)
-            self._cache.put(ref.digest, plain)
+            self._cache.put(ref, plain)
         return plain
 
     def put_weights(self, server_round: int, weights: Weights, hospital: str | None = None) -> CheckpointRef:

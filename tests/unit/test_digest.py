@@ -59,3 +59,14 @@ def test_objects_are_written_with_blake3_and_old_sha256_references_still_load(tm
                   CheckpointRef(ref.bucket, ref.key, "blake3:" + "0" * 64, 1)):
         with pytest.raises(IntegrityError, match="ciphertext digest does not match"):
             CheckpointStore(store.store, "f", store.ring).get_object(wrong)
+
+
+def test_a_reference_naming_one_object_with_anothers_digest_is_refused(tmp_path: Path) -> None:
+    """The plaintext cache is keyed by the whole reference: a digest alone must not fetch another object's
+    plaintext past the location the encryption binds (a hospital could sign a peer's vector digest)."""
+    store = CheckpointStore(MemoryObjectStore("b"), "f", make_keyring(tmp_path))
+    mine = store.put_object(1, "updates/a", b"A" * 1000)
+    theirs = store.put_object(1, "updates/b", b"B" * 1000)
+    with pytest.raises(IntegrityError, match="ciphertext digest does not match"):
+        store.get_object(CheckpointRef(mine.bucket, mine.key, theirs.digest, 1))
+    assert bytes(store.get_object(mine)) == b"A" * 1000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
 import threading
@@ -109,4 +110,53 @@ def test_a_reason_given_a_disconnect_and_silence_are_clear_errors() -> None:
     started = time.monotonic()
     with pytest.raises(LinkError, match="model-owner sent nothing for 0.5 s"):
         b.recv()
+    assert time.monotonic() - started < 3
+
+
+def test_before_it_proves_its_key_a_peer_cannot_make_us_read_tensors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An impostor may finish the key exchange under a roster name; what it sends before its signature is
+    checked must not be parsed into allocations (here a tensor of 2^64 elements, which numpy's product
+    wrapped to 0)."""
+    real_send = Link.send
+
+    def send(self: Link, kind: str, body: Any = None, tensors: Any = None) -> None:
+        if kind == "auth" and threading.current_thread().name == "impostor":
+            header = {"kind": "auth", "body": dict(body or {}), "tensors": [["int64", [2**32, 2**32]]]}
+            raw = json.dumps(header).encode()
+            return self._frame_out(struct.pack(">I", len(raw)) + raw)
+        return real_send(self, kind, body, tensors)
+
+    monkeypatch.setattr(Link, "send", send)
+    a, b = socket.socketpair()
+    out: dict[str, Any] = {}
+
+    def impostor() -> None:
+        try:
+            handshake(b, me("model-owner", Ed25519PrivateKey.generate()), ROSTER, "data-owner", False, 5.0)
+        except LinkError as exc:
+            out["impostor"] = exc
+
+    t = threading.Thread(target=impostor, name="impostor")
+    t.start()
+    with pytest.raises(LinkError, match="sent tensors before it proved its roster identity"):
+        handshake(a, me("data-owner"), ROSTER, "model-owner", True, 5.0)
+    t.join()
+    assert a.fileno() == -1  # closed, the impostor is not left holding it
+
+
+def test_a_peer_that_trickles_its_handshake_is_cut_off_at_the_timeout() -> None:
+    a, b = socket.socketpair()
+
+    def trickle() -> None:
+        for byte in struct.pack(">I", 60) + b"{" * 60:
+            try:
+                b.send(bytes([byte]))
+            except OSError:
+                return
+            time.sleep(0.2)
+
+    threading.Thread(target=trickle, daemon=True).start()
+    started = time.monotonic()
+    with pytest.raises(LinkError, match="did not complete the handshake within 1 s"):
+        handshake(a, me("data-owner"), ROSTER, "model-owner", True, 1.0)
     assert time.monotonic() - started < 3
