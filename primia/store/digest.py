@@ -7,7 +7,10 @@ the sha256 of an object written before this change; it is still read, so stored 
 loading. Any other form is refused: a digest whose algorithm we cannot run verifies nothing.
 
 The digest is a commitment to the ciphertext, not a MAC: the GCM tag does not bind its key, so a key
-holder (the coordinator) could otherwise swap in other ciphertext under a name it already signed.
+holder (the coordinator) could otherwise swap in other ciphertext under a name it already signed. It does
+not commit to the header (wrapped key, nonce) kept in the object's metadata: a key holder that crafts one
+ciphertext valid under two keys could show readers two (mostly uncontrolled) plaintexts by switching the
+header. A key commitment in the manifest entry would close that; it is not there yet.
 """
 
 from __future__ import annotations
