@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import functools
 import statistics
-import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -29,6 +27,7 @@ from primia.secure import inmemory, prg
 from primia.secure.fixedpoint import FixedPoint
 from primia.secure.protocol import Client, Floors, Params
 from primia.secure.transport import Channel, Coordinator, Deadlines, HospitalSide
+from primia.threads import run_all
 
 
 def _updates(clients: int, params: int, seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, int]]:
@@ -99,24 +98,6 @@ def scaling(counts: tuple[int, ...], params: int) -> dict[str, float]:
     return out
 
 
-def _threads(fns: list[Callable[[], None]]) -> None:
-    errors: list[BaseException] = []
-
-    def wrap(fn: Callable[[], None]) -> None:
-        try:
-            fn()
-        except BaseException as exc:  # noqa: BLE001  # re-raised below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=wrap, args=(fn,)) for fn in fns]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-
-
 def _plain_round(store: Any, server_round: int, updates: dict[str, np.ndarray], counts: dict[str, int]) -> float:
     from primia.store import weights as wcodec
 
@@ -126,7 +107,7 @@ def _plain_round(store: Any, server_round: int, updates: dict[str, np.ndarray], 
     def upload(n: str) -> None:
         refs[n] = store.put_weights(server_round, {"w": updates[n]}, hospital=n)
 
-    _threads([functools.partial(upload, n) for n in updates])
+    run_all([functools.partial(upload, n) for n in updates])
     got = [wcodec.decode(store.get_object(refs[n]))["w"] for n in sorted(refs)]  # the coordinator's side
     store.put_weights(server_round, weighted_average([{"w": g} for g in got], [counts[n] for n in sorted(refs)]))
     return time.perf_counter() - start
@@ -151,7 +132,7 @@ def _secure_round(store: Any, p: Params, sa: SecureAggregationConfig, vectors: d
         side.prepare()
         side.submit(vectors[name].copy(), sa.max_examples)  # stands in for encoding the update (masked in place)
 
-    _threads([coordinator, *[functools.partial(hospital, n) for n in p.parties]])
+    run_all([coordinator, *[functools.partial(hospital, n) for n in p.parties]])
     total = result[0].total
     fp = FixedPoint(sa.bits, sa.frac_bits, sa.clip)
     store.put_weights(p.round, {"w": fp.decode(total[:-1], float(total[-1])).astype(np.float32)})

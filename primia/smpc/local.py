@@ -4,7 +4,6 @@ computation apart from its transport."""
 from __future__ import annotations
 
 import queue
-import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -13,6 +12,7 @@ import torch
 from primia.smpc.dealer import CorrectedSource, DealerSource, SeededSource
 from primia.smpc.engine import Engine
 from primia.smpc.prg import Stream, new_seed
+from primia.threads import run_all
 
 T = TypeVar("T")
 
@@ -52,22 +52,7 @@ def run_local(program: Callable[[Engine, Any], T], inputs: tuple[Any, Any], deal
     channels = QueueChannel(a, b), QueueChannel(b, a)
     engines = (Engine(0, channels[0], SeededSource(Stream(seeds[0])), trace=trace),
                Engine(1, channels[1], CorrectedSource(Stream(seeds[1]), iter(corrections)), trace=trace))
-    out: list[Any] = [None, None]
-    errors: list[BaseException] = []
-
-    def party(i: int) -> None:
-        try:
-            out[i] = program(engines[i], inputs[i])
-        except BaseException as exc:  # noqa: BLE001  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=party, args=(i,)) for i in (0, 1)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    out = run_all([lambda: program(engines[0], inputs[0]), lambda: program(engines[1], inputs[1])])
     info = {"rounds": engines[0].rounds, "dealer_bytes": dealer.bytes_out,
             "bytes_sent": (channels[0].bytes_sent, channels[1].bytes_sent), "received": (channels[0].received,
                                                                                        channels[1].received),
