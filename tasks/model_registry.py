@@ -66,6 +66,9 @@ def release_model(cfg: FederationConfig, summary: dict[str, Any]) -> dict[str, A
         secure=card.secure_section(cfg.secure_aggregation, rows), data=card.data_section(run.data.tags),
         code=code_version(), audit=round_verdict_tags(run.data.tags, ref.round))
     version = register(mlflow_client, release)
+    if not release.audit:  # an audit that recorded its verdict while this registered found no version to tag
+        for key, value in round_verdict_tags(mlflow_client.get_run(run_id).data.tags, ref.round).items():
+            mlflow_client.set_model_version_tag(release.name, version, key, value)
     emit_event(event=TRAINING_COMPLETED,
                resource={"prefect.resource.id": f"primia.model.{release.name}", "prefect.resource.name": release.name},
                payload={"model_name": release.name, "version": version, "federation": cfg.federation_id,
