@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 from primia.data.synthetic import make_synthetic
+from primia.errors import ConfigError
 from primia.models.factory import build_model, set_input_normalization
 from primia.smpc import session as s
 from primia.smpc.link import Identity, handshake
@@ -72,6 +73,8 @@ def _dealer(spec: dict[str, Any], key: bytes, public: dict[str, bytes], ports: A
 
 
 def bench_smpc(model: str, size: int, images: int) -> dict[str, Any]:
+    if model not in ("small_cnn", "resnet18"):  # else the model owner's process dies and this one waits it out
+        raise ConfigError(f"bench smpc: --model must be small_cnn or resnet18, got {model!r}")
     keys = {n: Ed25519PrivateKey.generate() for n in (s.MODEL_OWNER, s.DATA_OWNER, s.DEALER)}
     raw = {n: k.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()) for n, k in keys.items()}
     public = {n: k.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw) for n, k in keys.items()}
