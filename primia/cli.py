@@ -465,15 +465,20 @@ def bench_checkpoint(
 @bench_app.command("smpc")
 @friendly
 def bench_smpc(
-    model: str = typer.Option("resnet18", help="small_cnn or resnet18."),
-    size: int = typer.Option(224, min=16, help="Image side in pixels."),
-    images: int = typer.Option(20, min=1, help="Images, one session each; medians are reported."),
+    model: str = typer.Option("resnet18", help="small_cnn or resnet18 (seeded weights; see --model-uri)."),
+    size: int = typer.Option(224, min=16, max=512, help="Image side in pixels (seeded weights)."),
+    images: int = typer.Option(20, min=1, help="Test images, one session each; medians are reported."),
+    model_uri: str = typer.Option(None, help="A registered model (models:/NAME@champion): its weights, "
+                                             "architecture and image size instead of --model and --size."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Encrypted inference: model owner, dealer and data owner as separate processes on loopback TCP."""
+    """Encrypted inference: model owner, dealer and data owner as separate processes on loopback TCP, on the
+    demo's Br35H test images (`primia demo` writes them; synthetic ones otherwise)."""
+    if model_uri:
+        connect()
     from bench.smpc import bench_smpc as run
 
-    _emit(run(model, size, images), as_json)
+    _emit(run(model, size, images, model_uri, _home() / "data" / "br35h" / "test"), as_json)
 
 
 @bench_app.command("promote")
@@ -536,12 +541,15 @@ from primia.cli_agent import agent_app  # noqa: E402
 from primia.cli_checkpoints import checkpoints_app, keys_app  # noqa: E402  (they use the helpers above)
 from primia.cli_federation import federation_app  # noqa: E402
 from primia.cli_hospitals import hospital_app  # noqa: E402
+from primia.cli_smpc import infer_cmd, smpc_app  # noqa: E402
 
 app.add_typer(checkpoints_app, name="checkpoints")
 app.add_typer(hospital_app, name="hospital")
 app.add_typer(federation_app, name="federation")
 app.add_typer(agent_app, name="agent")
 app.add_typer(keys_app, name="keys")
+app.add_typer(smpc_app, name="smpc")
+app.command("infer")(friendly(infer_cmd))
 
 if __name__ == "__main__":
     app()

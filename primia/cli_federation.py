@@ -75,6 +75,29 @@ def add_cmd(
                   f"`primia federation sign` to make it a roster version", highlight=False, soft_wrap=True)
 
 
+@federation_app.command("add-service")
+@friendly
+def add_service_cmd(
+    name: str = typer.Argument(..., help="The service's name (as `primia smpc keygen NAME` made it)."),
+    role: str = typer.Option(..., help="model-owner or dealer (encrypted inference)."),
+    identity: Path = typer.Option(None, help="The service's public identity file (default "
+                                             "PRIMIA_HOME/smpc/NAME/public.json)."),
+    authority_dir: Path = DIR_OPTION,
+) -> None:
+    """Put an encrypted-inference service's public key on the roster draft under its role (then `sign`)."""
+    from primia.config import load_settings
+    from primia.errors import ConfigError
+    from primia.federation.identity import read_public
+
+    path = identity or load_settings().home / "smpc" / name / "public.json"
+    public = read_public(path)
+    if public.hospital != name:
+        raise ConfigError(f"--identity {path} belongs to {public.hospital!r}, not {name!r}")
+    entry = _folder(authority_dir).add_service(public, role).services[name]
+    console.print(f"{name}: {entry.role}, fingerprint {entry.fingerprint} on the draft; run `primia federation "
+                  f"sign` to make it a roster version", highlight=False, soft_wrap=True)
+
+
 def _default_identity(hospital: str) -> Path:
     from primia.config import load_settings
 
@@ -144,6 +167,8 @@ def show_cmd() -> None:
         table.add_column(col, overflow="fold")
     for h, e in sorted(roster.hospitals.items()):
         table.add_row(h, e.status, e.fingerprint, e.bucket, e.pool)
+    for n, s in sorted(roster.services.items()):
+        table.add_row(n, f"{s.status} ({s.role})", s.fingerprint, "-", "-")
     console.print(table)
     console.print(f"coordinator key {roster.coordinator_key} (bucket {roster.coordinator_bucket})", highlight=False,
                   soft_wrap=True)

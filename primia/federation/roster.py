@@ -31,6 +31,7 @@ from primia.signing import Verifier, canonical_json, ed25519_valid, verifier_for
 ROSTER_KIND = "primia-roster-v1"
 ROSTER_KEY = "roster/roster.json"  # in the coordinator's bucket
 ACTIVE, REVOKED = "active", "revoked"
+SERVICE_ROLES = ("model-owner", "dealer")  # encrypted inference's services (the data owner is a hospital)
 
 
 def hospital_bucket(hospital: str) -> str:
@@ -55,6 +56,18 @@ class HospitalEntry:
 
 
 @dataclass(frozen=True)
+class ServiceEntry:
+    """A party of encrypted inference that is not a hospital: the model owner serving the champion, or the
+    dealer handing out correlated randomness. Its key is what the other parties authenticate it by."""
+
+    name: str
+    role: str  # one of SERVICE_ROLES
+    signing_public_key: str  # Ed25519, base64 raw
+    fingerprint: str
+    status: str = ACTIVE
+
+
+@dataclass(frozen=True)
 class Roster:
     name: str
     version: int
@@ -64,6 +77,7 @@ class Roster:
     created: str = ""
     valid_until: str = ""  # ISO time; after it the roster is refused (a coordinator cannot keep withholding
     # a newer version, e.g. a revocation, for longer than this)
+    services: dict[str, ServiceEntry] = field(default_factory=dict)
 
     def active(self) -> dict[str, HospitalEntry]:
         return {h: e for h, e in self.hospitals.items() if e.status == ACTIVE}
@@ -79,7 +93,12 @@ class Roster:
         return {"kind": ROSTER_KIND, "name": self.name, "version": self.version, "created": self.created,
                 "valid_until": self.valid_until,
                 "coordinator": {"signing_public_key": self.coordinator_key, "bucket": self.coordinator_bucket},
-                "hospitals": {h: asdict(e) for h, e in sorted(self.hospitals.items())}}
+                "hospitals": {h: asdict(e) for h, e in sorted(self.hospitals.items())},
+                # only when there are any: rosters signed before services existed keep their exact bytes
+                **({"services": {n: asdict(e) for n, e in sorted(self.services.items())}} if self.services else {})}
+
+    def active_services(self, role: str) -> dict[str, ServiceEntry]:
+        return {n: e for n, e in self.services.items() if e.status == ACTIVE and e.role == role}
 
     @staticmethod
     def from_body(body: dict[str, Any]) -> Roster:
@@ -89,9 +108,14 @@ class Roster:
             hospitals = {h: HospitalEntry(**e) for h, e in body["hospitals"].items()}
             if any(e.hospital != h for h, e in hospitals.items()):
                 raise ValueError("an entry is filed under another hospital's name")
+            services = {n: ServiceEntry(**e) for n, e in body.get("services", {}).items()}
+            if any(e.name != n or e.role not in SERVICE_ROLES for n, e in services.items()):
+                raise ValueError(f"a service is filed under another name or has a role not in {SERVICE_ROLES}")
+            if set(services) & set(hospitals):
+                raise ValueError(f"{sorted(set(services) & set(hospitals))} named both a hospital and a service")
             return Roster(str(body["name"]), int(body["version"]), str(body["coordinator"]["signing_public_key"]),
                           str(body["coordinator"]["bucket"]), hospitals, str(body.get("created", "")),
-                          str(body.get("valid_until", "")))
+                          str(body.get("valid_until", "")), services)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise IntegrityError(f"roster is malformed ({type(exc).__name__}: {exc})") from None
 
@@ -103,7 +127,22 @@ class Roster:
                               bucket or hospital_bucket(public.hospital), ACTIVE, f"hospital-{public.hospital}")
         return replace(self, hospitals={**self.hospitals, public.hospital: entry})
 
+    def with_service(self, public: PublicIdentity, role: str) -> Roster:
+        name = public.hospital  # a service's identity file is a hospital's format: the name is its own
+        if role not in SERVICE_ROLES:
+            raise ConfigError(f"service role {role!r}: expected one of {', '.join(SERVICE_ROLES)}")
+        if name in self.hospitals:
+            raise ConfigError(f"{name!r} is a hospital on the roster: a service needs a name of its own")
+        if name in self.services and self.services[name].status == ACTIVE:
+            raise ConfigError(f"service {name!r} is already on the roster (fingerprint "
+                              f"{self.services[name].fingerprint}): revoke it first to enrol new keys")
+        entry = ServiceEntry(name, role, public.signing_public, fingerprint_of(public.signing_public))
+        return replace(self, services={**self.services, name: entry})
+
     def without_hospital(self, hospital: str) -> Roster:
+        if hospital in self.services:
+            return replace(self, services={**self.services, hospital: replace(self.services[hospital],
+                                                                              status=REVOKED)})
         if hospital not in self.hospitals:
             raise ConfigError(f"hospital {hospital!r} is not on the roster (on it: {sorted(self.hospitals) or 'none'})")
         entry = replace(self.hospitals[hospital], status=REVOKED)

@@ -56,6 +56,11 @@ class AuthorityFolder:
         self.save_draft(roster)
         return roster
 
+    def add_service(self, public: PublicIdentity, role: str) -> r.Roster:
+        roster = self.draft().with_service(public, role)
+        self.save_draft(roster)
+        return roster
+
     def revoke(self, hospital: str) -> r.Roster:
         roster = self.draft().without_hospital(hospital)
         self.save_draft(roster)

@@ -91,6 +91,7 @@ class ImageClassifier(PythonModel):  # type: ignore[misc]  # MLflow's class is u
         self.load(spec, Path(context.artifacts[WEIGHTS_ARTIFACT]).read_bytes())
 
     def load(self, spec: dict[str, Any], weights: bytes) -> None:
+        self.spec = spec
         self.image_size = int(spec["image_size"])
         self.class_names = [str(c) for c in spec["class_names"]]
         self.model = build_model(ModelConfig(**spec["model"]))

@@ -30,10 +30,13 @@ from primia.smpc.engine import Engine
 from primia.smpc.link import Link, LinkError
 from primia.smpc.local import NullChannel
 from primia.smpc.network import forward, weights_of
+from primia.smpc.parties import DATA_OWNER, DEALER, MODEL_OWNER
 from primia.smpc.prg import Stream, new_seed
 from primia.smpc.ring import FRAC_BITS, decode, encode
 
-MODEL_OWNER, DATA_OWNER, DEALER = "model-owner", "data-owner", "dealer"
+__all__ = ["DATA_OWNER", "DEALER", "MODEL_OWNER", "Spec", "run_dealer", "run_data_owner", "run_model_owner"]
+MODELS = ("small_cnn", "resnet18")  # what the protocol computes (network.py)
+MAX_BATCH, MAX_SIZE = 64, 512  # per session: what a server allocates for one caller stays bounded
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,17 @@ class Spec:
     in_channels: int
     batch: tuple[int, ...]  # (N, C, H, W)
     frac_bits: int = FRAC_BITS
+    session: str = ""  # the data owner's random id: binds the three links of one session together
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise LinkError(f"model {self.model!r}: encrypted inference computes {', '.join(MODELS)}")
+        n, c, h, w = self.batch if len(self.batch) == 4 else (0, 0, 0, 0)
+        if not (0 < n <= MAX_BATCH and c == self.in_channels and 0 < h <= MAX_SIZE and h == w):
+            raise LinkError(f"batch shape {self.batch}: expected (N <= {MAX_BATCH}, {self.in_channels}, S, S) "
+                            f"with S <= {MAX_SIZE}")
+        if not (0 < self.num_classes <= 1000 and 8 <= self.frac_bits <= 24):
+            raise LinkError(f"{self.num_classes} classes, {self.frac_bits} fractional bits: out of range")
 
     def structure(self) -> nn.Module:
         """The architecture with throwaway weights: what the data owner and the dealer walk."""
@@ -57,7 +71,7 @@ class Spec:
     def from_dict(cls, d: dict[str, Any]) -> Spec:
         try:
             return cls(str(d["model"]), int(d["num_classes"]), int(d["in_channels"]),
-                       tuple(int(x) for x in d["batch"]), int(d["frac_bits"]))
+                       tuple(int(x) for x in d["batch"]), int(d["frac_bits"]), str(d.get("session", "")))
         except (KeyError, TypeError, ValueError) as exc:
             raise LinkError(f"session spec does not parse ({type(exc).__name__}: {exc})") from None
 

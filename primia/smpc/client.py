@@ -1,0 +1,82 @@
+"""The data owner's side over image files: decode, batch, one encrypted session per batch, predictions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from primia.data.decode import decode_image
+from primia.data.transforms import preprocess
+from primia.errors import DataError
+from primia.smpc.link import Identity
+from primia.smpc.parties import Parties
+from primia.smpc.service import Card, Endpoints, batches, infer_batch
+
+
+@dataclass(frozen=True)
+class Prediction:
+    image: str
+    label: str
+    probabilities: tuple[float, ...]
+    logits: tuple[float, ...]
+
+
+def decode_all(paths: Sequence[Path]) -> list[np.ndarray]:
+    """Every file decoded before any session starts: a bad file is named up front, not after minutes."""
+    out = []
+    for p in paths:
+        if not Path(p).is_file():
+            raise DataError(f"image {p}: no such file")
+        out.append(decode_image(Path(p)))
+    return out
+
+
+def predictions(names: Sequence[str], logits: np.ndarray, class_names: Sequence[str]) -> list[Prediction]:
+    probs = torch.softmax(torch.as_tensor(logits, dtype=torch.float64), dim=1).numpy()
+    return [Prediction(n, str(class_names[int(np.argmax(p))]), tuple(map(float, p)), tuple(map(float, lo)))
+            for n, p, lo in zip(names, probs, logits, strict=True)]
+
+
+def encrypted(paths: Sequence[Path], me: Identity, parties: Parties, where: Endpoints, batch: int = 16,
+              on_batch: Callable[[int, dict[str, Any]], None] | None = None, timeout_s: float = 120.0
+              ) -> tuple[list[Prediction], Card, list[dict[str, Any]]]:
+    """Predictions for `paths` that neither reveal an image to the model owner nor a weight to this side."""
+    raw = decode_all(paths)
+    out: list[np.ndarray] = []
+    figures: list[dict[str, Any]] = []
+    card: Card | None = None
+    for r in batches(len(raw), batch):
+        def images(c: Card, r: range = r) -> torch.Tensor:
+            return torch.from_numpy(np.stack([preprocess(raw[i], c.image_size) for i in r]))
+
+        logits, card, info = infer_batch(images, len(r), me, parties, where, timeout_s)
+        out.append(logits.numpy())
+        figures.append(info)
+        if on_batch:
+            on_batch(len(r), info)
+    assert card is not None or not raw
+    if card is None:
+        raise DataError("no images given")
+    return predictions([str(p) for p in paths], np.concatenate(out), card.class_names), card, figures
+
+
+def plain(paths: Sequence[Path], uri: str) -> tuple[list[Prediction], str]:
+    """The same files through the registered pyfunc's own preprocessing and network, in this process (the
+    comparison only a holder of both the images and the model can make); logits, not just probabilities."""
+    import mlflow
+
+    from primia.smpc.champion import resolve
+
+    source = resolve(uri)
+    impl = mlflow.pyfunc.load_model(source).unwrap_python_model()
+    impl.allow_paths = True  # in-process: the caller's own files
+    decode_all(paths)  # the same clear error for a missing file
+    x = torch.from_numpy(impl.preprocess([str(p) for p in paths]))
+    with torch.no_grad():
+        logits = impl.model(x).double().numpy()
+    return predictions([str(p) for p in paths], logits, impl.class_names), source
