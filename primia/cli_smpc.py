@@ -29,32 +29,6 @@ def _home() -> Path:
     return load_settings().home
 
 
-def _pinned_parties(pin_path: Path, roster_file: Path | None, authority_key: str | None = None) -> Any:
-    """The parties from a signed roster file, checked against this party's pinned authority key."""
-    from primia.errors import ConfigError
-    from primia.federation.roster import Pin
-    from primia.smpc.parties import Parties
-
-    path = roster_file or _home() / "authority" / "roster.json"
-    if not path.is_file():
-        raise ConfigError(f"--roster {path}: no signed roster there (the authority's `primia federation sign` "
-                          f"writes roster.json)")
-    pin = Pin(pin_path)
-    if authority_key:
-        pin.enrol(authority_key)
-    return Parties.from_roster(pin.accept(json.loads(path.read_text()), str(path)))
-
-
-def _endpoint(text: str, what: str) -> tuple[str, tuple[str, int]]:
-    from primia.errors import ConfigError
-    from primia.smpc.service import parse_address
-
-    name, sep, address = text.partition("=")
-    if not sep or not name:
-        raise ConfigError(f"{what} {text!r}: expected NAME=HOST:PORT (NAME as on the signed roster)")
-    return name, parse_address(address, what)
-
-
 # ------------------------------------------------------------------ primia smpc keygen / serve
 @smpc_app.command("keygen")
 @friendly
@@ -93,6 +67,7 @@ def serve_cmd(
     """Serve encrypted inference until interrupted: each caller proves its roster key first."""
     from primia.errors import ConfigError
     from primia.federation.identity import load_identity
+    from primia.smpc.caller import endpoint, pinned_parties
     from primia.smpc.link import Identity
     from primia.smpc.parties import DEALER, MODEL_OWNER
     from primia.smpc.service import dealer_server, model_owner_server, parse_address
@@ -101,7 +76,7 @@ def serve_cmd(
         raise ConfigError(f"--role {role!r}: expected model-owner or dealer")
     folder = _home() / "smpc" / name
     me = Identity(name, load_identity(folder).signing)
-    parties = _pinned_parties(folder / "roster-pin.json", roster)
+    parties = pinned_parties(folder / "roster-pin.json", roster or _home() / "authority" / "roster.json")
     address = parse_address(listen, "--listen")
     if role == DEALER:
         server = dealer_server(address, me, parties, timeout)
@@ -113,7 +88,7 @@ def serve_cmd(
 
         connect()  # MLflow's address and login
         served = load_served(model)
-        server = model_owner_server(address, me, parties, served, dict(_endpoint(d, "--dealer") for d in dealer),
+        server = model_owner_server(address, me, parties, served, dict(endpoint(d, "--dealer") for d in dealer),
                                     timeout)
         console.print(f"serving {served.card.source} ({served.card.model}, {served.card.image_size}px)")
     console.print(f"{role} {name} listening on {server.address[0]}:{server.address[1]} (Ctrl-C to stop)")
@@ -165,43 +140,18 @@ def infer_cmd(
                               "sessions": len(figures), "online_s": sum(f["online_s"] for f in figures),
                               "session_s": sum(f["session_s"] for f in figures)}
     if compare:
-        result["comparison"] = _compare(preds, client.plain(images, model)[0])
+        result["comparison"] = client.compare(preds, client.plain(images, model)[0])
     _show(result, as_json)
 
 
 def _encrypted(images: list[Path], model: str, model_owner: str | None, dealer: str | None, hospital: str | None,
                roster: Path | None, batch: int, advance: Any, timeout: float) -> Any:
-    from primia.errors import ConfigError
     from primia.smpc import client
-    from primia.smpc.local_service import Source, local_parties
-    from primia.smpc.service import Endpoints
+    from primia.smpc.caller import seat, served_is
 
-    if not model_owner:
-        if dealer or hospital:
-            raise ConfigError("--dealer and --hospital go with --model-owner (running services)")
-        with local_parties(Source(uri=model), timeout) as (me, parties, where):
-            return client.encrypted(images, me, parties, where, batch, advance, timeout)
-    if not dealer or not hospital:
-        raise ConfigError("--model-owner needs --dealer NAME=HOST:PORT and --hospital NAME")
-    from primia.federation.identity import load_identity
-    from primia.smpc.link import Identity
-
-    keys = _home() / "hospitals" / hospital
-    me = Identity(hospital, load_identity(keys).signing)
-    parties = _pinned_parties(keys / "roster-pin.json", roster)
-    where = Endpoints(_endpoint(model_owner, "--model-owner"), _endpoint(dealer, "--dealer"))
-    preds, card, figures = client.encrypted(images, me, parties, where, batch, advance, timeout)
-    if not card.source.startswith(model.split("@")[0].rstrip("/") + "/") and card.source != model:
-        raise ConfigError(f"the model owner serves {card.source}, not {model}")
-    return preds, card, figures
-
-
-def _compare(enc: list[Any], plain: list[Any]) -> dict[str, Any]:
-    import numpy as np
-
-    diffs = np.array([np.abs(np.subtract(e.logits, p.logits)).max() for e, p in zip(enc, plain, strict=True)])
-    return {"agreement": float(np.mean([e.label == p.label for e, p in zip(enc, plain, strict=True)])),
-            "max_logit_error": float(diffs.max()), "median_logit_error": float(np.median(diffs))}
+    with seat(_home(), model, model_owner or "", dealer or "", hospital or "", roster, timeout) as c:
+        return client.encrypted(images, c.me, c.parties, c.where, batch, advance, timeout,
+                                lambda card: served_is(card.source, model))
 
 
 def _show(result: dict[str, Any], as_json: bool) -> None:

@@ -732,6 +732,49 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
         '        if False:',
         'tests/unit/test_smpc_link.py::test_before_it_proves_its_key_a_peer_cannot_make_us_read_tensors',
     ),
+    (
+        'smpc dealer: the two halves name each other',
+        'primia/smpc/service.py',
+        '        if mo.partner != do.link.peer or do.partner != mo.link.peer:',
+        '        if False:',
+        'tests/unit/test_smpc_service.py::test_the_dealer_refuses_halves_that_name_other_partners',
+    ),
+    (
+        'smpc model owner: the dealer named is a roster dealer',
+        'primia/smpc/service.py',
+        '            parties.check(dealer_name, DEALER)\n',
+        '',
+        'tests/unit/test_smpc_service.py::test_only_roster_parties_in_their_roles_are_served',
+    ),
+    (
+        'smpc data owner: the model owner is a roster model owner',
+        'primia/smpc/service.py',
+        '    mo_name, dealer_name = parties.check(where.model_owner[0], MODEL_OWNER), parties.check(where.dealer[0], '
+        'DEALER)',
+        '    mo_name, dealer_name = where.model_owner[0], where.dealer[0]',
+        'tests/unit/test_smpc_service.py::test_only_roster_parties_in_their_roles_are_served',
+    ),
+    (
+        'smpc roster: a service role is signed',
+        'primia/federation/roster.py',
+        '                **({"services": {n: asdict(e) for n, e in sorted(self.services.items())}} if self.services else {})}',
+        '                }',
+        'tests/unit/test_smpc_service.py::test_services_are_signed_with_their_roles_and_old_rosters_keep_their_bytes',
+    ),
+    (
+        'smpc roster: revoked services are no parties',
+        'primia/federation/roster.py',
+        '        return {n: e for n, e in self.services.items() if e.status == ACTIVE and e.role == role}',
+        '        return {n: e for n, e in self.services.items() if e.role == role}',
+        'tests/unit/test_smpc_service.py::test_parties_take_their_roles_from_the_roster_and_revoked_ones_are_gone',
+    ),
+    (
+        'smpc data owner: the model served is the one asked for',
+        'primia/smpc/caller.py',
+        '    if not source.startswith(f"models:/{name}/") or ("@" not in asked and source != asked):',
+        '    if False:',
+        'tests/unit/test_smpc_service.py::test_a_model_owner_serving_another_model_is_refused_before_an_image_is_shared',
+    ),
 ]
 
 

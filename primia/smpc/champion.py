@@ -7,6 +7,7 @@ served, even if the alias moves while it loads.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from primia.errors import PrimiaError
 from primia.smpc.service import Card, Served
@@ -16,20 +17,31 @@ URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\
 
 def resolve(uri: str) -> str:
     """models:/NAME@ALIAS or models:/NAME/VERSION -> models:/NAME/VERSION."""
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    client = _client()
     m = URI.match(uri)
     if not m:
         raise PrimiaError(f"--model {uri!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
     if m["version"]:
         return uri
     try:
-        version = MlflowClient().get_model_version_by_alias(m["name"], m["alias"]).version
+        version = client.get_model_version_by_alias(m["name"], m["alias"]).version
     except MlflowException:
         raise PrimiaError(f"--model {uri!r}: the registry has no model {m['name']!r} with alias "
                           f"{m['alias']!r}") from None
     return f"models:/{m['name']}/{version}"
+
+
+def _client() -> Any:
+    """The registry of this machine's settings (a spawned model owner reads them from the environment too)."""
+    import mlflow
+
+    from primia import runtime
+
+    uri = runtime.tracker().tracking_uri  # also puts MLflow's login in the environment, where its client reads it
+    mlflow.set_tracking_uri(uri)
+    return mlflow.MlflowClient(uri)
 
 
 def load_served(uri: str) -> Served:

@@ -43,15 +43,18 @@ def predictions(names: Sequence[str], logits: np.ndarray, class_names: Sequence[
 
 
 def encrypted(paths: Sequence[Path], me: Identity, parties: Parties, where: Endpoints, batch: int = 16,
-              on_batch: Callable[[int, dict[str, Any]], None] | None = None, timeout_s: float = 120.0
-              ) -> tuple[list[Prediction], Card, list[dict[str, Any]]]:
-    """Predictions for `paths` that neither reveal an image to the model owner nor a weight to this side."""
+              on_batch: Callable[[int, dict[str, Any]], None] | None = None, timeout_s: float = 120.0,
+              check: Callable[[Card], None] | None = None) -> tuple[list[Prediction], Card, list[dict[str, Any]]]:
+    """Predictions for `paths` that neither reveal an image to the model owner nor a weight to this side.
+    `check(card)` runs before any image is shared (e.g. that the model owner serves the model asked for)."""
     raw = decode_all(paths)
     out: list[np.ndarray] = []
     figures: list[dict[str, Any]] = []
     card: Card | None = None
     for r in batches(len(raw), batch):
         def images(c: Card, r: range = r) -> torch.Tensor:
+            if check:
+                check(c)
             return torch.from_numpy(np.stack([preprocess(raw[i], c.image_size) for i in r]))
 
         logits, card, info = infer_batch(images, len(r), me, parties, where, timeout_s)
@@ -80,3 +83,12 @@ def plain(paths: Sequence[Path], uri: str) -> tuple[list[Prediction], str]:
     with torch.no_grad():
         logits = impl.model(x).double().numpy()
     return predictions([str(p) for p in paths], logits, impl.class_names), source
+
+
+def compare(enc: Sequence[Prediction], plain: Sequence[Prediction]) -> dict[str, Any]:
+    """Agreement of the predicted classes and the distribution of the largest logit error per image."""
+    diffs = np.array([np.abs(np.subtract(e.logits, p.logits)).max() for e, p in zip(enc, plain, strict=True)])
+    return {"images": len(diffs), "agreement": float(np.mean([e.label == p.label for e, p in zip(enc, plain,
+                                                                                                strict=True)])),
+            "max_logit_error": float(diffs.max()), "median_logit_error": float(np.median(diffs)),
+            "p90_logit_error": float(np.quantile(diffs, 0.9)), "p99_logit_error": float(np.quantile(diffs, 0.99))}

@@ -1,0 +1,69 @@
+"""The data owner's seat at an encrypted session: its identity, the parties it trusts and where they listen.
+
+Either all three parties on this machine (spawned, throwaway keys), or running services named on the
+federation's signed roster, which this hospital checks against the authority key it pinned when it enrolled.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from primia.errors import ConfigError
+from primia.federation.identity import load_identity
+from primia.federation.roster import Pin
+from primia.smpc.link import Identity
+from primia.smpc.local_service import Source, local_parties
+from primia.smpc.parties import Parties
+from primia.smpc.service import Endpoints, parse_address
+
+
+@dataclass(frozen=True)
+class Caller:
+    me: Identity
+    parties: Parties
+    where: Endpoints
+
+
+def pinned_parties(pin_path: Path, roster_file: Path) -> Parties:
+    """The parties of a signed roster file, if the authority this party pinned signed it (and not older than
+    what it saw)."""
+    if not roster_file.is_file():
+        raise ConfigError(f"roster {roster_file}: no signed roster there (the authority's `primia federation "
+                          f"sign` writes roster.json)")
+    return Parties.from_roster(Pin(pin_path).accept(json.loads(roster_file.read_text()), str(roster_file)))
+
+
+def endpoint(text: str, what: str) -> tuple[str, tuple[str, int]]:
+    name, sep, address = text.partition("=")
+    if not sep or not name:
+        raise ConfigError(f"{what} {text!r}: expected NAME=HOST:PORT (NAME as on the signed roster)")
+    return name, parse_address(address, what)
+
+
+@contextmanager
+def seat(home: Path, model_uri: str, model_owner: str = "", dealer: str = "", hospital: str = "",
+         roster: Path | None = None, timeout_s: float = 120.0) -> Iterator[Caller]:
+    """Local parties serving `model_uri` without `model_owner`; else the running services, as `hospital`."""
+    if not model_owner:
+        if dealer or hospital:
+            raise ConfigError("a dealer and a hospital go with a running model owner (NAME=HOST:PORT)")
+        with local_parties(Source(uri=model_uri), timeout_s) as (me, parties, where):
+            yield Caller(me, parties, where)
+        return
+    if not dealer or not hospital:
+        raise ConfigError("a running model owner needs a dealer (NAME=HOST:PORT) and the hospital this data owner is")
+    keys = home / "hospitals" / hospital
+    me = Identity(hospital, load_identity(keys).signing)
+    parties = pinned_parties(keys / "roster-pin.json", roster or home / "authority" / "roster.json")
+    yield Caller(me, parties, Endpoints(endpoint(model_owner, "model owner"), endpoint(dealer, "dealer")))
+
+
+def served_is(source: str, asked: str) -> None:
+    """The model owner serves what the caller asked for (the registered name; an alias resolves there)."""
+    name = asked.removeprefix("models:/").split("@")[0].split("/")[0]
+    if not source.startswith(f"models:/{name}/") or ("@" not in asked and source != asked):
+        raise ConfigError(f"the model owner serves {source}, not {asked}")

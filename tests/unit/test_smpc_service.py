@@ -1,0 +1,210 @@
+"""Encrypted inference as a service: the roster's services, the servers, and the checks each party makes of
+the others (roles from the signed roster, the session id binding three links, the model asked for)."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import torch
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from primia.errors import ConfigError, IntegrityError
+from primia.federation import roster as r
+from primia.federation.identity import PublicIdentity
+from primia.smpc.caller import served_is
+from primia.smpc.link import Identity, LinkError, handshake
+from primia.smpc.local_service import seeded_model
+from primia.smpc.parties import DATA_OWNER, DEALER, MODEL_OWNER, Parties
+from primia.smpc.service import Endpoints, dealer_server, infer_batch, model_owner_server
+
+NAMES = {"hospital-a": DATA_OWNER, "hospital-b": DATA_OWNER, "mo": MODEL_OWNER, "dealer-1": DEALER,
+         "mo-2": MODEL_OWNER}
+KEYS = {n: Ed25519PrivateKey.generate() for n in NAMES}
+
+
+def _public(name: str) -> PublicIdentity:
+    raw = base64.b64encode(KEYS[name].public_key().public_bytes_raw()).decode()
+    return PublicIdentity(name, raw, base64.b64encode(bytes(32)).decode())
+
+
+def _roster() -> r.Roster:
+    roster = r.Roster("fed", 1, "coordinator-key", "bucket")
+    for n, role in NAMES.items():
+        roster = roster.with_hospital(_public(n)) if role == DATA_OWNER else roster.with_service(_public(n), role)
+    return roster.without_hospital("mo-2")  # revoked: no longer a party
+
+
+PARTIES = Parties.from_roster(_roster())
+SERVED = seeded_model("small_cnn", 32)
+TIMEOUT = 20.0
+
+
+def _me(name: str) -> Identity:
+    return Identity(name, KEYS[name])
+
+
+@contextmanager
+def _servers(timeout: float = TIMEOUT, served: Any = SERVED) -> Iterator[Endpoints]:
+    dealer = dealer_server(("127.0.0.1", 0), _me("dealer-1"), PARTIES, timeout)
+    mo = model_owner_server(("127.0.0.1", 0), _me("mo"), PARTIES, served, {"dealer-1": dealer.address}, timeout)
+    threads = [threading.Thread(target=x.serve, daemon=True) for x in (dealer, mo)]
+    for t in threads:
+        t.start()
+    try:
+        yield Endpoints(("mo", mo.address), ("dealer-1", dealer.address))
+    finally:
+        dealer.stop()
+        mo.stop()
+
+
+def _images(n: int) -> torch.Tensor:
+    return torch.rand(n, 1, 32, 32, generator=torch.Generator().manual_seed(n))
+
+
+def _plain(x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return SERVED.model(x).double()
+
+
+# ---------------------------------------------------------------------- the roster's services
+def test_services_are_signed_with_their_roles_and_old_rosters_keep_their_bytes() -> None:
+    authority = Ed25519PrivateKey.generate()
+    key = r.authority_public(authority)
+    plain = r.Roster("fed", 1, "coordinator-key", "bucket").with_hospital(_public("hospital-a"))
+    assert "services" not in plain.body()  # a roster signed before services existed verifies as it did
+    doc = r.sign(_roster(), authority)
+    opened = r.open_signed(doc, key)
+    assert {n: e.role for n, e in opened.services.items()} == {"mo": MODEL_OWNER, "dealer-1": DEALER,
+                                                               "mo-2": MODEL_OWNER}
+    assert opened.services["mo-2"].status == r.REVOKED
+    doc["body"]["services"]["dealer-1"]["role"] = MODEL_OWNER  # the coordinator promotes the dealer
+    with pytest.raises(IntegrityError, match="signature does not verify"):
+        r.open_signed(doc, key)
+    body = r.sign(_roster(), authority)["body"]
+    body["services"]["dealer-1"]["role"] = "oracle"
+    with pytest.raises(IntegrityError, match="role not in"):
+        r.Roster.from_body(body)
+    with pytest.raises(ConfigError, match="is a hospital on the roster"):
+        _roster().with_service(_public("hospital-a"), DEALER)
+
+
+def test_parties_take_their_roles_from_the_roster_and_revoked_ones_are_gone() -> None:
+    assert PARTIES.of_role(DATA_OWNER) == {"hospital-a", "hospital-b"}
+    assert PARTIES.of_role(MODEL_OWNER) == {"mo"}
+    assert PARTIES.check("dealer-1", DEALER) == "dealer-1"
+    with pytest.raises(LinkError, match="'mo' is a model-owner on the federation's signed roster, not a dealer"):
+        PARTIES.check("mo", DEALER)
+    with pytest.raises(LinkError, match="'mo-2' is not a party"):
+        PARTIES.check("mo-2", MODEL_OWNER)
+
+
+# ---------------------------------------------------------------------- sessions through the servers
+def test_a_hospital_gets_the_logits_of_a_batch_through_the_servers() -> None:
+    x = _images(3)
+    with _servers() as where:
+        logits, card, info = infer_batch(lambda c: x, 3, _me("hospital-a"), PARTIES, where, TIMEOUT)
+    assert card == SERVED.card
+    assert (logits - _plain(x)).abs().max() < 0.01
+    assert info["rounds"] > 0 and info["bytes_sent"] > 0
+
+
+def test_concurrent_sessions_are_paired_by_their_ids() -> None:
+    xs = {"hospital-a": _images(2), "hospital-b": _images(1)}
+    out: dict[str, torch.Tensor] = {}
+    with _servers() as where:
+        def one(h: str) -> None:
+            out[h] = infer_batch(lambda c: xs[h], len(xs[h]), _me(h), PARTIES, where, TIMEOUT)[0]
+
+        threads = [threading.Thread(target=one, args=(h,)) for h in xs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    for h, x in xs.items():
+        assert (out[h] - _plain(x)).abs().max() < 0.01
+
+
+def test_only_roster_parties_in_their_roles_are_served() -> None:
+    stranger = Identity("hospital-a", Ed25519PrivateKey.generate())  # a hospital's name, not its key
+    with _servers() as where:
+        with pytest.raises(LinkError, match="did not prove its roster identity|ended the session"):
+            infer_batch(lambda c: _images(1), 1, stranger, PARTIES, where, TIMEOUT)
+        with pytest.raises(LinkError, match="not a dealer"):  # a data owner naming the model owner as dealer
+            infer_batch(lambda c: _images(1), 1, _me("hospital-a"), PARTIES,
+                        Endpoints(where.model_owner, ("mo", where.dealer[1])), TIMEOUT)
+        with pytest.raises(LinkError, match="is a data-owner .* not a model-owner"):
+            infer_batch(lambda c: _images(1), 1, _me("hospital-a"), PARTIES,
+                        Endpoints(("hospital-b", where.model_owner[1]), where.dealer), TIMEOUT)
+        # the model owner checks the dealer's role itself, whatever the data owner checked
+        link = handshake(socket.create_connection(where.model_owner[1]), _me("hospital-a"), PARTIES.public_keys(),
+                         "mo", True, TIMEOUT)
+        link.send("open", {"session": "ef" * 16, "dealer": "hospital-b", "images": 1})
+        with pytest.raises(LinkError, match="'hospital-b' is a data-owner .* not a dealer"):
+            link.recv()
+
+
+def _open_dealer(where: Endpoints, me: str, body: dict[str, Any]) -> Any:
+    link = handshake(socket.create_connection(where.dealer[1]), _me(me), PARTIES.public_keys(), "dealer-1", True,
+                     TIMEOUT)
+    link.send("open", body)
+    return link
+
+
+def test_the_dealer_refuses_halves_that_name_other_partners() -> None:
+    """A model owner that says its partner is hospital-b while hospital-a opened the session (links mixed up, or
+    a party trying to splice itself into another's session) ends it for both."""
+    with _servers() as where:
+        session = "ab" * 16
+        spec = SERVED.card.spec(1, session).to_dict()
+        mo = _open_dealer(where, "mo", {"session": session, "role": MODEL_OWNER, "partner": "hospital-b",
+                                        "spec": spec})
+        do = _open_dealer(where, "hospital-a", {"session": session, "role": DATA_OWNER, "partner": "mo"})
+        for link in (mo, do):
+            with pytest.raises(LinkError, match="session partners disagree"):
+                link.recv()
+
+
+def test_a_half_whose_partner_never_comes_is_told_within_the_timeout() -> None:
+    with _servers(timeout=1.5) as where:
+        started = time.monotonic()
+        do = _open_dealer(where, "hospital-a", {"session": "cd" * 16, "role": DATA_OWNER, "partner": "mo"})
+        with pytest.raises(LinkError, match="did not reach the dealer within 1.5 s"):
+            do.recv()
+        assert time.monotonic() - started < 5
+
+
+def test_a_model_owner_serving_another_model_is_refused_before_an_image_is_shared() -> None:
+    shared: list[int] = []
+
+    def images(c: Any) -> torch.Tensor:
+        served_is(c.source, "models:/brain@champion")
+        shared.append(1)
+        return _images(1)
+
+    with _servers() as where, pytest.raises(ConfigError, match="serves seeded:small_cnn, not models:/brain@champion"):
+        infer_batch(images, 1, _me("hospital-a"), PARTIES, where, TIMEOUT)
+    assert not shared
+    served_is("models:/brain/3", "models:/brain@champion")
+    served_is("models:/brain/3", "models:/brain/3")
+    with pytest.raises(ConfigError):
+        served_is("models:/brain/3", "models:/brain/4")
+    with pytest.raises(ConfigError):
+        served_is("models:/brainx/3", "models:/brain@champion")
+
+
+def test_a_server_survives_a_caller_that_fails() -> None:
+    with _servers() as where:
+        sock = socket.create_connection(where.model_owner[1])
+        sock.sendall(b"\x00\x00\x00\x05hello")
+        sock.close()
+        x = _images(1)
+        logits, _, _ = infer_batch(lambda c: x, 1, _me("hospital-a"), PARTIES, where, TIMEOUT)
+    assert (logits - _plain(x)).abs().max() < 0.01
+
