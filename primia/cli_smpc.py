@@ -67,7 +67,7 @@ def serve_cmd(
     """Serve encrypted inference until interrupted: each caller proves its roster key first."""
     from primia.errors import ConfigError
     from primia.federation.identity import load_identity
-    from primia.smpc.caller import endpoint, pinned_parties
+    from primia.smpc.caller import RosterWatch, endpoint
     from primia.smpc.link import Identity
     from primia.smpc.parties import DEALER, MODEL_OWNER
     from primia.smpc.service import dealer_server, model_owner_server, parse_address
@@ -76,7 +76,7 @@ def serve_cmd(
         raise ConfigError(f"--role {role!r}: expected model-owner or dealer")
     folder = _home() / "smpc" / name
     me = Identity(name, load_identity(folder).signing)
-    parties = pinned_parties(folder / "roster-pin.json", roster or _home() / "authority" / "roster.json")
+    parties = RosterWatch(folder / "roster-pin.json", roster or _home() / "authority" / "roster.json")
     address = parse_address(listen, "--listen")
     if role == DEALER:
         server = dealer_server(address, me, parties, timeout)
@@ -108,7 +108,8 @@ def infer_cmd(
                                                "start all three parties on this machine, with throwaway keys)."),
     dealer: str = typer.Option(None, help="--encrypted: NAME=HOST:PORT of a running dealer."),
     hospital: str = typer.Option(None, help="--encrypted with running services: the hospital this data owner is "
-                                            "(its roster key, PRIMIA_HOME/hospitals/NAME)."),
+                                            "(its roster key)."),
+    keys_dir: Path = typer.Option(None, help="That hospital's keys (default PRIMIA_HOME/hospitals/NAME)."),
     roster: Path = typer.Option(None, help="The signed roster file (default PRIMIA_HOME/authority/roster.json)."),
     batch: int = typer.Option(16, min=1, max=64, help="Images per encrypted session."),
     compare: bool = typer.Option(False, help="Also run the plain model here and report the agreement (needs the "
@@ -135,7 +136,8 @@ def infer_cmd(
             with lock:
                 bar.advance(task, n)
 
-        preds, card, figures = _encrypted(images, model, model_owner, dealer, hospital, roster, batch, advance, timeout)
+        preds, card, figures = _encrypted(images, model, model_owner, dealer, hospital, roster, batch, advance, timeout,
+                                          keys_dir)
     result: dict[str, Any] = {"model": card.source, "encrypted": True, "predictions": [asdict(p) for p in preds],
                               "sessions": len(figures), "online_s": sum(f["online_s"] for f in figures),
                               "session_s": sum(f["session_s"] for f in figures)}
@@ -145,11 +147,11 @@ def infer_cmd(
 
 
 def _encrypted(images: list[Path], model: str, model_owner: str | None, dealer: str | None, hospital: str | None,
-               roster: Path | None, batch: int, advance: Any, timeout: float) -> Any:
+               roster: Path | None, batch: int, advance: Any, timeout: float, keys_dir: Path | None) -> Any:
     from primia.smpc import client
     from primia.smpc.caller import seat, served_is
 
-    with seat(_home(), model, model_owner or "", dealer or "", hospital or "", roster, timeout) as c:
+    with seat(_home(), model, model_owner or "", dealer or "", hospital or "", roster, timeout, keys_dir) as c:
         return client.encrypted(images, c.me, c.parties, c.where, batch, advance, timeout,
                                 lambda card: served_is(card.source, model))
 

@@ -757,7 +757,8 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
     (
         'smpc roster: a service role is signed',
         'primia/federation/roster.py',
-        '                **({"services": {n: asdict(e) for n, e in sorted(self.services.items())}} if self.services else {})}',
+        '                **({"services": {n: asdict(e) for n, e in sorted(self.services.items())}} '
+        'if self.services else {})}',
         '                }',
         'tests/unit/test_smpc_service.py::test_services_are_signed_with_their_roles_and_old_rosters_keep_their_bytes',
     ),

@@ -37,6 +37,28 @@ def pinned_parties(pin_path: Path, roster_file: Path) -> Parties:
     return Parties.from_roster(Pin(pin_path).accept(json.loads(roster_file.read_text()), str(roster_file)))
 
 
+class RosterWatch:
+    """A server's parties, re-read when the signed roster file changes (a revoked hospital or service is
+    refused from its next session on, without a restart); a file that fails the pin's checks keeps the last
+    good roster and raises, so a caller is refused rather than let in on an unverified roster."""
+
+    def __init__(self, pin_path: Path, roster_file: Path) -> None:
+        self.pin_path, self.roster_file = pin_path, roster_file
+        self.stamp = self._stamp()
+        self.parties = pinned_parties(pin_path, roster_file)
+
+    def _stamp(self) -> tuple[int, int]:
+        st = self.roster_file.stat()
+        return st.st_mtime_ns, st.st_size
+
+    def __call__(self) -> Parties:
+        stamp = self._stamp()
+        if stamp != self.stamp:
+            self.parties = pinned_parties(self.pin_path, self.roster_file)
+            self.stamp = stamp
+        return self.parties
+
+
 def endpoint(text: str, what: str) -> tuple[str, tuple[str, int]]:
     name, sep, address = text.partition("=")
     if not sep or not name:
@@ -46,7 +68,7 @@ def endpoint(text: str, what: str) -> tuple[str, tuple[str, int]]:
 
 @contextmanager
 def seat(home: Path, model_uri: str, model_owner: str = "", dealer: str = "", hospital: str = "",
-         roster: Path | None = None, timeout_s: float = 120.0) -> Iterator[Caller]:
+         roster: Path | None = None, timeout_s: float = 120.0, keys_dir: Path | None = None) -> Iterator[Caller]:
     """Local parties serving `model_uri` without `model_owner`; else the running services, as `hospital`."""
     if not model_owner:
         if dealer or hospital:
@@ -56,7 +78,7 @@ def seat(home: Path, model_uri: str, model_owner: str = "", dealer: str = "", ho
         return
     if not dealer or not hospital:
         raise ConfigError("a running model owner needs a dealer (NAME=HOST:PORT) and the hospital this data owner is")
-    keys = home / "hospitals" / hospital
+    keys = keys_dir or home / "hospitals" / hospital
     me = Identity(hospital, load_identity(keys).signing)
     parties = pinned_parties(keys / "roster-pin.json", roster or home / "authority" / "roster.json")
     yield Caller(me, parties, Endpoints(endpoint(model_owner, "model owner"), endpoint(dealer, "dealer")))

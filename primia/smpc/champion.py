@@ -36,7 +36,6 @@ def resolve(uri: str) -> str:
 def _client() -> Any:
     """The registry of this machine's settings (a spawned model owner reads them from the environment too)."""
     import mlflow
-
     from primia import runtime
 
     uri = runtime.tracker().tracking_uri  # also puts MLflow's login in the environment, where its client reads it
@@ -46,7 +45,6 @@ def _client() -> Any:
 
 def load_served(uri: str) -> Served:
     import mlflow
-
     from primia.registry.pyfunc import ImageClassifier
 
     source = resolve(uri)

@@ -72,7 +72,6 @@ def plain(paths: Sequence[Path], uri: str) -> tuple[list[Prediction], str]:
     """The same files through the registered pyfunc's own preprocessing and network, in this process (the
     comparison only a holder of both the images and the model can make); logits, not just probabilities."""
     import mlflow
-
     from primia.smpc.champion import resolve
 
     source = resolve(uri)

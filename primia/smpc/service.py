@@ -33,6 +33,11 @@ from primia.smpc.link import Identity, Link, LinkError, handshake
 from primia.smpc.parties import DATA_OWNER, DEALER, MODEL_OWNER, Parties
 
 Address = tuple[str, int]
+PartiesSource = Parties | Callable[[], Parties]  # a server re-reads the roster: a revocation takes effect
+
+
+def current(parties: PartiesSource) -> Parties:
+    return parties() if callable(parties) else parties
 
 
 def parse_address(text: str, what: str) -> Address:
@@ -85,8 +90,9 @@ def _connect(address: Address, me: Identity, parties: Parties, name: str, timeou
 class Server:
     """Accepts callers on a thread each (a slow handshake holds up nobody else)."""
 
-    def __init__(self, listen: Address, me: Identity, parties: Parties, callers: frozenset[str],
-                 handle: Callable[[Link], None], timeout_s: float) -> None:
+    def __init__(self, listen: Address, me: Identity, parties: PartiesSource,
+                 callers: Callable[[Parties], frozenset[str]], handle: Callable[[Link], None],
+                 timeout_s: float) -> None:
         self.me, self.parties, self.callers, self.handle, self.timeout_s = me, parties, callers, handle, timeout_s
         self.sock = socket.create_server(listen)
         self.address: Address = self.sock.getsockname()[:2]
@@ -96,7 +102,7 @@ class Server:
 
     def serve(self, sessions: int | None = None) -> None:
         """Serve until stopped, or until `sessions` callers have been taken."""
-        threads = []
+        threads: list[threading.Thread] = []
         while sessions is None or len(threads) < sessions:
             try:
                 conn, _ = self.sock.accept()
@@ -112,7 +118,8 @@ class Server:
 
     def _one(self, conn: socket.socket) -> None:
         try:
-            self.handle(handshake(conn, self.me, self.parties.public_keys(), self.callers, False, self.timeout_s))
+            parties = current(self.parties)
+            self.handle(handshake(conn, self.me, parties.public_keys(), self.callers(parties), False, self.timeout_s))
             self.sessions += 1
         except Exception as exc:  # a caller's failure ends its session, never the server
             self.errors.append(f"{type(exc).__name__}: {exc}")
@@ -123,12 +130,13 @@ class Server:
 
 
 # ---------------------------------------------------------------------- model owner
-def model_owner_server(listen: Address, me: Identity, parties: Parties, served: Served,
+def model_owner_server(listen: Address, me: Identity, roster: PartiesSource, served: Served,
                        dealers: dict[str, Address], timeout_s: float = 120.0) -> Server:
     """The model owner: any active hospital may call; the dealer must be a roster dealer it can reach."""
-    parties.check(me.name, MODEL_OWNER)
+    current(roster).check(me.name, MODEL_OWNER)
 
     def handle(peer: Link) -> None:
+        parties = current(roster)
         with s.telling(peer):
             _, body, _ = peer.recv("open")
             session, dealer_name, images = _open_fields(body, peer.peer)
@@ -144,7 +152,7 @@ def model_owner_server(listen: Address, me: Identity, parties: Parties, served: 
                                  "spec": spec.to_dict()})
         s.run_model_owner(served.model, spec, peer, dealer)
 
-    return Server(listen, me, parties, parties.of_role(DATA_OWNER), handle, timeout_s)
+    return Server(listen, me, roster, lambda p: p.of_role(DATA_OWNER), handle, timeout_s)
 
 
 def _open_fields(body: dict[str, Any], who: str) -> tuple[str, str, int]:
@@ -191,11 +199,12 @@ class _Pairing:
         raise LinkError(f"the other party of session {session[:8]}... did not reach the dealer within {timeout_s:g} s")
 
 
-def dealer_server(listen: Address, me: Identity, parties: Parties, timeout_s: float = 120.0) -> Server:
-    parties.check(me.name, DEALER)
+def dealer_server(listen: Address, me: Identity, roster: PartiesSource, timeout_s: float = 120.0) -> Server:
+    current(roster).check(me.name, DEALER)
     pairing = _Pairing()
 
     def handle(link: Link) -> None:
+        parties = current(roster)
         with s.telling(link):
             _, body, _ = link.recv("open")
             role, session, partner = str(body.get("role")), str(body.get("session")), str(body.get("partner"))
@@ -207,8 +216,7 @@ def dealer_server(listen: Address, me: Identity, parties: Parties, timeout_s: fl
             return
         _pair(mine, other)
 
-    return Server(listen, me, parties, parties.of_role(DATA_OWNER) | parties.of_role(MODEL_OWNER), handle,
-                  timeout_s)
+    return Server(listen, me, roster, lambda p: p.of_role(DATA_OWNER) | p.of_role(MODEL_OWNER), handle, timeout_s)
 
 
 def _pair(a: _Waiting, b: _Waiting) -> None:

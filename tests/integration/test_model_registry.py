@@ -389,3 +389,46 @@ def test_a_failed_run_ends_failed_not_running(live_stack: stack.StackState, fede
     runs = mlc.search_runs([exp.experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"]
     assert "RoundFailedError" in runs[0].data.tags["primia.error"]
+
+
+# ---------------------------------------------------------------------- encrypted inference of the registered model
+def _infer(*args: str) -> dict[str, Any]:
+    from typer.testing import CliRunner
+
+    from primia.cli import app
+
+    result = CliRunner().invoke(app, ["infer", "--json", "--model", f"models:/{FID}@challenger", *args])
+    assert result.exit_code == 0, result.output
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def test_encrypted_inference_of_the_registered_model_agrees_with_its_pyfunc(trained: dict[str, Any],
+                                                                           registry_dirs: Path,
+                                                                           mlc: MlflowClient) -> None:
+    """`primia infer --encrypted` (model owner and dealer spawned, the model loaded from the registry by alias)
+    against the plain pyfunc on the same files."""
+    files = _test_files(registry_dirs)[::6]
+    version = mlc.get_model_version_by_alias(FID, "challenger").version
+    enc = _infer("--encrypted", "--compare", "--batch", "8", *map(str, files))
+    assert enc["model"] == f"models:/{FID}/{version}" and enc["sessions"] == 2
+    assert enc["comparison"]["agreement"] == 1.0 and enc["comparison"]["max_logit_error"] < 0.05, enc["comparison"]
+    plain = _infer(*map(str, files))
+    model = mlflow.pyfunc.load_model(f"models:/{FID}@challenger")
+    expected = model.predict(pd.DataFrame({"image": [f.read_bytes() for f in files]})).to_numpy()
+    np.testing.assert_allclose([p["probabilities"] for p in plain["predictions"]], expected, atol=1e-6)
+    np.testing.assert_allclose([p["probabilities"] for p in enc["predictions"]], expected, atol=0.01)
+
+
+def test_the_encrypted_inference_flow_writes_the_hospitals_predictions(trained: dict[str, Any], registry_dirs: Path,
+                                                                       tmp_path: Path) -> None:
+    import csv
+
+    from flows.encrypted_inference import encrypted_inference
+
+    out = tmp_path / "predictions.csv"
+    summary = encrypted_inference([str(registry_dirs / "test")], f"models:/{FID}@challenger", str(out), batch=48,
+                                  compare=True)
+    rows = list(csv.DictReader(out.open()))
+    assert summary["images"] == len(rows) == 96 and summary["sessions"] == 2
+    assert {r["prediction"] for r in rows} <= {"class0", "class1"}
+    assert summary["comparison"]["agreement"] >= 0.99 and summary["comparison"]["max_logit_error"] < 0.05
