@@ -17,10 +17,11 @@ from typing import Protocol
 
 import torch
 
+from primia.smpc import adder
+from primia.smpc.adder import OFFSET_BIT
 from primia.smpc.dealer import Bilinear, Source
 from primia.smpc.ring import BITS, FRAC_BITS, bit, shift_right_logical
 
-OFFSET_BIT = 62  # |x| < 2^62: x + 2^62 is a non-negative 63-bit number, whose bit 62 is x's sign
 
 
 class Channel(Protocol):
@@ -146,15 +147,16 @@ class Engine:
         """Shares of floor(x / 2^shift) (default: the fractional bits) and of [x >= 0], exactly."""
         f = self.f if shift is None else shift
         if self.dealer:
-            self.carries(x)
+            for n in adder.gate_sizes(x.numel(), f):
+                self.source.and_triple(torch.Size((n,)))
             self.b2a(x if f == 0 else torch.empty((3, *x.shape), dtype=x.dtype, device=x.device))
             return x, x
         own = self._offset(x)
-        g = self.carries(own)
-        sign = bit(own, OFFSET_BIT) ^ bit(g, OFFSET_BIT - 1)  # bit 62 of the sum: x >= 0
+        low, sign_carry, wrap = adder.carries(own, f, int(self.role), self.and_)
+        sign = bit(own, OFFSET_BIT) ^ sign_carry  # bit 62 of the sum: x >= 0
         if f == 0:
             return x, self.b2a(sign)
-        low_a, wrap_a, nonneg = self.b2a(torch.stack([bit(g, f - 1), bit(g, BITS - 1), sign]))
+        low_a, wrap_a, nonneg = self.b2a(torch.stack([low, wrap, sign]))
         # floor((a0 + a1) / 2^f) = (a0 >> f) + (a1 >> f) + carry out of the low f bits - wrap * 2^(64 - f)
         t = shift_right_logical(own, f) + low_a - wrap_a * (1 << (BITS - f))
         return (t - (1 << (OFFSET_BIT - f)) if self.leader else t), nonneg

@@ -432,3 +432,73 @@ def test_the_encrypted_inference_flow_writes_the_hospitals_predictions(trained: 
     assert summary["images"] == len(rows) == 96 and summary["sessions"] == 2
     assert {r["prediction"] for r in rows} <= {"class0", "class1"}
     assert summary["comparison"]["agreement"] >= 0.99 and summary["comparison"]["max_logit_error"] < 0.05
+
+
+def _serve(role: str, name: str, port: int, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "primia.cli", "smpc", "serve", "--role", role, "--name", name,
+                             "--listen", f"127.0.0.1:{port}", "--timeout", "30", *extra],
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+
+def _listening(port: int, proc: subprocess.Popen[bytes], log: Path, deadline_s: float = 120) -> None:
+    import socket
+
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        assert proc.poll() is None, log.read_text()
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"nothing listens on {port}: {log.read_text()}")
+
+
+def test_a_hospital_calls_the_roster_services_and_a_revoked_one_is_refused(trained: dict[str, Any],
+                                                                           registry_dirs: Path,
+                                                                           tmp_path: Path) -> None:
+    """The deployment path: service keys made and put on the signed roster under their roles, `primia smpc
+    serve` for the model owner and the dealer, `primia infer --encrypted` from an enrolled hospital; after
+    the hospital is revoked (a new signed version) the running servers refuse it."""
+    from typer.testing import CliRunner
+
+    from primia.cli import app
+
+    run = CliRunner()
+    for name, role in (("enc-mo", "model-owner"), ("enc-dealer", "dealer")):
+        for args in (["smpc", "keygen", name], ["federation", "add-service", name, "--role", role]):
+            result = run.invoke(app, args)
+            assert result.exit_code == 0, result.output
+    hospital = run.invoke(app, ["hospital", "register", "enc-h", "--keys-dir", str(tmp_path / "enc-h")])
+    assert hospital.exit_code == 0, hospital.output  # registering signs and publishes a version with the services
+    assert {"enc-mo", "enc-dealer"} <= set(runtime.roster().services)
+    mo_port, dealer_port = free_ports(2)
+    procs = [_serve("dealer", "enc-dealer", dealer_port, tmp_path / "dealer.log"),
+             _serve("model-owner", "enc-mo", mo_port, tmp_path / "mo.log", "--model", f"models:/{FID}@challenger",
+                    "--dealer", f"enc-dealer=127.0.0.1:{dealer_port}")]
+    try:
+        _listening(dealer_port, procs[0], tmp_path / "dealer.log")
+        _listening(mo_port, procs[1], tmp_path / "mo.log")
+        files = [str(f) for f in _test_files(registry_dirs)[::12]]
+        remote = ["--encrypted", "--model-owner", f"enc-mo=127.0.0.1:{mo_port}", "--dealer",
+                  f"enc-dealer=127.0.0.1:{dealer_port}", "--hospital", "enc-h", "--keys-dir", str(tmp_path / "enc-h")]
+        out = _infer(*remote, "--compare", *files)
+        assert out["comparison"]["agreement"] == 1.0 and out["comparison"]["max_logit_error"] < 0.05
+        before = tmp_path / "roster-before-revocation.json"
+        before.write_bytes((runtime.settings().home / "authority" / "roster.json").read_bytes())
+        import shutil
+
+        shutil.copytree(tmp_path / "enc-h", tmp_path / "enc-h-before")  # its pin has not seen the revocation
+        assert run.invoke(app, ["hospital", "revoke", "enc-h"]).exit_code == 0
+        # the hospital itself, on the new roster, no longer calls; on the old one it tries, and the running
+        # model owner (which re-read the signed roster) refuses it
+        refused = run.invoke(app, ["infer", "--json", "--model", f"models:/{FID}@challenger", *remote, files[0]])
+        assert refused.exit_code == 2 and "'enc-h' is not a party" in refused.output, refused.output
+        remote[-1] = str(tmp_path / "enc-h-before")
+        refused = run.invoke(app, ["infer", "--json", "--model", f"models:/{FID}@challenger", *remote, "--roster",
+                                   str(before), files[0]])
+        assert refused.exit_code == 2 and "enc-mo" in refused.output, refused.output
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(10)
