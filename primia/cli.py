@@ -255,6 +255,31 @@ def demo(
     summaries = run_training(cfg, ["federated", "centralized"])
     _print_summaries(summaries)
     _print_locations(summaries)
+    _demo_encrypted(cfg.federation_id)
+
+
+def _demo_encrypted(model_name: str, per_class: int = 10) -> None:
+    """The champion on 20 held-out images, encrypted (model owner, dealer and hospital as three local
+    processes), against its plain predictions."""
+    from flows.encrypted_inference import encrypted_inference
+    from primia.smpc.champion import resolve
+
+    uri = f"models:/{model_name}@champion"
+    try:
+        resolve(uri)
+    except PrimiaError:
+        console.print("encrypted inference: skipped (no champion was promoted)")
+        return
+    test = _home() / "data" / "br35h" / "test"
+    files = [str(f) for d in sorted(test.iterdir()) if d.is_dir() for f in sorted(d.iterdir())[:per_class]]
+    with console.status(f"encrypted inference of {len(files)} test images on the champion"):
+        out = encrypted_inference(files, uri, str(_home() / "demo-encrypted-predictions.csv"), batch=len(files),
+                                  compare=True)
+    c = out["comparison"]
+    console.print(f"encrypted inference ({out['model']}, {out['images']} test images, three processes): "
+                  f"agreement with the plain model {c['agreement']:.0%}, logit error max {c['max_logit_error']:.1e}; "
+                  f"online {out['online_s']:.1f} s, with the dealer's material {out['session_s']:.1f} s; "
+                  f"predictions in {out['output']}", highlight=False, soft_wrap=True)
 
 
 # ------------------------------------------------------------------ data
