@@ -776,6 +776,20 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
         '    if False:',
         'tests/unit/test_smpc_service.py::test_a_model_owner_serving_another_model_is_refused_before_an_image_is_shared',
     ),
+    (
+        'smpc adder: the wrap from both bits 63',
+        'primia/smpc/adder.py',
+        '    wrap = bit(g, BITS - 1) ^ bit(p, BITS - 1)',
+        '    wrap = bit(g, BITS - 1)',
+        'tests/unit/test_smpc_engine.py::test_the_adder_gives_the_carries_truncation_and_signs_need',
+    ),
+    (
+        'smpc adder: packing keeps the upper halves only',
+        'primia/smpc/adder.py',
+        '        h, mask, s = self.g.numel() // 2, _upper(j), 1 << (j - 1)',
+        '        h, mask, s = self.g.numel() // 2, -1, 1 << (j - 1)',
+        'tests/unit/test_smpc_engine.py::test_the_adder_gives_the_carries_truncation_and_signs_need',
+    ),
 ]
 
 

@@ -5,8 +5,8 @@ to hand out the correlated randomness in the order the parties use it. Every val
 its peer's share of something masked by fresh uniform randomness from the dealer (Beaver's E and F, an AND
 gate's d and e, a bit XOR a uniform bit), so what it sees is uniform whatever the image and the weights.
 
-Truncation and signs are exact: the carries of the sum of the two shares come out of a 64-bit parallel-
-prefix adder evaluated on XOR shares (binary AND triples, 7 rounds), so a product never wraps into a wrong
+Truncation and signs are exact: the carries of the sum of the two shares they need come out of a sparse
+prefix tree on XOR shares (adder.py: binary AND triples, 7 rounds), so a product never wraps into a wrong
 value, unlike local truncation, which fails with probability about |x| / 2^63 per element.
 """
 
@@ -21,7 +21,6 @@ from primia.smpc import adder
 from primia.smpc.adder import OFFSET_BIT
 from primia.smpc.dealer import Bilinear, Source
 from primia.smpc.ring import BITS, FRAC_BITS, bit, shift_right_logical
-
 
 
 class Channel(Protocol):
@@ -93,33 +92,6 @@ class Engine:
         d, e = self.open_xor(x ^ u, y ^ v)
         z = w ^ (d & v) ^ (e & u)
         return z ^ (d & e) if self.leader else z
-
-    def carries(self, addend: torch.Tensor) -> torch.Tensor:
-        """XOR shares of G: bit i of G is the carry out of bit i of (party 0's addend + party 1's addend),
-        each party holding its own addend in the clear (Kogge-Stone prefix: 1 + 6 rounds)."""
-        if self.dealer:
-            return self._dealer_carries(addend)
-        mine, zero = addend, torch.zeros_like(addend)
-        a, b = (mine, zero) if self.role != 1 else (zero, mine)
-        g, p = self.and_(a, b), addend  # p = a ^ b: each party's share of it is its own addend
-        k = 1
-        while k < BITS:
-            if 2 * k < BITS:
-                both = self.and_(torch.stack([p, p]), torch.stack([g << k, p << k]))
-                g, p = g ^ both[0], both[1]
-            else:
-                g = g ^ self.and_(p, g << k)
-            k *= 2
-        return g
-
-    def _dealer_carries(self, addend: torch.Tensor) -> torch.Tensor:
-        """The AND triples `carries` asks for, in its order: g, five levels of two, the last level's one."""
-        self.source.and_triple(addend.shape)
-        k = 1
-        while k < BITS:
-            self.source.and_triple(torch.Size((2, *addend.shape)) if 2 * k < BITS else addend.shape)
-            k *= 2
-        return addend
 
     def b2a(self, bits: torch.Tensor) -> torch.Tensor:
         """Additive shares of bits held as XOR shares (0/1 per element): one round with the dealer's bits."""

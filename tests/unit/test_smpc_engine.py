@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from primia.smpc import adder
 from primia.smpc.engine import Engine
 from primia.smpc.local import run_local
 from primia.smpc.ring import decode, encode
@@ -37,19 +40,28 @@ def test_products_of_shared_fixed_point_values() -> None:
     assert info["rounds"] == 1 + 7 + 1  # Beaver, the adder, the shared bits
 
 
-def test_the_adder_gives_every_carry_of_the_two_shares() -> None:
-    words = [0, 1, -1, 2**63 - 1, -(2**63), 2**62, 12345]
+@pytest.mark.parametrize("f", [16, 12, 1, 40])
+def test_the_adder_gives_the_carries_truncation_and_signs_need(f: int) -> None:
+    """Known answers, from exact integer sums: the carry out of the low f bits and into bit 62 for any pair of
+    addends; the wrap (carry out of bit 63) for pairs whose sum is below 2^63, as the offset makes it."""
+    words = [0, 1, -1, 2**63 - 1, -(2**63), 2**62, 2**62 - 1, 2**f - 1, 12345]
     a0 = torch.tensor([x for x in words for _ in words], dtype=torch.int64)
     a1 = torch.tensor([y for _ in words for y in words], dtype=torch.int64)
-    a0, a1 = torch.cat([a0, uniform_words((200,))]), torch.cat([a1, uniform_words((200,))])
-    g0, g1, _ = run_local(lambda e, a: e.carries(a), (a0, a1), meta(a0))
-    g = (g0 ^ g1).numpy().view(np.uint64)
-    u0, u1 = a0.numpy().view(np.uint64), a1.numpy().view(np.uint64)
-    for i in range(64):
-        mask = np.uint64((1 << (i + 1)) - 1) if i < 63 else np.uint64(2**64 - 1)
-        low = (u0 & mask).astype(object) + (u1 & mask).astype(object)  # exact sums of the low i+1 bits
-        expected = np.array([int(v) >> (i + 1) & 1 for v in low], dtype=np.uint64)
-        assert np.array_equal((g >> np.uint64(i)) & np.uint64(1), expected), f"carry out of bit {i}"
+    a0, a1 = torch.cat([a0, uniform_words((300,))]), torch.cat([a1, uniform_words((300,))])
+
+    def program(e: Engine, a: torch.Tensor) -> Any:
+        if e.dealer:  # the gates the parties will ask for, in their order (as Engine.truncate_sign does)
+            return [e.source.and_triple(torch.Size((n,))) for n in adder.gate_sizes(a.numel(), f)]
+        return adder.carries(a, f, int(e.role), e.and_)
+
+    c0, c1, _ = run_local(program, (a0, a1), meta(a0))
+    low, into62, wrap = (x ^ y for x, y in zip(c0, c1, strict=True))
+    u0, u1 = (int(v) % 2**64 for v in a0), (int(v) % 2**64 for v in a1)
+    for i, (x, y) in enumerate(zip(u0, u1, strict=True)):
+        assert int(low[i]) == ((x % 2**f) + (y % 2**f)) >> f, f"carry out of the low {f} bits, pair {i}"
+        assert int(into62[i]) == ((x % 2**62) + (y % 2**62)) >> 62, f"carry into bit 62, pair {i}"
+        if (x + y) % 2**64 < 2**63:
+            assert int(wrap[i]) == (x + y) >> 64, f"wrap, pair {i}"
 
 
 @pytest.mark.parametrize("magnitude", [2**20, 2**40, 2**61])
