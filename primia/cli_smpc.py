@@ -62,9 +62,16 @@ def serve_cmd(
     dealer: list[str] = typer.Option([], help="model-owner: NAME=HOST:PORT of a roster dealer it may use "
                                               "(repeatable)."),
     roster: Path = typer.Option(None, help="The signed roster file (default PRIMIA_HOME/authority/roster.json)."),
+    max_sessions: int = typer.Option(2, min=1, help="Sessions computed at once (a 224x224 ResNet-18 session holds "
+                                                    "gigabytes); more callers wait, then hear it is busy."),
     timeout: float = TIMEOUT,
 ) -> None:
-    """Serve encrypted inference until interrupted: each caller proves its roster key first."""
+    """Serve encrypted inference until interrupted: each caller proves its roster key first; each session's
+    end (who, how long, or why it failed) is logged."""
+    import logging
+
+    from rich.logging import RichHandler
+
     from primia.errors import ConfigError
     from primia.federation.identity import load_identity
     from primia.smpc.caller import RosterWatch, endpoint
@@ -78,8 +85,11 @@ def serve_cmd(
     me = Identity(name, load_identity(folder).signing)
     parties = RosterWatch(folder / "roster-pin.json", roster or _home() / "authority" / "roster.json")
     address = parse_address(listen, "--listen")
+    logger = logging.getLogger("primia.smpc")
+    logger.addHandler(RichHandler(console=console, show_path=False))
+    logger.setLevel(logging.INFO)
     if role == DEALER:
-        server = dealer_server(address, me, parties, timeout)
+        server = dealer_server(address, me, parties, timeout, max_sessions)
     else:
         if not model or not dealer:
             raise ConfigError("--role model-owner needs --model models:/NAME@ALIAS and at least one --dealer")
@@ -89,7 +99,7 @@ def serve_cmd(
         connect()  # MLflow's address and login
         served = load_served(model)
         server = model_owner_server(address, me, parties, served, dict(endpoint(d, "--dealer") for d in dealer),
-                                    timeout)
+                                    timeout, max_sessions)
         console.print(f"serving {served.card.source} ({served.card.model}, {served.card.image_size}px)")
     console.print(f"{role} {name} listening on {server.address[0]}:{server.address[1]} (Ctrl-C to stop)")
     try:

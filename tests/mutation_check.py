@@ -790,6 +790,13 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
         '        h, mask, s = self.g.numel() // 2, -1, 1 << (j - 1)',
         'tests/unit/test_smpc_engine.py::test_the_adder_gives_the_carries_truncation_and_signs_need',
     ),
+    (
+        'smpc model owner: a session limit',
+        'primia/smpc/service.py',
+        '        if not self.sem.acquire(timeout=self.timeout_s):',
+        '        if False:',
+        'tests/unit/test_smpc_service.py::test_a_model_owner_at_its_session_limit_tells_a_caller_it_is_busy',
+    ),
 ]
 
 

@@ -66,7 +66,10 @@ class _Tree:
         packed = []
         for x in (g, p):
             low = torch.cat([(x & keep) << (width - bits), x.new_zeros(pad)]).reshape(lanes, words)
-            packed.append(sum((low[b] << (b * width)) for b in range(lanes)) if lanes > 1 else low[0])
+            word = low[0]
+            for b in range(1, lanes):
+                word = word | (low[b] << (b * width))
+            packed.append(word)
         index = torch.arange(words * lanes).reshape(lanes, words).T.reshape(words, lanes, 1)
         return cls(packed[0], packed[1], levels, index)
 

@@ -17,11 +17,14 @@ timeout, and any failure is told to the other parties with its reason.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -33,6 +36,7 @@ from primia.smpc.link import Identity, Link, LinkError, handshake
 from primia.smpc.parties import DATA_OWNER, DEALER, MODEL_OWNER, Parties
 
 Address = tuple[str, int]
+log = logging.getLogger("primia.smpc")
 PartiesSource = Parties | Callable[[], Parties]  # a server re-reads the roster: a revocation takes effect
 
 
@@ -87,8 +91,25 @@ def _connect(address: Address, me: Identity, parties: Parties, name: str, timeou
     return handshake(sock, me, parties.public_keys(), name, True, timeout_s)
 
 
+class Slots:
+    """At most `n` sessions computing at once (one ResNet-18 session at 224x224 holds gigabytes); a caller
+    that finds no slot within the timeout is told the server is busy, instead of exhausting its memory."""
+
+    def __init__(self, n: int, timeout_s: float) -> None:
+        self.sem, self.n, self.timeout_s = threading.BoundedSemaphore(n), n, timeout_s
+
+    @contextmanager
+    def taken(self) -> Iterator[None]:
+        if not self.sem.acquire(timeout=self.timeout_s):
+            raise LinkError(f"busy: {self.n} sessions running, none ended within {self.timeout_s:g} s; try again later")
+        try:
+            yield
+        finally:
+            self.sem.release()
+
+
 class Server:
-    """Accepts callers on a thread each (a slow handshake holds up nobody else)."""
+    """Accepts callers on a thread each (a slow handshake holds up nobody else), and logs each session."""
 
     def __init__(self, listen: Address, me: Identity, parties: PartiesSource,
                  callers: Callable[[Parties], frozenset[str]], handle: Callable[[Link], None],
@@ -96,33 +117,42 @@ class Server:
         self.me, self.parties, self.callers, self.handle, self.timeout_s = me, parties, callers, handle, timeout_s
         self.sock = socket.create_server(listen)
         self.address: Address = self.sock.getsockname()[:2]
-        self.errors: list[str] = []
+        self.errors: deque[str] = deque(maxlen=100)
         self.sessions = 0
         self.stopping = False
 
     def serve(self, sessions: int | None = None) -> None:
         """Serve until stopped, or until `sessions` callers have been taken."""
         threads: list[threading.Thread] = []
-        while sessions is None or len(threads) < sessions:
+        taken = 0
+        while sessions is None or taken < sessions:
             try:
-                conn, _ = self.sock.accept()
+                conn, peer = self.sock.accept()
             except OSError:
                 if self.stopping:
                     break
                 raise
-            t = threading.Thread(target=self._one, args=(conn,), daemon=True, name="primia-smpc-caller")
+            threads = [t for t in threads if t.is_alive()]  # a long-running server keeps no finished ones
+            t = threading.Thread(target=self._one, args=(conn, peer), daemon=True, name="primia-smpc-caller")
             t.start()
             threads.append(t)
+            taken += 1
         for t in threads:
             t.join()
 
-    def _one(self, conn: socket.socket) -> None:
+    def _one(self, conn: socket.socket, address: Any) -> None:
+        started = time.perf_counter()
+        who = f"{address[0]}:{address[1]}"
         try:
             parties = current(self.parties)
-            self.handle(handshake(conn, self.me, parties.public_keys(), self.callers(parties), False, self.timeout_s))
+            link = handshake(conn, self.me, parties.public_keys(), self.callers(parties), False, self.timeout_s)
+            who = f"{link.peer} ({who})"
+            self.handle(link)
             self.sessions += 1
+            log.info("%s: %s done in %.2f s", self.me.name, who, time.perf_counter() - started)
         except Exception as exc:  # a caller's failure ends its session, never the server
             self.errors.append(f"{type(exc).__name__}: {exc}")
+            log.warning("%s: %s failed after %.2f s: %s", self.me.name, who, time.perf_counter() - started, exc)
 
     def stop(self) -> None:
         self.stopping = True
@@ -131,11 +161,18 @@ class Server:
 
 # ---------------------------------------------------------------------- model owner
 def model_owner_server(listen: Address, me: Identity, roster: PartiesSource, served: Served,
-                       dealers: dict[str, Address], timeout_s: float = 120.0) -> Server:
-    """The model owner: any active hospital may call; the dealer must be a roster dealer it can reach."""
+                       dealers: dict[str, Address], timeout_s: float = 120.0, max_sessions: int = 2,
+                       busy_wait_s: float | None = None) -> Server:
+    """The model owner: any active hospital may call; the dealer must be a roster dealer it can reach. A caller
+    waits up to `busy_wait_s` (default: the timeout) for a free session slot."""
     current(roster).check(me.name, MODEL_OWNER)
+    slots = Slots(max_sessions, timeout_s if busy_wait_s is None else busy_wait_s)
 
     def handle(peer: Link) -> None:
+        with s.telling(peer), slots.taken():
+            _serve_session(peer)
+
+    def _serve_session(peer: Link) -> None:
         parties = current(roster)
         with s.telling(peer):
             _, body, _ = peer.recv("open")
@@ -199,9 +236,11 @@ class _Pairing:
         raise LinkError(f"the other party of session {session[:8]}... did not reach the dealer within {timeout_s:g} s")
 
 
-def dealer_server(listen: Address, me: Identity, roster: PartiesSource, timeout_s: float = 120.0) -> Server:
+def dealer_server(listen: Address, me: Identity, roster: PartiesSource, timeout_s: float = 120.0,
+                  max_sessions: int = 2) -> Server:
     current(roster).check(me.name, DEALER)
     pairing = _Pairing()
+    slots = Slots(max_sessions, timeout_s)
 
     def handle(link: Link) -> None:
         parties = current(roster)
@@ -214,7 +253,8 @@ def dealer_server(listen: Address, me: Identity, roster: PartiesSource, timeout_
             other = pairing.meet(session, mine, timeout_s)
         if other is None:
             return
-        _pair(mine, other)
+        with s.telling(mine.link, other.link), slots.taken():
+            _pair(mine, other)
 
     return Server(listen, me, roster, lambda p: p.of_role(DATA_OWNER) | p.of_role(MODEL_OWNER), handle, timeout_s)
 

@@ -208,3 +208,21 @@ def test_a_server_survives_a_caller_that_fails() -> None:
         logits, _, _ = infer_batch(lambda c: x, 1, _me("hospital-a"), PARTIES, where, TIMEOUT)
     assert (logits - _plain(x)).abs().max() < 0.01
 
+
+
+def test_a_model_owner_at_its_session_limit_tells_a_caller_it_is_busy() -> None:
+    dealer = dealer_server(("127.0.0.1", 0), _me("dealer-1"), PARTIES, TIMEOUT)
+    mo = model_owner_server(("127.0.0.1", 0), _me("mo"), PARTIES, SERVED, {"dealer-1": dealer.address}, TIMEOUT,
+                            max_sessions=1, busy_wait_s=0.5)
+    for x in (dealer, mo):
+        threading.Thread(target=x.serve, daemon=True).start()
+    try:
+        hold = handshake(socket.create_connection(mo.address), _me("hospital-b"), PARTIES.public_keys(), "mo", True,
+                         TIMEOUT)  # takes the one slot and stays silent
+        with pytest.raises(LinkError, match="busy: 1 sessions running, none ended within 0.5 s"):
+            infer_batch(lambda c: _images(1), 1, _me("hospital-a"), PARTIES,
+                        Endpoints(("mo", mo.address), ("dealer-1", dealer.address)), TIMEOUT)
+        hold.close()
+    finally:
+        dealer.stop()
+        mo.stop()
