@@ -797,6 +797,13 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
         '        if False:',
         'tests/unit/test_smpc_service.py::test_a_model_owner_at_its_session_limit_tells_a_caller_it_is_busy',
     ),
+    (
+        'smpc servers: the signed roster re-read when it changes',
+        'primia/smpc/caller.py',
+        '        if stamp != self.stamp:',
+        '        if False:',
+        'tests/unit/test_smpc_service.py::test_a_servers_roster_follows_the_signed_file_and_refuses_a_bad_one',
+    ),
 ]
 
 

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -226,3 +227,33 @@ def test_a_model_owner_at_its_session_limit_tells_a_caller_it_is_busy() -> None:
     finally:
         dealer.stop()
         mo.stop()
+
+
+def test_a_servers_roster_follows_the_signed_file_and_refuses_a_bad_one(tmp_path: Any) -> None:
+    import json
+    import os
+
+    from primia.smpc.caller import RosterWatch
+
+    authority = Ed25519PrivateKey.generate()
+    path, pin = tmp_path / "roster.json", r.Pin(tmp_path / "pin.json")
+    pin.enrol(r.authority_public(authority))
+
+    def write(roster: r.Roster, stamp: int) -> None:
+        path.write_text(json.dumps(r.sign(roster, authority)))
+        os.utime(path, ns=(stamp, stamp))  # a new stamp even within the file system's time resolution
+
+    write(_roster(), 1)
+    watch = RosterWatch(tmp_path / "pin.json", path)
+    assert "hospital-a" in watch().of_role(DATA_OWNER)
+    write(replace(_roster().without_hospital("hospital-a"), version=2), 2)
+    assert "hospital-a" not in watch().of_role(DATA_OWNER)  # revoked: refused from the next session on
+    path.write_text(path.read_text().replace('"version": 2', '"version": 3'))  # altered, not re-signed
+    os.utime(path, ns=(3, 3))
+    with pytest.raises(IntegrityError, match="signature does not verify"):
+        watch()
+    with pytest.raises(IntegrityError):  # and again: no caller gets in on the last roster meanwhile
+        watch()
+    write(_roster(), 4)  # version 1 again: a replay, older than what the pin saw
+    with pytest.raises(IntegrityError, match="older than version 2"):
+        watch()
