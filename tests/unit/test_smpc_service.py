@@ -257,3 +257,27 @@ def test_a_servers_roster_follows_the_signed_file_and_refuses_a_bad_one(tmp_path
     write(_roster(), 4)  # version 1 again: a replay, older than what the pin saw
     with pytest.raises(IntegrityError, match="older than version 2"):
         watch()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", ["dealer", "model-owner"])
+def test_a_party_process_killed_mid_inference_is_a_clear_error_within_the_timeout(victim: str) -> None:
+    """The three parties as processes (what `primia infer --encrypted` starts): kill one while the data owner
+    computes, and the data owner ends with an error naming it, well inside the timeout, instead of hanging."""
+    import multiprocessing as mp
+
+    from primia.smpc.local_service import Source, local_parties
+
+    x = torch.rand(1, 1, 64, 64)
+    with local_parties(Source(seeded="resnet18", size=64), timeout_s=15) as (me, parties, where):
+        def kill() -> None:
+            time.sleep(1.0)
+            for p in mp.active_children():
+                if p.name == f"primia-smpc-{victim}":
+                    p.kill()
+
+        threading.Thread(target=kill, daemon=True).start()
+        started = time.monotonic()
+        with pytest.raises(LinkError, match=f"{victim} (disconnected|ended the session)"):
+            infer_batch(lambda c: x, 1, me, parties, where, 15)
+        assert time.monotonic() - started < 12
