@@ -129,6 +129,11 @@ def infer_cmd(
 ) -> None:
     """Classify images with a registered model: in the clear through its pyfunc, or --encrypted."""
     from primia.cli_common import connect
+    from primia.errors import DataError
+
+    missing = [str(p) for p in images if not p.is_file()]
+    if missing:  # before any party is started or any server called
+        raise DataError(f"images: no such file: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
 
     if not encrypted or compare or not model_owner:
         connect()  # MLflow: the plain model, or the local model owner's registry

@@ -281,3 +281,21 @@ def test_a_party_process_killed_mid_inference_is_a_clear_error_within_the_timeou
         with pytest.raises(LinkError, match=f"{victim} (disconnected|ended the session)"):
             infer_batch(lambda c: x, 1, me, parties, where, 15)
         assert time.monotonic() - started < 12
+
+
+def test_infer_names_bad_input_in_one_line(tmp_path: Any) -> None:
+    from typer.testing import CliRunner
+
+    from primia.cli import app
+    from tests.helpers import assert_one_line_error
+
+    image = tmp_path / "scan.png"
+    image.write_bytes(b"not checked before a session")
+    run = CliRunner()
+    base = ["infer", "--encrypted", "--model", "models:/brain@champion"]
+    assert_one_line_error(run.invoke(app, [*base, str(tmp_path / "missing.png")]), "images: no such file")
+    assert_one_line_error(run.invoke(app, [*base, "--model-owner", "mo=127.0.0.1:1", str(image)]),
+                          "needs a dealer (NAME=HOST:PORT) and the hospital")
+    assert_one_line_error(run.invoke(app, [*base, "--model-owner", "mo=nowhere", "--dealer", "d=127.0.0.1:2",
+                                           "--hospital", "h", "--keys-dir", str(tmp_path), str(image)]),
+                          "no hospital identity at")
