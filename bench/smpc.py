@@ -62,7 +62,7 @@ def bench_smpc(model: str, size: int, images: int, model_uri: str | None = None,
                     raise ConfigError(f"the model owner serves {c}, the bench loaded {card}")
                 return x
 
-            logits, _, info = infer_batch(batch, 1, me, parties, where, TIMEOUT_S, prefetch=True)
+            logits, _, info = infer_batch(batch, me, parties, where, TIMEOUT_S, prefetch=True)
             error = float((logits - expected).abs().max())
             rows.append({**info, "plain_s": plain_s, "agree": bool(logits.argmax() == expected.argmax()),
                          "logit_error": error})

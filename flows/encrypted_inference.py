@@ -38,7 +38,8 @@ def encrypted_inference(images: list[str], model_uri: str, output: str, model_ow
                      len(r), info["online_s"], info["session_s"])
     written = write_predictions(preds, Path(output))
     summary: dict[str, Any] = {
-        "model": figures[0]["source"], "images": len(preds), "sessions": len(figures), "output": str(written),
+        "model": figures[0]["source"], "images": len(preds), "sessions": sum(f["sessions"] for f in figures),
+        "output": str(written),
         "online_s": sum(f["online_s"] for f in figures), "session_s": sum(f["session_s"] for f in figures),
         "bytes_sent": sum(f["bytes_sent"] for f in figures)}
     if compare:

@@ -41,7 +41,9 @@ def encrypted_batch(paths: list[Path], caller: Caller, model_uri: str, timeout_s
                     ) -> tuple[list[client.Prediction], dict[str, Any]]:
     preds, card, figures = client.encrypted(paths, caller.me, caller.parties, caller.where, len(paths),
                                             timeout_s=timeout_s, check=lambda c: served_is(c.source, model_uri))
-    return preds, {**figures[0], "source": card.source}
+    # the model owner may take fewer images a session than the batch: one figure for the batch
+    return preds, {"source": card.source, "sessions": len(figures),
+                   **{k: sum(f[k] for f in figures) for k in ("online_s", "session_s", "bytes_sent")}}
 
 
 @task(name="write-predictions", cache_policy=NO_CACHE, persist_result=False)

@@ -120,6 +120,8 @@ class Roster:
             raise IntegrityError(f"roster is malformed ({type(exc).__name__}: {exc})") from None
 
     def with_hospital(self, public: PublicIdentity, bucket: str | None = None) -> Roster:
+        if public.hospital in self.services:  # a roster naming one twice would be refused by every party
+            raise ConfigError(f"{public.hospital!r} is a service on the roster: a hospital needs a name of its own")
         if public.hospital in self.hospitals and self.hospitals[public.hospital].status == ACTIVE:
             raise ConfigError(f"hospital {public.hospital!r} is already on the roster (fingerprint "
                               f"{self.hospitals[public.hospital].fingerprint}): revoke it first to enrol new keys")

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from primia.errors import ConfigError
+from primia.errors import ConfigError, IntegrityError
 from primia.federation.identity import load_identity
 from primia.federation.roster import Pin
 from primia.smpc.link import Identity
@@ -39,8 +39,8 @@ def pinned_parties(pin_path: Path, roster_file: Path) -> Parties:
 
 class RosterWatch:
     """A server's parties, re-read when the signed roster file changes (a revoked hospital or service is
-    refused from its next session on, without a restart); a file that fails the pin's checks keeps the last
-    good roster and raises, so a caller is refused rather than let in on an unverified roster."""
+    refused from its next session on, without a restart); a file that fails the pin's checks, or a roster
+    past its validity, raises: a caller is refused rather than let in on an unverified or stale roster."""
 
     def __init__(self, pin_path: Path, roster_file: Path) -> None:
         self.pin_path, self.roster_file = pin_path, roster_file
@@ -56,6 +56,9 @@ class RosterWatch:
         if stamp != self.stamp:
             self.parties = pinned_parties(self.pin_path, self.roster_file)
             self.stamp = stamp
+        if self.parties.expired():  # a roster nobody renews may hide a revocation: nobody is served on it
+            raise IntegrityError(f"{self.roster_file}: the signed roster expired on {self.parties.valid_until}; "
+                                 f"the authority must sign a fresh one (`primia federation sign`)")
         return self.parties
 
 

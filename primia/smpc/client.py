@@ -15,7 +15,7 @@ from primia.data.transforms import preprocess
 from primia.errors import DataError
 from primia.smpc.link import Identity
 from primia.smpc.parties import Parties
-from primia.smpc.service import Card, Endpoints, batches, infer_batch
+from primia.smpc.service import Card, Endpoints, infer_batch
 
 
 @dataclass(frozen=True)
@@ -45,27 +45,35 @@ def predictions(names: Sequence[str], logits: np.ndarray, class_names: Sequence[
 def encrypted(paths: Sequence[Path], me: Identity, parties: Parties, where: Endpoints, batch: int = 16,
               on_batch: Callable[[int, dict[str, Any]], None] | None = None, timeout_s: float = 120.0,
               check: Callable[[Card], None] | None = None) -> tuple[list[Prediction], Card, list[dict[str, Any]]]:
-    """Predictions for `paths` that neither reveal an image to the model owner nor a weight to this side.
-    `check(card)` runs before any image is shared (e.g. that the model owner serves the model asked for)."""
+    """Predictions for `paths` that neither reveal an image to the model owner nor a weight to this side, in
+    sessions of at most `batch` images (fewer where the model owner takes fewer). `check(card)` runs before
+    any image is shared (e.g. that the model owner serves the model asked for); every later session must
+    find the same model, or the run stops (an alias moved: the classes could differ)."""
     raw = decode_all(paths)
+    if not raw:
+        raise DataError("no images given")
     out: list[np.ndarray] = []
     figures: list[dict[str, Any]] = []
-    card: Card | None = None
-    for r in batches(len(raw), batch):
-        def images(c: Card, r: range = r) -> torch.Tensor:
+    first: list[Card] = []
+    done = 0
+    while done < len(raw):
+        def images(c: Card, done: int = done) -> torch.Tensor:
+            if first and c != first[0]:
+                raise DataError(f"the model owner now serves {c.source}, not {first[0].source} as for the "
+                                f"first {done} images: stopped")
             if check:
                 check(c)
-            return torch.from_numpy(np.stack([preprocess(raw[i], c.image_size) for i in r]))
+            take = range(done, min(len(raw), done + min(batch, c.max_batch)))
+            return torch.from_numpy(np.stack([preprocess(raw[i], c.image_size) for i in take]))
 
-        logits, card, info = infer_batch(images, len(r), me, parties, where, timeout_s)
+        logits, card, info = infer_batch(images, me, parties, where, timeout_s)
+        first[:1] = [card]
         out.append(logits.numpy())
         figures.append(info)
+        done += len(logits)
         if on_batch:
-            on_batch(len(r), info)
-    assert card is not None or not raw
-    if card is None:
-        raise DataError("no images given")
-    return predictions([str(p) for p in paths], np.concatenate(out), card.class_names), card, figures
+            on_batch(len(logits), info)
+    return predictions([str(p) for p in paths], np.concatenate(out), first[0].class_names), first[0], figures
 
 
 def plain(paths: Sequence[Path], uri: str) -> tuple[list[Prediction], str]:

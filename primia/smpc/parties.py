@@ -8,6 +8,7 @@ never against an address or what a server says: a link proves a name, and the na
 from __future__ import annotations
 
 import base64
+import datetime as dt
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -23,6 +24,7 @@ MODEL_OWNER, DATA_OWNER, DEALER = "model-owner", "data-owner", "dealer"
 class Parties:
     keys: dict[str, bytes]  # name -> raw Ed25519 public key (bytes: picklable, for spawned parties)
     roles: dict[str, str]  # name -> MODEL_OWNER | DATA_OWNER | DEALER
+    valid_until: str = ""  # the roster's: after it nobody is a party (a server must refresh its roster)
 
     @classmethod
     def from_roster(cls, roster: Roster) -> Parties:
@@ -32,7 +34,10 @@ class Parties:
         for role in (MODEL_OWNER, DEALER):
             for n, s in roster.active_services(role).items():
                 keys[n], roles[n] = base64.b64decode(s.signing_public_key), role
-        return cls(keys, roles)
+        return cls(keys, roles, roster.valid_until)
+
+    def expired(self) -> bool:
+        return bool(self.valid_until) and dt.datetime.fromisoformat(self.valid_until) < dt.datetime.now(dt.UTC)
 
     def public_keys(self) -> dict[str, Ed25519PublicKey]:
         return {n: Ed25519PublicKey.from_public_bytes(k) for n, k in self.keys.items()}

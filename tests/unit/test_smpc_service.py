@@ -23,7 +23,7 @@ from primia.smpc.caller import served_is
 from primia.smpc.link import Identity, LinkError, handshake
 from primia.smpc.local_service import seeded_model
 from primia.smpc.parties import DATA_OWNER, DEALER, MODEL_OWNER, Parties
-from primia.smpc.service import Endpoints, dealer_server, infer_batch, model_owner_server
+from primia.smpc.service import Endpoints, Served, dealer_server, infer_batch, model_owner_server
 
 NAMES = {"hospital-a": DATA_OWNER, "hospital-b": DATA_OWNER, "mo": MODEL_OWNER, "dealer-1": DEALER,
          "mo-2": MODEL_OWNER}
@@ -94,6 +94,8 @@ def test_services_are_signed_with_their_roles_and_old_rosters_keep_their_bytes()
         r.Roster.from_body(body)
     with pytest.raises(ConfigError, match="is a hospital on the roster"):
         _roster().with_service(_public("hospital-a"), DEALER)
+    with pytest.raises(ConfigError, match="is a service on the roster"):
+        _roster().without_hospital("hospital-a").with_hospital(_public("dealer-1"))
 
 
 def test_parties_take_their_roles_from_the_roster_and_revoked_ones_are_gone() -> None:
@@ -110,7 +112,7 @@ def test_parties_take_their_roles_from_the_roster_and_revoked_ones_are_gone() ->
 def test_a_hospital_gets_the_logits_of_a_batch_through_the_servers() -> None:
     x = _images(3)
     with _servers() as where:
-        logits, card, info = infer_batch(lambda c: x, 3, _me("hospital-a"), PARTIES, where, TIMEOUT)
+        logits, card, info = infer_batch(lambda c: x, _me("hospital-a"), PARTIES, where, TIMEOUT)
     assert card == SERVED.card
     assert (logits - _plain(x)).abs().max() < 0.01
     assert info["rounds"] > 0 and info["bytes_sent"] > 0
@@ -121,7 +123,7 @@ def test_concurrent_sessions_are_paired_by_their_ids() -> None:
     out: dict[str, torch.Tensor] = {}
     with _servers() as where:
         def one(h: str) -> None:
-            out[h] = infer_batch(lambda c: xs[h], len(xs[h]), _me(h), PARTIES, where, TIMEOUT)[0]
+            out[h] = infer_batch(lambda c: xs[h], _me(h), PARTIES, where, TIMEOUT)[0]
 
         threads = [threading.Thread(target=one, args=(h,)) for h in xs]
         for t in threads:
@@ -136,17 +138,17 @@ def test_only_roster_parties_in_their_roles_are_served() -> None:
     stranger = Identity("hospital-a", Ed25519PrivateKey.generate())  # a hospital's name, not its key
     with _servers() as where:
         with pytest.raises(LinkError, match="did not prove its roster identity|ended the session"):
-            infer_batch(lambda c: _images(1), 1, stranger, PARTIES, where, TIMEOUT)
+            infer_batch(lambda c: _images(1), stranger, PARTIES, where, TIMEOUT)
         with pytest.raises(LinkError, match="not a dealer"):  # a data owner naming the model owner as dealer
-            infer_batch(lambda c: _images(1), 1, _me("hospital-a"), PARTIES,
+            infer_batch(lambda c: _images(1), _me("hospital-a"), PARTIES,
                         Endpoints(where.model_owner, ("mo", where.dealer[1])), TIMEOUT)
         with pytest.raises(LinkError, match="is a data-owner .* not a model-owner"):
-            infer_batch(lambda c: _images(1), 1, _me("hospital-a"), PARTIES,
+            infer_batch(lambda c: _images(1), _me("hospital-a"), PARTIES,
                         Endpoints(("hospital-b", where.model_owner[1]), where.dealer), TIMEOUT)
         # the model owner checks the dealer's role itself, whatever the data owner checked
         link = handshake(socket.create_connection(where.model_owner[1]), _me("hospital-a"), PARTIES.public_keys(),
                          "mo", True, TIMEOUT)
-        link.send("open", {"session": "ef" * 16, "dealer": "hospital-b", "images": 1})
+        link.send("open", {"session": "ef" * 16, "dealer": "hospital-b"})
         with pytest.raises(LinkError, match="'hospital-b' is a data-owner .* not a dealer"):
             link.recv()
 
@@ -190,7 +192,7 @@ def test_a_model_owner_serving_another_model_is_refused_before_an_image_is_share
         return _images(1)
 
     with _servers() as where, pytest.raises(ConfigError, match="serves seeded:small_cnn, not models:/brain@champion"):
-        infer_batch(images, 1, _me("hospital-a"), PARTIES, where, TIMEOUT)
+        infer_batch(images, _me("hospital-a"), PARTIES, where, TIMEOUT)
     assert not shared
     served_is("models:/brain/3", "models:/brain@champion")
     served_is("models:/brain/3", "models:/brain/3")
@@ -206,7 +208,7 @@ def test_a_server_survives_a_caller_that_fails() -> None:
         sock.sendall(b"\x00\x00\x00\x05hello")
         sock.close()
         x = _images(1)
-        logits, _, _ = infer_batch(lambda c: x, 1, _me("hospital-a"), PARTIES, where, TIMEOUT)
+        logits, _, _ = infer_batch(lambda c: x, _me("hospital-a"), PARTIES, where, TIMEOUT)
     assert (logits - _plain(x)).abs().max() < 0.01
 
 
@@ -219,9 +221,13 @@ def test_a_model_owner_at_its_session_limit_tells_a_caller_it_is_busy() -> None:
         threading.Thread(target=x.serve, daemon=True).start()
     try:
         hold = handshake(socket.create_connection(mo.address), _me("hospital-b"), PARTIES.public_keys(), "mo", True,
-                         TIMEOUT)  # takes the one slot and stays silent
+                         TIMEOUT)  # takes the one slot, then never reaches the dealer
+        hold.send("open", {"session": "12" * 16, "dealer": "dealer-1"})
+        hold.recv("card")
+        hold.send("go", {"images": 1})
+        hold.recv("dealer-ready")
         with pytest.raises(LinkError, match="busy: 1 sessions running, none ended within 0.5 s"):
-            infer_batch(lambda c: _images(1), 1, _me("hospital-a"), PARTIES,
+            infer_batch(lambda c: _images(1), _me("hospital-a"), PARTIES,
                         Endpoints(("mo", mo.address), ("dealer-1", dealer.address)), TIMEOUT)
         hold.close()
     finally:
@@ -257,6 +263,12 @@ def test_a_servers_roster_follows_the_signed_file_and_refuses_a_bad_one(tmp_path
     write(_roster(), 4)  # version 1 again: a replay, older than what the pin saw
     with pytest.raises(IntegrityError, match="older than version 2"):
         watch()
+    path.write_text(json.dumps(r.sign(replace(_roster(), version=5), authority, valid_days=1.5 / 86400)))
+    os.utime(path, ns=(5, 5))
+    assert "hospital-a" in watch().of_role(DATA_OWNER)
+    time.sleep(2)  # nobody renewed it: a revocation could be hiding behind it
+    with pytest.raises(IntegrityError, match="expired"):
+        watch()
 
 
 @pytest.mark.slow
@@ -279,7 +291,7 @@ def test_a_party_process_killed_mid_inference_is_a_clear_error_within_the_timeou
         threading.Thread(target=kill, daemon=True).start()
         started = time.monotonic()
         with pytest.raises(LinkError, match=f"{victim} (disconnected|ended the session)"):
-            infer_batch(lambda c: x, 1, me, parties, where, 15)
+            infer_batch(lambda c: x, me, parties, where, 15)
         assert time.monotonic() - started < 12
 
 
@@ -299,3 +311,48 @@ def test_infer_names_bad_input_in_one_line(tmp_path: Any) -> None:
     assert_one_line_error(run.invoke(app, [*base, "--model-owner", "mo=nowhere", "--dealer", "d=127.0.0.1:2",
                                            "--hospital", "h", "--keys-dir", str(tmp_path), str(image)]),
                           "no hospital identity at")
+
+
+def _folder(tmp_path: Any, n: int) -> list[Any]:
+    from primia.data.synthetic import make_synthetic, write_image_folder
+
+    write_image_folder(make_synthetic(n, 2, 32, seed=3), tmp_path)
+    return sorted(f for f in tmp_path.rglob("*.png"))
+
+
+def test_sessions_follow_the_model_owners_batch_limit_and_stop_if_its_model_changes(tmp_path: Any) -> None:
+    from dataclasses import replace as swap
+
+    from primia.smpc import client
+
+    files = _folder(tmp_path, 5)
+    served = Served(SERVED.model, swap(SERVED.card, max_batch=2))
+    with _servers(served=served) as where:
+        preds, card, figures = client.encrypted(files, _me("hospital-a"), PARTIES, where, batch=16)
+        assert len(figures) == 3 and card.max_batch == 2 and len(preds) == 5  # 2 + 2 + 1
+        with pytest.raises(LinkError, match="takes 1 to 2"):
+            infer_batch(lambda c: _images(3), _me("hospital-a"), PARTIES, where, TIMEOUT)
+
+        def moved(n: int, info: Any) -> None:  # the alias moves after the first session
+            served.card = swap(served.card, source="models:/other/9")
+
+        with pytest.raises(Exception, match="now serves models:/other/9, not seeded:small_cnn as for the first 2"):
+            client.encrypted(files, _me("hospital-a"), PARTIES, where, batch=16, on_batch=moved)
+
+
+def test_a_server_closes_connections_beyond_its_caller_limit() -> None:
+    from primia.smpc.server import Server
+
+    server = Server(("127.0.0.1", 0), _me("mo"), PARTIES, lambda p: p.of_role(DATA_OWNER), lambda link: "done",
+                    TIMEOUT, max_callers=2)
+    threading.Thread(target=server.serve, daemon=True).start()
+    try:
+        idle = [socket.create_connection(server.address) for _ in range(2)]  # each holds a caller thread
+        time.sleep(0.3)
+        extra = socket.create_connection(server.address)
+        extra.settimeout(5)
+        assert extra.recv(1) == b""  # closed at once, not left waiting
+        for sock in idle:
+            sock.close()
+    finally:
+        server.stop()
