@@ -78,8 +78,8 @@ class Engine:
         if self.dealer:
             return c
         e, g = self.open(x - a, y - b)
-        z = c + f(e, b) + f(a, g)
-        return z + f(e, g) if self.leader else z
+        # f(e, b) + f(a, g), and the leader's f(e, g) folded into its first term by linearity: two ops, not three
+        return c + f(e, b + g if self.leader else b) + f(a, g)
 
     def mul(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.bilinear(torch.mul, x, y)

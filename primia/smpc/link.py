@@ -152,14 +152,14 @@ class Link:
         size = math.prod(shape) * np_dtype.itemsize  # Python ints: no silent wrap
         if size > MAX_TENSOR:
             raise LinkError(f"{self.peer} announced a tensor of {size} bytes (at most {MAX_TENSOR}): refused")
-        parts, got = [], 0
+        buf, got = bytearray(size), 0  # each frame lands in place: one copy of a tensor, not three
         while got < size:
             part = self._frame_in()
-            parts.append(part)
+            if got + len(part) > size:
+                raise LinkError(f"{self.peer} sent more than the {size} bytes of a tensor")
+            buf[got:got + len(part)] = part
             got += len(part)
-        if got != size:
-            raise LinkError(f"{self.peer} sent {got} bytes for a tensor of {size}")
-        return torch.from_numpy(np.frombuffer(b"".join(parts), dtype=np_dtype).copy()).reshape(shape)
+        return torch.from_numpy(np.frombuffer(buf, dtype=np_dtype)).reshape(shape)
 
     def fail(self, reason: str) -> None:
         """Tell the peer why this side ends the session (best effort), then close."""
