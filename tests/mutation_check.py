@@ -742,8 +742,8 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
     (
         'smpc model owner: the dealer named is a roster dealer',
         'primia/smpc/service.py',
-        '            parties.check(dealer_name, DEALER)\n',
-        '',
+        '            dealer_name = parties.check(str(_field(body, "dealer", peer.peer)), DEALER)',
+        '            dealer_name = str(_field(body, "dealer", peer.peer))',
         'tests/unit/test_smpc_service.py::test_only_roster_parties_in_their_roles_are_served',
     ),
     (
@@ -792,8 +792,8 @@ MUTATIONS = [  # (name, file, the check as it is, the check removed, the test th
     ),
     (
         'smpc model owner: a session limit',
-        'primia/smpc/service.py',
-        '        if not self.sem.acquire(timeout=self.timeout_s):',
+        'primia/smpc/server.py',
+        '        if not self.sem.acquire(timeout=self.wait_s):',
         '        if False:',
         'tests/unit/test_smpc_service.py::test_a_model_owner_at_its_session_limit_tells_a_caller_it_is_busy',
     ),

@@ -392,12 +392,17 @@ def test_a_failed_run_ends_failed_not_running(live_stack: stack.StackState, fede
 
 
 # ---------------------------------------------------------------------- encrypted inference of the registered model
-def _infer(*args: str) -> dict[str, Any]:
+def _uri(trained: dict[str, Any]) -> str:
+    """The version this module trained (aliases move as the promotion tests run)."""
+    return f"models:/{FID}/{trained['registry']['version']}"
+
+
+def _infer(uri: str, *args: str) -> dict[str, Any]:
     from typer.testing import CliRunner
 
     from primia.cli import app
 
-    result = CliRunner().invoke(app, ["infer", "--json", "--model", f"models:/{FID}@challenger", *args])
+    result = CliRunner().invoke(app, ["infer", "--json", "--model", uri, *args])
     assert result.exit_code == 0, result.output
     return dict(json.loads(result.stdout.strip().splitlines()[-1]))
 
@@ -408,12 +413,11 @@ def test_encrypted_inference_of_the_registered_model_agrees_with_its_pyfunc(trai
     """`primia infer --encrypted` (model owner and dealer spawned, the model loaded from the registry by alias)
     against the plain pyfunc on the same files."""
     files = _test_files(registry_dirs)[::6]
-    version = mlc.get_model_version_by_alias(FID, "challenger").version
-    enc = _infer("--encrypted", "--compare", "--batch", "8", *map(str, files))
-    assert enc["model"] == f"models:/{FID}/{version}" and enc["sessions"] == 2
+    enc = _infer(_uri(trained), "--encrypted", "--compare", "--batch", "8", *map(str, files))
+    assert enc["model"] == _uri(trained) and enc["sessions"] == 2
     assert enc["comparison"]["agreement"] == 1.0 and enc["comparison"]["max_logit_error"] < 0.05, enc["comparison"]
-    plain = _infer(*map(str, files))
-    model = mlflow.pyfunc.load_model(f"models:/{FID}@challenger")
+    plain = _infer(_uri(trained), *map(str, files))
+    model = mlflow.pyfunc.load_model(_uri(trained))
     expected = model.predict(pd.DataFrame({"image": [f.read_bytes() for f in files]})).to_numpy()
     np.testing.assert_allclose([p["probabilities"] for p in plain["predictions"]], expected, atol=1e-6)
     np.testing.assert_allclose([p["probabilities"] for p in enc["predictions"]], expected, atol=0.01)
@@ -426,8 +430,7 @@ def test_the_encrypted_inference_flow_writes_the_hospitals_predictions(trained: 
     from flows.encrypted_inference import encrypted_inference
 
     out = tmp_path / "predictions.csv"
-    summary = encrypted_inference([str(registry_dirs / "test")], f"models:/{FID}@challenger", str(out), batch=48,
-                                  compare=True)
+    summary = encrypted_inference([str(registry_dirs / "test")], _uri(trained), str(out), batch=48, compare=True)
     rows = list(csv.DictReader(out.open()))
     assert summary["images"] == len(rows) == 96 and summary["sessions"] == 2
     assert {r["prediction"] for r in rows} <= {"class0", "class1"}
@@ -474,7 +477,7 @@ def test_a_hospital_calls_the_roster_services_and_a_revoked_one_is_refused(train
     assert {"enc-mo", "enc-dealer"} <= set(runtime.roster().services)
     mo_port, dealer_port = free_ports(2)
     procs = [_serve("dealer", "enc-dealer", dealer_port, tmp_path / "dealer.log"),
-             _serve("model-owner", "enc-mo", mo_port, tmp_path / "mo.log", "--model", f"models:/{FID}@challenger",
+             _serve("model-owner", "enc-mo", mo_port, tmp_path / "mo.log", "--model", _uri(trained),
                     "--dealer", f"enc-dealer=127.0.0.1:{dealer_port}")]
     try:
         _listening(dealer_port, procs[0], tmp_path / "dealer.log")
@@ -482,7 +485,7 @@ def test_a_hospital_calls_the_roster_services_and_a_revoked_one_is_refused(train
         files = [str(f) for f in _test_files(registry_dirs)[::12]]
         remote = ["--encrypted", "--model-owner", f"enc-mo=127.0.0.1:{mo_port}", "--dealer",
                   f"enc-dealer=127.0.0.1:{dealer_port}", "--hospital", "enc-h", "--keys-dir", str(tmp_path / "enc-h")]
-        out = _infer(*remote, "--compare", *files)
+        out = _infer(_uri(trained), *remote, "--compare", *files)
         assert out["comparison"]["agreement"] == 1.0 and out["comparison"]["max_logit_error"] < 0.05
         before = tmp_path / "roster-before-revocation.json"
         before.write_bytes((runtime.settings().home / "authority" / "roster.json").read_bytes())
@@ -492,10 +495,10 @@ def test_a_hospital_calls_the_roster_services_and_a_revoked_one_is_refused(train
         assert run.invoke(app, ["hospital", "revoke", "enc-h"]).exit_code == 0
         # the hospital itself, on the new roster, no longer calls; on the old one it tries, and the running
         # model owner (which re-read the signed roster) refuses it
-        refused = run.invoke(app, ["infer", "--json", "--model", f"models:/{FID}@challenger", *remote, files[0]])
+        refused = run.invoke(app, ["infer", "--json", "--model", _uri(trained), *remote, files[0]])
         assert refused.exit_code == 2 and "'enc-h' is not a party" in refused.output, refused.output
         remote[-1] = str(tmp_path / "enc-h-before")
-        refused = run.invoke(app, ["infer", "--json", "--model", f"models:/{FID}@challenger", *remote, "--roster",
+        refused = run.invoke(app, ["infer", "--json", "--model", _uri(trained), *remote, "--roster",
                                    str(before), files[0]])
         assert refused.exit_code == 2 and "enc-mo" in refused.output, refused.output
     finally:
