@@ -93,10 +93,12 @@ def serve_cmd(
     else:
         if not model or not dealer:
             raise ConfigError("--role model-owner needs --model models:/NAME@ALIAS and at least one --dealer")
-        from primia.cli_common import connect
+        from primia.config import load_settings
         from primia.smpc.champion import load_served
 
-        connect()  # MLflow's address and login
+        if not load_settings().mlflow.tracking_uri:  # the registry only: no Prefect login on this machine
+            raise ConfigError("the model owner loads its model from MLflow: set PRIMIA_MLFLOW__TRACKING_URI (and "
+                              "its login)")
         served = load_served(model)
         server = model_owner_server(address, me, parties, served, dict(endpoint(d, "--dealer") for d in dealer),
                                     timeout, max_sessions)

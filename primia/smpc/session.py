@@ -36,8 +36,8 @@ from primia.smpc.ring import FRAC_BITS, decode, encode
 
 __all__ = ["DATA_OWNER", "DEALER", "MODEL_OWNER", "Spec", "run_dealer", "run_data_owner", "run_model_owner"]
 MODELS = ("small_cnn", "resnet18")  # what the protocol computes (network.py)
-MAX_BATCH, MAX_SIZE = 64, 512
-INLINE_BYTES = 32 << 10  # both ends send this much before reading: far below a loopback socket's buffers  # per session: what a server allocates for one caller stays bounded
+MAX_BATCH, MAX_SIZE = 64, 512  # per session: what a server allocates for one caller stays bounded
+INLINE_BYTES = 32 << 10  # both ends send this much before reading: far below a loopback socket's buffers
 
 
 @dataclass(frozen=True)
