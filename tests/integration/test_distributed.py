@@ -31,6 +31,9 @@ def test_two_rounds_on_three_agents_without_the_coordinator_reading_hospital_fil
     fid = f"dist-{int(time.time())}"
     config = agents.root / f"{fid}.yaml"
     raw = federation(agents, fid, rounds=2, min_hospitals=3) | {"audit": {"time_budget_s": 4, "restarts": 1}}
+    # 3 local epochs: with one, 2 rounds on 48 images a hospital left the test ROC-AUC at 0.55 in one full
+    # run of three this stop (training seeds are salted per attempt, so runs differ) and "it learned" flaked
+    raw["training"] = {**raw["training"], "local_epochs": 3}
     config.write_text(yaml.safe_dump(raw))
     audit = agents.root / f"{fid}-audit.log"
     env = {**os.environ, "PRIMIA_MODE": "distributed", "PYTHONPATH": str(REPO / "tests/integration/audit"),
@@ -54,6 +57,7 @@ def test_two_rounds_on_three_agents_without_the_coordinator_reading_hospital_fil
     store = runtime.checkpoints(fid)
     assert store.committed_rounds() == [0, 1, 2]
     assert not [o for o in store.store.list(store.round_prefix(1) + "updates/")]  # no update left in the clear
+    print(f"last round test ROC-AUC {summary['last_round_test']['roc_auc']:.3f}")
     assert summary["last_round_test"]["roc_auc"] > 0.7  # it learned (from sums only)
     _check_agents_membership_audit(fid, summary["mlflow_run_id"])
 
