@@ -15,7 +15,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from primia.cli_common import connect, console, friendly
+from primia.cli_common import connect, console, friendly, home
 from primia.errors import PrimiaError
 
 app = typer.Typer(help="primia: privacy-preserving federated learning for medical imaging.", no_args_is_help=True,
@@ -36,9 +36,7 @@ def _emit(result: dict[str, Any], as_json: bool) -> None:
 
 
 def _home() -> Path:
-    from primia.config import load_settings
-
-    return load_settings().home
+    return Path(home())
 
 
 # ------------------------------------------------------------------ stack

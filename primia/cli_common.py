@@ -35,6 +35,13 @@ def friendly(fn: F) -> F:
 
 
 
+def home() -> Any:
+    """PRIMIA_HOME, as the settings say (a Path)."""
+    from primia.config import load_settings
+
+    return load_settings().home
+
+
 def connect() -> Any:
     """Point Prefect at the stack's server (before Prefect is imported) and return the settings."""
     from infra.processes import http_ok

@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from primia.cli_common import console, friendly
+from primia.cli_common import console, friendly, home
 
 smpc_app = typer.Typer(
     help="Encrypted inference's services: the model owner (serves a registered model without revealing a weight) "
@@ -24,9 +24,7 @@ TIMEOUT = typer.Option(120.0, "--timeout", min=1.0, help="Seconds a silent party
 
 
 def _home() -> Path:
-    from primia.config import load_settings
-
-    return load_settings().home
+    return Path(home())
 
 
 # ------------------------------------------------------------------ primia smpc keygen / serve
